@@ -1,0 +1,255 @@
+"""The Singer target: reads the tap's stream, routes streams to audiences, and writes STATE.
+
+STATE goes to stdout only once every change before it is confirmed by TikTok: while a snapshot
+is open (records staged, not yet applied) the latest STATE is held back.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cached_property
+from pathlib import Path
+from typing import IO, Any
+
+from singer_sdk import Target
+from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
+from singer_sdk.helpers.capabilities import (
+    TARGET_BATCH_SIZE_ROWS_CONFIG,
+    PluginCapabilities,
+)
+from singer_sdk.singerlib.encoding.simple import SimpleSingerReader
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+from singer_sdk.singerlib.json import deserialize_json, serialize_json
+from singer_sdk.sinks import Sink
+
+from target_tiktok_audiences.client import DryRunClient, TikTokClient
+from target_tiktok_audiences.errors import ConfigError, InputError, TargetError
+from target_tiktok_audiences.settings import (
+    DEFAULT_API_URL,
+    DEFAULT_DRY_RUN_OUTPUT,
+    DEFAULT_STORE,
+    AudienceSettings,
+    check_global_settings,
+    config_schema,
+    resolve_settings,
+)
+from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink
+from target_tiktok_audiences.store import MembershipStore
+
+_SECRET_SETTINGS = ("access_token",)
+
+
+class SafeSingerReader(SimpleSingerReader):
+    """Reads Singer lines without ever echoing one: input lines carry personal data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.line_number = 0
+
+    def deserialize_json(self, line: str) -> dict:
+        """Parse one line; a malformed one is a one-line error naming its number only."""
+        self.line_number += 1
+        try:
+            message = deserialize_json(line)
+        except ValueError as exc:
+            msg = (
+                f"input line {self.line_number} is not valid JSON ({type(exc).__name__} at "
+                f"column {getattr(exc, 'colno', '?')}): the tap's output is corrupt; fix or "
+                "re-run the tap"
+            )
+            raise InputError(msg) from None
+        if not isinstance(message, dict):
+            msg = f"input line {self.line_number} is not a Singer message (a JSON object)"
+            raise InputError(msg)
+        return message
+
+    @staticmethod
+    def assert_line_requires(line_dict: dict, requires: set[str]) -> None:
+        """Name the missing keys, never the line's content."""
+        missing = requires - set(line_dict)
+        if missing:
+            kind = line_dict.get("type", "unknown")
+            msg = (
+                f"a {kind} message lacks required key(s) {', '.join(sorted(missing))}: the "
+                "tap does not follow the Singer spec"
+            )
+            raise InputError(msg)
+
+    def _process_unknown_message(self, message_dict: dict) -> None:
+        """Skip message types this target has no use for (e.g. BATCH from a newer tap)."""
+
+
+class TargetTikTokAudiences(Target):
+    """Keeps TikTok custom audiences in step with the people in a Singer stream."""
+
+    name = "target-tiktok-audiences"
+    config_jsonschema = config_schema
+    default_sink_class = AudienceSink
+    message_reader_class = SafeSingerReader
+    # Not VALIDATE_RECORDS: a bad identifier is counted and skipped, never fatal.
+    capabilities = [
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STREAM_MAPS,
+        PluginCapabilities.STRUCTURED_LOGGING,
+    ]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # After super(): the SDK resets max_parallelism in its own __init__. One SQLite
+        # connection serves all sinks, so sinks drain one at a time; requests run in parallel.
+        self.max_parallelism = 1
+        self.normalization = check_global_settings(self.config)
+        self._settings: dict[str, AudienceSettings | None] = {}
+        self._held_state = False
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict) -> None:
+        """Offer `batch_size_rows` and stream maps, not the SDK's database-loader settings."""
+        spec = dict(TARGET_BATCH_SIZE_ROWS_CONFIG["properties"]["batch_size_rows"])
+        spec["description"] = (
+            "Records read before they are staged (and, in incremental mode, sent); "
+            f"default {AudienceSink.MAX_SIZE_DEFAULT}. Not the TikTok request size: see batch_size."
+        )
+        config_jsonschema["properties"].setdefault("batch_size_rows", spec)
+        super(Target, cls).append_builtin_config(config_jsonschema)
+
+    # Settings and shared resources
+
+    @property
+    def dry_run(self) -> bool:
+        """Send nothing, change no stored membership, write planned requests to a file."""
+        return bool(self.config.get("dry_run"))
+
+    def audience_settings(self, stream: str) -> AudienceSettings | None:
+        """The resolved settings of a stream's audience (None: the stream is ignored)."""
+        if stream not in self._settings:
+            settings = resolve_settings(self.config, stream, self.normalization)
+            if settings is None:
+                self.logger.warning(
+                    "Stream %s is not listed in `audiences`: its records are ignored.", stream
+                )
+            self._settings[stream] = settings
+        return self._settings[stream]
+
+    def get_sink_class(self, stream_name: str) -> type[Sink]:
+        """Streams without an audience go to a sink that drops them."""
+        if self.audience_settings(stream_name) is None:
+            return IgnoredStreamSink
+        return AudienceSink
+
+    @cached_property
+    def store(self) -> MembershipStore:
+        """The membership store (a throwaway copy in memory for a dry run)."""
+        location = str(self.config.get("membership_store") or DEFAULT_STORE)
+        return MembershipStore.open(location, throwaway=self.dry_run)
+
+    @cached_property
+    def client(self) -> TikTokClient:
+        """The TikTok client; in a dry run, one that writes requests to `dry_run_output`."""
+        config = self.config
+        options: dict[str, Any] = {
+            "api_url": config.get("api_url") or DEFAULT_API_URL,
+            "access_token": config.get("access_token"),
+            "timeout": float(config.get("request_timeout", 60)),
+            "max_retries": int(config.get("max_retries", 8)),
+            "max_requests_per_second": float(config.get("max_requests_per_second", 10)),
+            "max_parallel_requests": int(config.get("max_parallel_requests", 4)),
+            "batch_size": int(config.get("batch_size", 5000)),
+        }
+        if self.dry_run:
+            path = Path(config.get("dry_run_output") or DEFAULT_DRY_RUN_OUTPUT)
+            if path.parent != Path():
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._dry_run_file: IO[str] = path.open("w", encoding="utf-8")
+            return DryRunClient(self._dry_run_file, **options)
+        return TikTokClient(**options)
+
+    def _audience_sinks(self) -> list[AudienceSink]:
+        return [s for s in self._sinks_active.values() if isinstance(s, AudienceSink)]
+
+    # Messages
+
+    def _process_activate_version_message(self, message_dict: dict) -> None:
+        """Drain the stream's pending records first, so the version closes over all of them."""
+        self._assert_line_requires(message_dict, requires={"stream", "version"})
+        stream = message_dict["stream"]
+        if stream not in self.mapper.stream_maps:
+            msg = f"ACTIVATE_VERSION for stream {stream!r} came before its SCHEMA message"
+            raise InputError(msg)
+        for stream_map in self.mapper.stream_maps[stream]:
+            sink = self.get_sink(stream_map.stream_alias)
+            self.drain_one(sink)
+            sink.activate_version(message_dict["version"])
+
+    def process_endofpipe(self) -> None:
+        """Apply open snapshots, then let the SDK drain, write STATE and clean up."""
+        end_proves = self.config.get("snapshot_end", "end_of_input") == "end_of_input"
+        for sink in self._audience_sinks():
+            self.drain_one(sink)
+            sink.finish_input(end_proves_snapshot=end_proves)
+        super().process_endofpipe()
+        self._report()
+        self.client.close()
+        self.store.close()
+
+    def _write_state_message(self, state: dict) -> None:
+        """Write STATE only when no change before it is unconfirmed; Decimal-safe."""
+        if any(sink.has_unconfirmed_work for sink in self._audience_sinks()):
+            if not self._held_state:
+                self.logger.info("Holding STATE until the open snapshot is confirmed.")
+            self._held_state = True
+            return
+        self._held_state = False
+        sys.stdout.write(serialize_json(state) + "\n")
+        sys.stdout.flush()
+
+    def _report(self) -> None:
+        """One line per audience on stderr: what changed, what was skipped, what it cost."""
+        for sink in self._audience_sinks():
+            counts = sink.report_counts()
+            skipped = ", ".join(f"{k} {v}" for k, v in sorted(counts["skipped"].items()))
+            self.logger.info(
+                "Audience %s (stream %s)%s: added %d, removed %d, changed %d, unchanged %d, "
+                "skipped %d (%s), held %d, requests %d, %.2f s",
+                sink.settings.label,
+                sink.stream_name,
+                " [dry run]" if self.dry_run else "",
+                counts["added"],
+                counts["removed"],
+                counts["changed"],
+                counts["unchanged"],
+                sum(counts["skipped"].values()),
+                skipped or "none",
+                counts["held"],
+                counts["requests"],
+                counts["seconds"],
+            )
+
+    # CLI
+
+    @classmethod
+    def invoke(cls, *args: Any, **kwargs: Any) -> None:
+        """Run the target; expected failures end with one line on stderr and exit 1."""
+        try:
+            super().invoke(*args, **kwargs)
+        except ConfigValidationError as exc:
+            cls._fail(f"invalid settings: {_redact_config_error(exc.errors)}")
+        except (TargetError, RecordsWithoutSchemaException, InvalidInputLine) as exc:
+            cls._fail(str(exc))
+
+    @classmethod
+    def _fail(cls, message: str) -> None:
+        cls.logger.error(message)
+        sys.exit(1)
+
+
+def _redact_config_error(errors: list[str]) -> str:
+    """The first schema error, without echoing a secret's value."""
+    first = errors[0] if errors else "the config does not match the settings schema"
+    for secret in _SECRET_SETTINGS:
+        if secret in first:
+            return f"`{secret}` must be a string; see `target-tiktok-audiences --about`"
+    return first + "; see `target-tiktok-audiences --about` for every setting"
+
+
+__all__ = ["ConfigError", "TargetTikTokAudiences"]
