@@ -12,6 +12,7 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from singer_sdk.sinks import BatchSink
@@ -51,6 +52,21 @@ def _field(record: Mapping[str, Any], path: str) -> Any:
     return value
 
 
+@dataclass
+class StreamProgress:
+    """One stream's progress through a run; outlives a sink replaced by a new SCHEMA."""
+
+    records_since_close: int = 0
+    records_since_version: int = 0
+    last_version: int | None = None
+    seen_version: bool = False
+    closed_any: bool = False
+    skipped: Counter[str] = field(default_factory=Counter)
+    invalid: Counter[str] = field(default_factory=Counter)
+    totals: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+
 class IgnoredStreamSink(BatchSink):
     """Receives a stream that `audiences` does not list, and drops it."""
 
@@ -85,16 +101,11 @@ class AudienceSink(BatchSink):
         self.snapshot = settings.sync_mode == "snapshot"
         self.store = target.store
         self.row = self.store.audience(stream_name, settings.target_key, settings.advertiser_ids)
-        self.skipped: Counter[str] = Counter()
-        self.invalid: Counter[str] = Counter()
-        self.totals = Counter()
-        self.seconds = 0.0
         self._buffer: list[tuple[bytes, int, Slots]] = []
-        self._records_since_close = 0
-        self._records_since_version = 0
-        self._last_version: int | None = None
-        self._seen_version = False
-        self._closed_any = False
+        self.progress = target.stream_progress(stream_name)
+        # A new SCHEMA replaced an earlier sink of this stream: its records come first.
+        for earlier in target.archived_sinks(stream_name):
+            target.drain_one(earlier)
 
     # The SDK's defaults would drop `_sdc_deleted_at`, validate records we do not store and
     # parse timestamps we never read: we only look at identifier, key and flag fields.
@@ -119,7 +130,7 @@ class AudienceSink(BatchSink):
     @property
     def has_unconfirmed_work(self) -> bool:
         """True while records have come that TikTok has not confirmed (an open snapshot)."""
-        return self._records_since_close > 0 or bool(self._buffer)
+        return self.progress.records_since_close > 0 or bool(self._buffer)
 
     @property
     def current_size(self) -> int:
@@ -128,22 +139,22 @@ class AudienceSink(BatchSink):
 
     def process_record(self, record: dict, context: dict) -> None:
         """Hash one record's identifiers and buffer the person as member or leaver."""
-        self._records_since_close += 1
-        self._records_since_version += 1
-        self.totals["records"] += 1
+        self.progress.records_since_close += 1
+        self.progress.records_since_version += 1
+        self.progress.totals["records"] += 1
         slots, reasons = self.extract(record)
         leaving = self._is_leaving(record)
         key_values = self._key_values(record)
         if key_values is False:
-            self.skipped["missing_key"] += 1
+            self.progress.skipped["missing_key"] += 1
             return
         if not leaving and not any(slots):
-            self.skipped[reasons[0] if reasons else "missing"] += 1
+            self.progress.skipped[reasons[0] if reasons else "missing"] += 1
             return
-        self.invalid.update(reasons)
+        self.progress.invalid.update(reasons)
         person = person_key(key_values or None, slots)
         if person is None:  # leaving, no key, and no identifier to know them by
-            self.skipped[reasons[0] if reasons else "missing"] += 1
+            self.progress.skipped[reasons[0] if reasons else "missing"] += 1
             return
         self._buffer.append((person, 1 if leaving else 0, slots))
 
@@ -179,18 +190,18 @@ class AudienceSink(BatchSink):
         """Close the snapshot when records came since the last version, or it repeats."""
         if not self.snapshot:
             return
-        repeat = self._seen_version and self._last_version == new_version
-        if self._records_since_version or repeat:
+        repeat = self.progress.seen_version and self.progress.last_version == new_version
+        if self.progress.records_since_version or repeat:
             self.apply(complete=True)
-        self._records_since_version = 0
-        self._seen_version = True
-        self._last_version = new_version
+        self.progress.records_since_version = 0
+        self.progress.seen_version = True
+        self.progress.last_version = new_version
 
     def finish_input(self, *, end_proves_snapshot: bool) -> None:
         """End of input: apply an open snapshot, or say why the audience is left alone."""
         if not self.snapshot:
             return
-        if self._records_since_close:
+        if self.progress.records_since_close:
             if end_proves_snapshot:
                 self.apply(complete=True)
             else:
@@ -200,7 +211,7 @@ class AudienceSink(BatchSink):
                     self.stream_name,
                 )
                 self.apply(complete=False)
-        elif not self._closed_any:
+        elif not self.progress.closed_any:
             self.owner.logger.warning(
                 "Stream %s sent no records and no closing ACTIVATE_VERSION: audience %s left "
                 "alone (an incremental tap with nothing new looks like this; an empty snapshot "
@@ -223,10 +234,10 @@ class AudienceSink(BatchSink):
             raise
         finally:
             self.store.clear_staged(audience)
-            self._records_since_close = 0
-            self._closed_any = True
-            self.totals["requests"] += self.owner.client.requests_sent - requests_before
-            self.seconds += time.monotonic() - started
+            self.progress.records_since_close = 0
+            self.progress.closed_any = True
+            self.progress.totals["requests"] += self.owner.client.requests_sent - requests_before
+            self.progress.seconds += time.monotonic() - started
         self.store.record_result(audience, "ok", None, self.report_counts())
 
     def _apply(self, audience: int, *, complete: bool) -> None:
@@ -236,7 +247,7 @@ class AudienceSink(BatchSink):
         if not uploaded and settings.min_audience_size:
             people = store.hold(audience, snapshot=snapshot)
             if should_hold(people, settings.min_audience_size, uploaded=False):
-                self.totals["held"] = people
+                self.progress.totals["held"] = people
                 self.owner.logger.info(
                     "Audience %s holds %d people, under min_audience_size %d: nothing sent yet.",
                     settings.label,
@@ -258,7 +269,7 @@ class AudienceSink(BatchSink):
         )
         if refusal:
             raise RemovalGuardError(refusal)
-        self.totals["held"] = 0
+        self.progress.totals["held"] = 0
         self._send(audience, summary)
 
     def _send(self, audience: int, summary: PlanSummary) -> None:
@@ -281,10 +292,10 @@ class AudienceSink(BatchSink):
                 store.confirm(audience, action, store_only)
         store.finish_upload(audience)
         self.row = store.get_audience(audience)
-        self.totals["added"] += summary.joined
-        self.totals["removed"] += summary.left
-        self.totals["changed"] += summary.changed
-        self.totals["unchanged"] = summary.unchanged
+        self.progress.totals["added"] += summary.joined
+        self.progress.totals["removed"] += summary.left
+        self.progress.totals["changed"] += summary.changed
+        self.progress.totals["unchanged"] = summary.unchanged
 
     def _batches(
         self, audience: int, action: str, store_only: list[tuple[bytes, Slots]]
@@ -311,14 +322,14 @@ class AudienceSink(BatchSink):
     def report_counts(self) -> dict[str, Any]:
         """Counts for the run report and the store's last-sync record."""
         return {
-            "records": self.totals["records"],
-            "added": self.totals["added"],
-            "removed": self.totals["removed"],
-            "changed": self.totals["changed"],
-            "unchanged": self.totals["unchanged"],
-            "held": self.totals["held"],
-            "skipped": dict(self.skipped),
-            "invalid_values": dict(self.invalid),
-            "requests": self.totals["requests"],
-            "seconds": round(self.seconds, 3),
+            "records": self.progress.totals["records"],
+            "added": self.progress.totals["added"],
+            "removed": self.progress.totals["removed"],
+            "changed": self.progress.totals["changed"],
+            "unchanged": self.progress.totals["unchanged"],
+            "held": self.progress.totals["held"],
+            "skipped": dict(self.progress.skipped),
+            "invalid_values": dict(self.progress.invalid),
+            "requests": self.progress.totals["requests"],
+            "seconds": round(self.progress.seconds, 3),
         }

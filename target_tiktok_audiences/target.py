@@ -33,7 +33,7 @@ from target_tiktok_audiences.settings import (
     config_schema,
     resolve_settings,
 )
-from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink
+from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink, StreamProgress
 from target_tiktok_audiences.store import MembershipStore
 
 _SECRET_SETTINGS = ("access_token",)
@@ -100,6 +100,7 @@ class TargetTikTokAudiences(Target):
         self.max_parallelism = 1
         self.normalization = check_global_settings(self.config)
         self._settings: dict[str, AudienceSettings | None] = {}
+        self._progress: dict[str, StreamProgress] = {}
         self._held_state = False
 
     @classmethod
@@ -163,6 +164,14 @@ class TargetTikTokAudiences(Target):
             self._dry_run_file: IO[str] = path.open("w", encoding="utf-8")
             return DryRunClient(self._dry_run_file, **options)
         return TikTokClient(**options)
+
+    def stream_progress(self, stream: str) -> StreamProgress:
+        """A stream's progress through this run, shared by every sink the stream gets."""
+        return self._progress.setdefault(stream, StreamProgress())
+
+    def archived_sinks(self, stream: str) -> list[Sink]:
+        """Sinks of a stream that a new SCHEMA replaced and that still hold records."""
+        return [s for s in self._sinks_to_clear if s.stream_name == stream and s.current_size]
 
     def _audience_sinks(self) -> list[AudienceSink]:
         return [s for s in self._sinks_active.values() if isinstance(s, AudienceSink)]

@@ -1,0 +1,970 @@
+"""A fake TikTok Business API server for end-to-end tests.
+
+It speaks real HTTP on 127.0.0.1, validates requests as strictly as ``/work/shared/tiktok-api.md``
+describes, keeps audience membership in memory and supports fault injection (latency, hangs,
+HTTP 503, error codes, rate limiting).
+
+Use it from tests::
+
+    with FakeTikTok() as fake:
+        fake.add_advertiser("7000000000000000001")
+        fake.add_token("T", ["7000000000000000001"])
+        ...  # point the target's api_url at fake.url
+
+or as a script (prints its URL on one line, serves until SIGTERM/SIGINT, then prints a JSON summary
+of stats and member counts to stderr)::
+
+    python tests/fake_tiktok.py --port 8765 --token T --advertiser 7000000000000000001
+
+Only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import math
+import random
+import re
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from operator import itemgetter
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+PREFIX = "/open_api/v1.3/"
+
+ID_SCHEMAS: dict[str, int] = {
+    "EMAIL_SHA256": 64,
+    "PHONE_SHA256": 64,
+    "IDFA_SHA256": 64,
+    "IDFA_MD5": 32,
+    "AAID_SHA256": 64,
+    "AAID_MD5": 32,
+}
+_HEX_RUN = re.compile(r"[0-9a-f]*")
+_HEX_DIGITS = b"0123456789abcdef"
+
+MESSAGES: dict[int, str] = {
+    0: "OK",
+    20001: "Partial success",
+    40000: "Invalid parameters",
+    40001: "No permission",
+    40002: "Audience is busy, try later",
+    40007: "Object does not exist",
+    40011: "Too many ids",
+    40016: "Too many requests",
+    40061: "Invalid batch size",
+    40062: "PII not hashed",
+    40100: "Too many requests",
+    40104: "Access token is missing",
+    40105: "Access token is invalid",
+    40110: "Invalid auth code",
+    40132: "Too many requests",
+    40133: "Too many requests",
+    40202: "Write conflict",
+    40300: "Advertiser does not exist",
+    50000: "Internal server error",
+    50002: "Internal server error",
+    60001: "System maintenance",
+    61000: "Too many requests",
+}
+
+FIRST_AUDIENCE_ID = 7100000000000000001
+YEAR_SECONDS = 365 * 24 * 3600
+
+
+class ApiError(Exception):
+    """An answer with a non-zero envelope code."""
+
+    def __init__(self, code: int, message: str | None = None) -> None:
+        super().__init__(message or MESSAGES.get(code, "Error"))
+        self.code = code
+        self.message = message or MESSAGES.get(code, "Error")
+
+
+def _fmt_time(ts: float) -> str:
+    """Format a UNIX time as TikTok does: ``YYYY-MM-DD HH:MM:SS`` (UTC)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+
+
+def _is_str_list(value: Any) -> bool:
+    """Return whether value is a non-empty list of non-empty strings."""
+    return (
+        isinstance(value, list) and len(value) > 0 and all(isinstance(v, str) and v for v in value)
+    )
+
+
+def _all_hex(ids: list[str], length: int) -> bool:
+    """Return whether every id is lowercase hex of exactly this length (checked in bulk)."""
+    if not ids:
+        return True
+    if set(map(len, ids)) != {length}:
+        return False
+    try:
+        joined = "".join(ids).encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    return not joined.translate(None, _HEX_DIGITS)
+
+
+def _json_array_param(query: dict[str, str], name: str, max_len: int = 100) -> list[str]:
+    """Parse a query parameter holding a JSON-encoded array of 1..max_len strings."""
+    raw = query.get(name)
+    if raw is None:
+        raise ApiError(40000, f"{name}: missing")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ApiError(40000, f"{name}: not a JSON array") from None
+    if not _is_str_list(value):
+        raise ApiError(40000, f"{name}: must be a JSON array of 1 to {max_len} id strings")
+    if len(value) > max_len:
+        raise ApiError(40000, f"{name}: at most {max_len} ids, got {len(value)}")
+    return value
+
+
+def _int_param(query: dict[str, str], name: str, default: int, lo: int, hi: int | None) -> int:
+    """Parse an integer query parameter within [lo, hi]."""
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(40000, f"{name}: not an integer") from None
+    if value < lo or (hi is not None and value > hi):
+        bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ApiError(40000, f"{name}: must be {bound}, got {value}")
+    return value
+
+
+Groups = dict[tuple[str, ...], list[list[str]]]
+"""Audience ids (as a tuple) -> one list of ids per id_schema position."""
+
+
+def _rows_fast(batch: list[Any], schema: list[str]) -> Groups | None:
+    """Validate and group batch_data with bulk (C-speed) checks; None when anything is off.
+
+    Never accepts what ``_rows_checked`` would refuse; refusing here only costs the slow pass.
+    """
+    width = len(schema)
+    if set(map(type, batch)) != {list} or set(map(len, batch)) != {width}:
+        return None
+    if not all(map(any, batch)):
+        return None
+    groups: Groups = {}
+    get_id, get_auds = itemgetter("id"), itemgetter("audience_ids")
+    for j, column in enumerate(zip(*batch, strict=True)):
+        if set(map(type, column)) != {dict}:
+            return None
+        filled = [item for item in column if item]
+        if not filled:
+            continue
+        if set(map(len, filled)) != {2}:
+            return None
+        try:
+            ids = list(map(get_id, filled))
+            auds = list(map(get_auds, filled))
+        except KeyError:
+            return None
+        if set(map(type, ids)) != {str} or set(map(type, auds)) != {list}:
+            return None
+        by_key: dict[tuple[str, ...], list[str]]
+        if auds.count(auds[0]) == len(auds):  # the usual case: one audience list for all
+            by_key = {tuple(auds[0]): ids}
+        else:
+            by_key = {}
+            for key, ident in zip(map(tuple, auds), ids, strict=True):
+                by_key.setdefault(key, []).append(ident)
+        for key, key_ids in by_key.items():
+            if not _is_str_list(list(key)):
+                return None
+            if not _all_hex(key_ids, ID_SCHEMAS[schema[j]]):
+                return None
+            groups.setdefault(key, [[] for _ in range(width)])[j] = key_ids
+    return groups
+
+
+def _rows_checked(batch: list[Any], schema: list[str]) -> Groups:
+    """Validate batch_data row by row, raising ApiError for the first problem; return groups."""
+    width = len(schema)
+    groups: Groups = {}
+    last_auds: Any = None
+    cur: list[list[str]] = []
+    for n, row in enumerate(batch):
+        if type(row) is not list:
+            raise ApiError(40000, f"batch_data: row {n} is not a list")
+        if len(row) != width:
+            raise ApiError(
+                40000, f"batch_data: row {n} has {len(row)} entries, id_schema has {width}"
+            )
+        filled = False
+        for j, item in enumerate(row):
+            if type(item) is not dict:
+                raise ApiError(40000, f"batch_data: row {n} entry {j} is not an object")
+            if not item:
+                continue
+            if len(item) != 2 or "id" not in item or "audience_ids" not in item:
+                raise ApiError(
+                    40000,
+                    f"batch_data: row {n} entry {j} must be {{}} or have exactly "
+                    f"id and audience_ids",
+                )
+            ident = item["id"]
+            auds = item["audience_ids"]
+            if type(ident) is not str:
+                raise ApiError(40000, f"batch_data: row {n} entry {j}: id must be a string")
+            if auds != last_auds or type(auds) is not list:
+                if not _is_str_list(auds):
+                    raise ApiError(
+                        40000,
+                        f"batch_data: row {n} entry {j}: audience_ids must be a non-empty "
+                        f"list of strings",
+                    )
+                last_auds = auds
+                cur = groups.setdefault(tuple(auds), [[] for _ in range(width)])
+            length = ID_SCHEMAS[schema[j]]
+            if len(ident) != length or not _HEX_RUN.fullmatch(ident):
+                raise ApiError(
+                    40062,
+                    f"PII not hashed: row {n} entry {j} ({schema[j]}) must be lowercase hex "
+                    f"of length {length}",
+                )
+            cur[j].append(ident)
+            filled = True
+        if not filled:
+            raise ApiError(40000, f"batch_data: row {n} has only empty entries")
+    return groups
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that knows its FakeTikTok and stays quiet."""
+
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], fake: FakeTikTok) -> None:
+        super().__init__(addr, _Handler)
+        self.fake = fake
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Swallow errors from clients that went away (timeouts, resets)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            return
+        traceback.print_exc(file=sys.stderr)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes every HTTP method to FakeTikTok.handle."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeTikTok/1.0"
+    timeout = 120  # idle keep-alive connections end eventually
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Print nothing per request."""
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                line = self.rfile.readline()
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _dispatch(self) -> None:
+        body = self._read_body()
+        status, payload, delay = self.server.fake._handle(
+            self.command, self.path, dict(self.headers.items()), body
+        )
+        if delay > 0:
+            time.sleep(delay)
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
+
+
+class FakeTikTok:
+    """In-memory imitation of the TikTok Business API audience endpoints.
+
+    State (advertisers, tokens, audiences, membership, log, stats) lives behind one lock.
+    Membership is ``{id_schema: set of lowercase hex ids}`` per audience.
+    """
+
+    def __init__(self, *, max_batch: int = 10000, seed: int = 0, log_bodies: bool = True) -> None:
+        self.max_batch = max_batch
+        self.log_bodies = log_bodies
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._advertisers: dict[str, dict[str, str]] = {}
+        self._tokens: dict[str, set[str]] = {}
+        self._apps: dict[str, str] = {}
+        self._auth_codes: dict[str, tuple[str, list[str]]] = {}
+        self._used_codes: set[str] = set()
+        self._audiences: dict[str, dict[str, Any]] = {}
+        self._next_audience_id = FIRST_AUDIENCE_ID
+        self._log: list[dict[str, Any]] = []
+        self._request_seq = 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.stats: dict[str, int] = {
+            "requests": 0,
+            "rate_limited": 0,
+            "errors_injected": 0,
+            "http_503": 0,
+            "hangs": 0,
+        }
+        self._faults: dict[str, Any] = {}
+        self._window: collections.deque[float] = collections.deque()
+        self.inject()
+        self._routes: dict[str, tuple[str, bool, Callable[..., dict[str, Any]]]] = {
+            "segment/mapping/": ("POST", True, self._segment_mapping),
+            "segment/audience/": ("POST", True, self._segment_audience),
+            "dmp/custom_audience/get/": ("GET", True, self._audience_get),
+            "dmp/custom_audience/list/": ("GET", True, self._audience_list),
+            "user/info/": ("GET", True, self._user_info),
+            "advertiser/info/": ("GET", True, self._advertiser_info),
+            "oauth2/advertiser/get/": ("GET", True, self._oauth_advertisers),
+            "oauth2/access_token/": ("POST", False, self._oauth_access_token),
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, port: int = 0) -> FakeTikTok:
+        """Bind 127.0.0.1 (port 0: any free port) and serve in a daemon thread."""
+        if self._server is not None:
+            return self
+        self._server = _Server(("127.0.0.1", port), self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket (requests still sleeping are abandoned)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._thread = None
+
+    def __enter__(self) -> FakeTikTok:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port (after start)."""
+        if self._server is None:
+            raise RuntimeError("FakeTikTok is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL with trailing slash, e.g. ``http://127.0.0.1:PORT/open_api/v1.3/``."""
+        return f"http://127.0.0.1:{self.port}{PREFIX}"
+
+    # ------------------------------------------------------------------ setup
+
+    def add_advertiser(
+        self,
+        advertiser_id: str,
+        *,
+        name: str = "",
+        business_center: str = "bc1",
+        status: str = "STATUS_ENABLE",
+    ) -> None:
+        """Register an advertiser (ad account) in a business center."""
+        with self._lock:
+            self._advertisers[str(advertiser_id)] = {
+                "advertiser_id": str(advertiser_id),
+                "name": name or f"Advertiser {advertiser_id}",
+                "business_center": business_center,
+                "status": status,
+            }
+
+    def add_token(self, token: str, advertiser_ids: list[str]) -> None:
+        """Register a token that may use these advertisers (replaces an earlier grant)."""
+        with self._lock:
+            self._tokens[token] = {str(a) for a in advertiser_ids}
+
+    def remove_token(self, token: str) -> None:
+        """Revoke a token: later requests with it answer 40105."""
+        with self._lock:
+            self._tokens.pop(token, None)
+
+    def add_audience(self, advertiser_id: str, name: str, *, audience_id: str | None = None) -> str:
+        """Create a pre-existing audience for an advertiser and return its id."""
+        with self._lock:
+            if str(advertiser_id) not in self._advertisers:
+                raise ValueError(f"unknown advertiser {advertiser_id}; call add_advertiser first")
+            if audience_id is not None and str(audience_id) in self._audiences:
+                raise ValueError(f"audience {audience_id} already exists")
+            return self._create_audience_locked(str(advertiser_id), name, audience_id)
+
+    def add_app(self, app_id: str, secret: str) -> None:
+        """Register an app for the oauth2 endpoints."""
+        with self._lock:
+            self._apps[app_id] = secret
+
+    def add_auth_code(self, auth_code: str, token: str, advertiser_ids: list[str]) -> None:
+        """Register a single-use auth code that exchanges for this token and advertisers."""
+        with self._lock:
+            self._auth_codes[auth_code] = (token, [str(a) for a in advertiser_ids])
+            self._used_codes.discard(auth_code)
+
+    # ------------------------------------------------------------------ inspection
+
+    def members(self, audience_id: str) -> dict[str, set[str]]:
+        """Return ``{id_schema: set of ids}`` currently in the audience (empty schemas omitted)."""
+        with self._lock:
+            aud = self._audiences[str(audience_id)]
+            return {s: set(ids) for s, ids in aud["members"].items() if ids}
+
+    def audience(self, audience_id: str) -> dict[str, Any]:
+        """Return the audience's details as the API serves them, plus ``member_count``."""
+        with self._lock:
+            return self._details_locked(self._audiences[str(audience_id)], with_count=True)
+
+    def set_audience_details(self, audience_id: str, **fields: Any) -> None:
+        """Override served fields (cover_num, is_valid, is_expiring, expired_time, name, ...)."""
+        with self._lock:
+            aud = self._audiences[str(audience_id)]
+            for key, value in fields.items():
+                if key == "name":
+                    aud["name"] = value
+                else:
+                    aud["overrides"][key] = value
+
+    def audiences(self) -> list[dict[str, Any]]:
+        """Return all existing audiences (creation order), shaped like ``audience()``."""
+        with self._lock:
+            return [self._details_locked(a, with_count=True) for a in self._audiences.values()]
+
+    def requests_log(self, path: str | None = None, *, bodies: bool = True) -> list[dict[str, Any]]:
+        """Return logged requests (arrival order), optionally only those for one relative path.
+
+        Each entry: method, path, query, body (parsed JSON or None; always None with
+        ``bodies=False``, which skips parsing), code (envelope code, or the HTTP status when not
+        200; None while still being answered), time. The Access-Token is never stored.
+        """
+        with self._lock:
+            entries = [dict(e) for e in self._log if path is None or e["path"] == path]
+        for e in entries:
+            raw = e.pop("_raw")
+            body = None
+            if raw and bodies:
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = None
+            e["body"] = body
+        return entries
+
+    def reset_log(self) -> None:
+        """Forget the request log."""
+        with self._lock:
+            self._log.clear()
+
+    # ------------------------------------------------------------------ faults
+
+    def inject(
+        self,
+        *,
+        error_rate: float = 0.0,
+        error_codes: tuple[int, ...] = (50000,),
+        http_503_rate: float = 0.0,
+        latency: float = 0.0,
+        hang_next: int = 0,
+        hang_seconds: float = 0.0,
+        rate_limit_per_second: float | None = None,
+        paths: tuple[str, ...] = ("segment/mapping/",),
+    ) -> None:
+        """Set the fault knobs; every call replaces all of them (no arguments: all off)."""
+        with self._lock:
+            self._faults = {
+                "error_rate": float(error_rate),
+                "error_codes": tuple(error_codes) or (50000,),
+                "http_503_rate": float(http_503_rate),
+                "latency": float(latency),
+                "hang_next": int(hang_next),
+                "hang_seconds": float(hang_seconds),
+                "rate_limit_per_second": rate_limit_per_second,
+                "paths": tuple(paths),
+            }
+            self._window.clear()
+
+    # ------------------------------------------------------------------ internals
+
+    def _create_audience_locked(
+        self, advertiser_id: str, name: str, audience_id: str | None
+    ) -> str:
+        if audience_id is None:
+            while str(self._next_audience_id) in self._audiences:
+                self._next_audience_id += 1
+            audience_id = str(self._next_audience_id)
+            self._next_audience_id += 1
+        if len(name) > 70:
+            name = name[:67] + "..."
+        self._audiences[str(audience_id)] = {
+            "audience_id": str(audience_id),
+            "advertiser_id": advertiser_id,
+            "name": name,
+            "created": time.time(),
+            # dicts of str -> None rather than sets: the garbage collector never scans them
+            "members": {s: {} for s in ID_SCHEMAS},
+            "overrides": {},
+        }
+        return str(audience_id)
+
+    def _details_locked(
+        self, aud: dict[str, Any], *, type_key: str = "type", with_count: bool = False
+    ) -> dict[str, Any]:
+        distinct = len(set().union(*aud["members"].values()))
+        created = aud["created"]
+        details: dict[str, Any] = {
+            "audience_id": aud["audience_id"],
+            "name": aud["name"],
+            "advertiser_id": aud["advertiser_id"],
+            "cover_num": distinct * 6 // 10,
+            "is_valid": True,
+            "is_expiring": False,
+            "expired_time": _fmt_time(created + YEAR_SECONDS),
+            "create_time": _fmt_time(created),
+            type_key: "Partner",
+        }
+        details.update(aud["overrides"])
+        if with_count:
+            details["member_count"] = distinct
+        return details
+
+    def _envelope(self, code: int, message: str, data: dict[str, Any] | None) -> dict[str, Any]:
+        with self._lock:
+            self._request_seq += 1
+            seq = self._request_seq
+        return {
+            "code": code,
+            "message": message,
+            "request_id": f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}fake{seq:010d}",
+            "data": data if data is not None else {},
+        }
+
+    def _check_advertiser_locked(self, token: str | None, advertiser_id: Any) -> str:
+        if not isinstance(advertiser_id, str) or not advertiser_id:
+            raise ApiError(40000, "advertiser_id: must be a non-empty string")
+        if advertiser_id not in self._advertisers:
+            raise ApiError(40300, f"Advertiser {advertiser_id} does not exist")
+        if token is None or advertiser_id not in self._tokens.get(token, set()):
+            raise ApiError(40001, f"No permission to operate advertiser {advertiser_id}")
+        return advertiser_id
+
+    def _faults_for(self, rel: str) -> tuple[str | None, int, float, float]:
+        """Decide faults for one request: (kind, code, latency, hang seconds).
+
+        kind is None, "rate_limited", "http_503" or "error" (code: the envelope code to answer).
+        """
+        with self._lock:
+            f = self._faults
+            if rel not in f["paths"]:
+                return None, 0, 0.0, 0.0
+            limit = f["rate_limit_per_second"]
+            if limit is not None:
+                now = time.monotonic()
+                while self._window and now - self._window[0] >= 1.0:
+                    self._window.popleft()
+                if len(self._window) >= limit:
+                    self.stats["rate_limited"] += 1
+                    return "rate_limited", 40100, 0.0, 0.0
+                self._window.append(now)
+            hang = 0.0
+            if f["hang_next"] > 0:
+                f["hang_next"] -= 1
+                self.stats["hangs"] += 1
+                hang = f["hang_seconds"]
+            if f["http_503_rate"] > 0 and self._rng.random() < f["http_503_rate"]:
+                self.stats["http_503"] += 1
+                return "http_503", 503, f["latency"], hang
+            if f["error_rate"] > 0 and self._rng.random() < f["error_rate"]:
+                self.stats["errors_injected"] += 1
+                return "error", int(self._rng.choice(f["error_codes"])), f["latency"], hang
+            return None, 0, f["latency"], hang
+
+    def _handle(
+        self, method: str, raw_path: str, headers: dict[str, str], raw_body: bytes
+    ) -> tuple[int, dict[str, Any], float]:
+        """Answer one HTTP request: (HTTP status, JSON payload, seconds to wait before sending)."""
+        parts = urlsplit(raw_path)
+        path = parts.path
+        rel = path[len(PREFIX) :] if path.startswith(PREFIX) else path
+        query = {k: v[0] if len(v) == 1 else v for k, v in parse_qs(parts.query).items()}
+        entry: dict[str, Any] = {
+            "method": method,
+            "path": rel,
+            "query": query,
+            "_raw": raw_body if (self.log_bodies and method != "GET") else b"",
+            "code": None,
+            "time": time.time(),
+        }
+        with self._lock:
+            self.stats["requests"] += 1
+            self._log.append(entry)
+
+        def finish(
+            status: int, payload: dict[str, Any], delay: float = 0.0
+        ) -> tuple[int, dict[str, Any], float]:
+            entry["code"] = payload.get("code", status) if status == 200 else status
+            return status, payload, delay
+
+        route = self._routes.get(rel) if path.startswith(PREFIX) else None
+        if route is None:
+            return finish(404, {"message": f"Not Found: {path}"})
+        want_method, needs_token, func = route
+        if method != want_method:
+            return finish(405, {"message": f"Method {method} not allowed; use {want_method}"})
+
+        token: str | None = None
+        headers_l = {k.lower(): v for k, v in headers.items()}
+        if needs_token:
+            token = headers_l.get("access-token") or None
+            if token is None:
+                msg = "Access-Token header is missing"
+                if headers_l.get("authorization", "").lower().startswith("bearer"):
+                    msg += " (Authorization: Bearer is not accepted)"
+                return finish(200, self._envelope(40104, msg, None))
+            with self._lock:
+                known = token in self._tokens
+            if not known:
+                return finish(200, self._envelope(40105, "Access token is invalid", None))
+
+        kind, fault_code, latency, hang = self._faults_for(rel)
+        if kind == "rate_limited":
+            return finish(200, self._envelope(40100, "Too many requests", None))
+        if latency > 0:
+            time.sleep(latency)
+        if kind == "http_503":
+            return finish(503, {"message": "Service Unavailable"}, hang)
+        if kind == "error":
+            msg = f"{MESSAGES.get(fault_code, 'Error')} (injected)"
+            return finish(200, self._envelope(fault_code, msg, None), hang)
+
+        try:
+            body: dict[str, Any] | None = None
+            if method == "POST":
+                ctype = headers_l.get("content-type", "").split(";")[0].strip().lower()
+                if ctype != "application/json":
+                    raise ApiError(40000, "Content-Type must be application/json")
+                try:
+                    parsed = json.loads(raw_body) if raw_body else None
+                except ValueError:
+                    raise ApiError(40000, "Request body is not valid JSON") from None
+                if not isinstance(parsed, dict):
+                    raise ApiError(40000, "Request body must be a JSON object")
+                body = parsed
+            data = func(token=token, query=query, body=body)
+            return finish(200, self._envelope(0, "OK", data), hang)
+        except ApiError as err:
+            return finish(200, self._envelope(err.code, err.message, None), hang)
+        except Exception:
+            return finish(500, {"message": "fake_tiktok bug", "traceback": traceback.format_exc()})
+
+    # ------------------------------------------------------------------ endpoints
+
+    def _segment_mapping(
+        self, *, token: str | None, query: dict[str, Any], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        advertiser_ids = body.get("advertiser_ids")
+        if not _is_str_list(advertiser_ids):
+            raise ApiError(40000, "advertiser_ids: must be a non-empty list of strings")
+        with self._lock:
+            centers = set()
+            for adv in advertiser_ids:
+                self._check_advertiser_locked(token, adv)
+                centers.add(self._advertisers[adv]["business_center"])
+        if len(centers) > 1:
+            raise ApiError(40000, "advertiser_ids: advertisers must be in one Business Center")
+        action = body.get("action")
+        if action not in ("add", "delete"):
+            raise ApiError(40000, f"action: must be add or delete, got {action!r}")
+        schema = body.get("id_schema")
+        if not isinstance(schema, list) or not schema:
+            raise ApiError(40000, "id_schema: must be a non-empty list")
+        for s in schema:
+            if s not in ID_SCHEMAS:
+                raise ApiError(40000, f"id_schema: unknown value {s!r}")
+        if len(set(schema)) != len(schema):
+            raise ApiError(40000, "id_schema: duplicate values")
+        batch = body.get("batch_data")
+        if not isinstance(batch, list) or not batch:
+            raise ApiError(40000, "batch_data: must be a non-empty list")
+        if len(batch) > self.max_batch:
+            raise ApiError(40011, f"Too many ids: {len(batch)} rows, at most {self.max_batch}")
+
+        groups = _rows_fast(batch, schema)
+        if groups is None:  # something is off: the careful pass names the first problem
+            groups = _rows_checked(batch, schema)
+
+        allowed = set(advertiser_ids)
+        audience_ids_seen = sorted({aid for key in groups for aid in key})
+        with self._lock:
+            for aid in audience_ids_seen:
+                aud = self._audiences.get(aid)
+                if aud is None:
+                    raise ApiError(40007, f"Audience {aid} does not exist")
+                if aud["advertiser_id"] not in allowed:
+                    raise ApiError(40001, f"Audience {aid} does not belong to advertiser_ids")
+            for key, lists in groups.items():
+                for aid in key:
+                    members = self._audiences[aid]["members"]
+                    for j, ids in enumerate(lists):
+                        if not ids:
+                            continue
+                        target = members[schema[j]]
+                        if action == "add":
+                            target.update(dict.fromkeys(ids))
+                        else:
+                            for ident in ids:
+                                target.pop(ident, None)
+        return {}
+
+    def _segment_audience(
+        self, *, token: str | None, query: dict[str, Any], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        action = body.get("action")
+        if action == "create":
+            name = body.get("custom_audience_name")
+            with self._lock:
+                adv = self._check_advertiser_locked(token, body.get("advertiser_id"))
+                if not isinstance(name, str) or not name.strip():
+                    raise ApiError(40000, "custom_audience_name: must be a non-empty string")
+                return {"audience_id": self._create_audience_locked(adv, name, None)}
+        if action == "delete":
+            target = body.get("delete_audience_id")
+            ids = [target] if isinstance(target, str) and target else target
+            if not _is_str_list(ids):
+                raise ApiError(40000, "delete_audience_id: must be an audience id")
+            with self._lock:
+                adv = self._check_advertiser_locked(token, body.get("advertiser_id"))
+                for aid in ids:
+                    aud = self._audiences.get(aid)
+                    if aud is None:
+                        raise ApiError(40007, f"Audience {aid} does not exist")
+                    if aud["advertiser_id"] != adv:
+                        raise ApiError(40001, f"Audience {aid} does not belong to {adv}")
+                for aid in ids:
+                    del self._audiences[aid]
+            return {}
+        raise ApiError(40000, f"action: must be create or delete, got {action!r}")
+
+    def _audience_get(
+        self, *, token: str | None, query: dict[str, Any], body: None
+    ) -> dict[str, Any]:
+        ids = _json_array_param(query, "custom_audience_ids")
+        with self._lock:
+            adv = self._check_advertiser_locked(token, query.get("advertiser_id"))
+            out = []
+            for aid in ids:
+                aud = self._audiences.get(aid)
+                if aud is None:
+                    raise ApiError(40007, f"Audience {aid} does not exist")
+                if aud["advertiser_id"] != adv:
+                    raise ApiError(40001, f"Audience {aid} does not belong to {adv}")
+                out.append({"audience_details": self._details_locked(aud)})
+        return {"list": out}
+
+    def _audience_list(
+        self, *, token: str | None, query: dict[str, Any], body: None
+    ) -> dict[str, Any]:
+        page = _int_param(query, "page", 1, 1, None)
+        page_size = _int_param(query, "page_size", 10, 1, 100)
+        with self._lock:
+            adv = self._check_advertiser_locked(token, query.get("advertiser_id"))
+            mine = [a for a in self._audiences.values() if a["advertiser_id"] == adv]
+            chunk = mine[(page - 1) * page_size : page * page_size]
+            items = [self._details_locked(a, type_key="audience_type") for a in chunk]
+        total = len(mine)
+        return {
+            "list": items,
+            "page_info": {
+                "page": page,
+                "page_size": page_size,
+                "total_number": total,
+                "total_page": math.ceil(total / page_size),
+            },
+        }
+
+    def _user_info(self, *, token: str | None, query: dict[str, Any], body: None) -> dict[str, Any]:
+        digest = hashlib.sha256((token or "").encode()).hexdigest()
+        return {"display_name": "fake user", "id": str(int(digest[:15], 16))}
+
+    def _advertiser_info(
+        self, *, token: str | None, query: dict[str, Any], body: None
+    ) -> dict[str, Any]:
+        ids = _json_array_param(query, "advertiser_ids")
+        with self._lock:
+            out = []
+            for adv in ids:
+                self._check_advertiser_locked(token, adv)
+                a = self._advertisers[adv]
+                out.append({"advertiser_id": adv, "name": a["name"], "status": a["status"]})
+        return {"list": out}
+
+    def _check_app_locked(self, app_id: Any, secret: Any) -> None:
+        if not isinstance(app_id, str) or not isinstance(secret, str):
+            raise ApiError(40000, "app_id and secret are required")
+        if self._apps.get(app_id) != secret:
+            raise ApiError(40000, "Invalid app_id or secret")
+
+    def _oauth_advertisers(
+        self, *, token: str | None, query: dict[str, Any], body: None
+    ) -> dict[str, Any]:
+        with self._lock:
+            self._check_app_locked(query.get("app_id"), query.get("secret"))
+            allowed = self._tokens.get(token or "", set())
+            out = [
+                {"advertiser_id": adv, "advertiser_name": a["name"]}
+                for adv, a in self._advertisers.items()
+                if adv in allowed
+            ]
+        return {"list": out}
+
+    def _oauth_access_token(
+        self, *, token: str | None, query: dict[str, Any], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        code = body.get("auth_code")
+        with self._lock:
+            self._check_app_locked(body.get("app_id"), body.get("secret"))
+            if not isinstance(code, str) or code not in self._auth_codes:
+                raise ApiError(40110, "Invalid auth code")
+            if code in self._used_codes:
+                raise ApiError(40110, "Auth code has already been used")
+            self._used_codes.add(code)
+            new_token, advertisers = self._auth_codes[code]
+            self._tokens[new_token] = set(advertisers)
+        return {
+            "access_token": new_token,
+            "advertiser_ids": list(advertisers),
+            "scope": [4],
+        }
+
+    # ------------------------------------------------------------------ script helpers
+
+    def summary(self) -> dict[str, Any]:
+        """Return stats and per-audience member counts (for the script's exit report)."""
+        with self._lock:
+            auds = {
+                aid: {
+                    "name": a["name"],
+                    "advertiser_id": a["advertiser_id"],
+                    "members": {s: len(ids) for s, ids in a["members"].items() if ids},
+                    "distinct": len(set().union(*a["members"].values())),
+                }
+                for aid, a in self._audiences.items()
+            }
+            return {"stats": dict(self.stats), "audiences": auds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the fake until SIGTERM/SIGINT, then print a JSON summary to stderr."""
+    p = argparse.ArgumentParser(description="Fake TikTok Business API server")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--token", action="append", help="token usable for all advertisers")
+    p.add_argument("--advertiser", action="append", help="advertiser id (repeatable)")
+    p.add_argument(
+        "--audience",
+        action="append",
+        default=[],
+        metavar="NAME[=ID]",
+        help="pre-existing audience for the first advertiser (repeatable)",
+    )
+    p.add_argument("--app", action="append", default=[], metavar="APP_ID:SECRET")
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--rate-limit", type=float, default=None, help="mapping requests per second")
+    p.add_argument("--error-rate", type=float, default=0.0)
+    p.add_argument("--http-503-rate", type=float, default=0.0)
+    p.add_argument("--max-batch", type=int, default=10000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-bodies", action="store_true", help="keep request bodies in memory")
+    args = p.parse_args(argv)
+
+    advertisers = args.advertiser or ["7000000000000000001"]
+    tokens = args.token or ["fake-token"]
+    fake = FakeTikTok(max_batch=args.max_batch, seed=args.seed, log_bodies=args.log_bodies)
+    for adv in advertisers:
+        fake.add_advertiser(adv)
+    for tok in tokens:
+        fake.add_token(tok, advertisers)
+    for spec in args.app:
+        app_id, _, secret = spec.partition(":")
+        fake.add_app(app_id, secret)
+    created = {}
+    for spec in args.audience:
+        name, _, aid = spec.partition("=")
+        created[name] = fake.add_audience(advertisers[0], name, audience_id=aid or None)
+    fake.inject(
+        latency=args.latency,
+        rate_limit_per_second=args.rate_limit,
+        error_rate=args.error_rate,
+        http_503_rate=args.http_503_rate,
+    )
+
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    fake.start(args.port)
+    print(fake.url, flush=True)
+    if created:
+        print(json.dumps({"audiences": created}), file=sys.stderr, flush=True)
+    while not done.wait(0.5):
+        pass
+    fake.stop()
+    print(json.dumps(fake.summary(), indent=2), file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
