@@ -107,6 +107,7 @@ class TikTokClient:
         self.batch_size = batch_size
         self.backoff_base = backoff_base
         self.requests_sent = 0
+        self._reached = False  # any HTTP answer yet: a refused first connection is no blip
         self._pacer = Pacer(max_requests_per_second)
         self._lock = threading.Lock()
         self._session = requests.Session()
@@ -192,7 +193,8 @@ class TikTokClient:
             raise TikTokAPIError(msg, path=path, retryable=True) from None
         except requests.ConnectionError:
             msg = f"cannot reach TikTok at {self.api_url}: check `api_url` and the network"
-            raise TikTokAPIError(msg, path=path, retryable=True) from None
+            raise TikTokAPIError(msg, path=path, retryable=self._reached) from None
+        self._reached = True
         return self._envelope(path, response)
 
     @staticmethod

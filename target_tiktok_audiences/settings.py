@@ -213,6 +213,20 @@ config_schema = th.PropertiesList(
         "before the run fails.",
     ),
     th.Property(
+        "retry_backoff_seconds",
+        th.NumberType(exclusive_minimum=0),
+        default=1,
+        description="First retry delay; it doubles (with jitter) on each retry, and a rate "
+        "limit that persists waits minutes, as TikTok's per-minute limits need.",
+    ),
+    th.Property(
+        "store_lock_timeout",
+        th.NumberType(minimum=0),
+        default=60,
+        description="Seconds to wait for another run that is syncing the same audience on the "
+        "same store before giving up with an error.",
+    ),
+    th.Property(
         "dry_run",
         th.BooleanType,
         default=False,

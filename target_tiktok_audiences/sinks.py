@@ -101,6 +101,9 @@ class AudienceSink(BatchSink):
         self.snapshot = settings.sync_mode == "snapshot"
         self.store = target.store
         self.row = self.store.audience(stream_name, settings.target_key, settings.advertiser_ids)
+        self.store.lock_audience(
+            self.row.id, settings.label, float(target.config.get("store_lock_timeout", 60))
+        )
         self._buffer: list[tuple[bytes, int, Slots]] = []
         self.progress = target.stream_progress(stream_name)
         # A new SCHEMA replaced an earlier sink of this stream: its records come first.

@@ -12,6 +12,7 @@ with TikTok and the next run sends only what is missing.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS audiences (
     advertiser_ids TEXT NOT NULL,
     created_by_target INTEGER NOT NULL DEFAULT 0,
     uploaded_at REAL,
+    last_change_at REAL,
     last_sync_at REAL,
     last_result TEXT,
     last_error TEXT,
@@ -93,6 +95,7 @@ class AudienceRow:
     name: str | None
     advertiser_ids: tuple[str, ...]
     uploaded_at: float | None
+    last_change_at: float | None = None
     last_sync_at: float | None = None
     last_result: str | None = None
     last_error: str | None = None
@@ -142,6 +145,8 @@ class MembershipStore:
         so a dry run plans exactly like a real run and changes nothing on disk.
         """
         self.path = copy_of or path
+        self._throwaway = copy_of is not None
+        self._locks: dict[int, int] = {}
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -179,8 +184,39 @@ class MembershipStore:
         return cls(location)
 
     def close(self) -> None:
-        """Close the connection; temporary staging tables go with it."""
+        """Close the connection (temporary staging tables go with it) and release locks."""
         self._db.close()
+        for fd in self._locks.values():
+            os.close(fd)
+        self._locks.clear()
+
+    def lock_audience(self, audience: int, label: str, timeout: float) -> None:
+        """Keep other runs off this audience until this run ends (or dies: the OS frees it).
+
+        Runs on different audiences of one store proceed side by side; a second run on the
+        same audience waits up to `timeout` seconds, then fails with a clear message.
+        """
+        if audience in self._locks or self.path == ":memory:" or self._throwaway:
+            return
+        lock_dir = Path(self.path + ".locks")
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_dir / f"audience-{audience}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    msg = (
+                        f"audience {label} is being synced by another run on store "
+                        f"{self.path!r} (waited {timeout:g} s): let it finish, or raise "
+                        "`store_lock_timeout`"
+                    )
+                    raise StoreError(msg) from None
+                time.sleep(0.2)
+        self._locks[audience] = fd
 
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -224,8 +260,8 @@ class MembershipStore:
     def get_audience(self, audience: int) -> AudienceRow:
         """Read one audience row back."""
         row = self._db.execute(
-            "SELECT id, stream, audience_id, name, advertiser_ids, uploaded_at, last_sync_at, "
-            "last_result, last_error, last_counts FROM audiences WHERE id = ?",
+            "SELECT id, stream, audience_id, name, advertiser_ids, uploaded_at, last_change_at, "
+            "last_sync_at, last_result, last_error, last_counts FROM audiences WHERE id = ?",
             (audience,),
         ).fetchone()
         return AudienceRow(
@@ -235,10 +271,11 @@ class MembershipStore:
             name=row[3],
             advertiser_ids=tuple(json.loads(row[4])),
             uploaded_at=row[5],
-            last_sync_at=row[6],
-            last_result=row[7],
-            last_error=row[8],
-            last_counts=json.loads(row[9]) if row[9] else None,
+            last_change_at=row[6],
+            last_sync_at=row[7],
+            last_result=row[8],
+            last_error=row[9],
+            last_counts=json.loads(row[10]) if row[10] else None,
         )
 
     def list_audiences(self) -> list[AudienceRow]:
@@ -432,16 +469,28 @@ class MembershipStore:
             (audience, action),
         ).fetchone()[0]
 
-    def planned(self, audience: int, action: str) -> Iterator[tuple[int, bytes, Slots, Slots]]:
-        """Planned rows in order: (seq, person, slots for the store, slots to send)."""
+    def planned(
+        self, audience: int, action: str, page: int = 2000
+    ) -> Iterator[tuple[int, bytes, Slots, Slots]]:
+        """Planned rows in order: (seq, person, slots for the store, slots to send).
+
+        Read a page at a time, each query finished before rows are yielded: a statement left
+        open would pin an old snapshot of the file, and the confirmations written in between
+        would then fail with "database is locked" once another run has written.
+        """
         n = len(SLOTS)
-        cur = self._db.execute(
-            f"SELECT seq, person, {_SLOT_LIST}, {', '.join(API_COLUMNS)} FROM plan "
-            "WHERE audience = ? AND action = ? ORDER BY seq",
-            (audience, action),
-        )
-        for row in cur:
-            yield row[0], row[1], tuple(row[2 : 2 + n]), tuple(row[2 + n :])
+        last = -1
+        while True:
+            rows = self._db.execute(
+                f"SELECT seq, person, {_SLOT_LIST}, {', '.join(API_COLUMNS)} FROM plan "
+                "WHERE audience = ? AND action = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (audience, action, last, page),
+            ).fetchall()
+            for row in rows:
+                yield row[0], row[1], tuple(row[2 : 2 + n]), tuple(row[2 + n :])
+            if len(rows) < page:
+                return
+            last = rows[-1][0]
 
     # Confirmation: TikTok said code 0
 
@@ -449,6 +498,9 @@ class MembershipStore:
         """Apply confirmed changes to `members` in one transaction."""
         placeholders = ", ".join("?" * len(SLOT_COLUMNS))
         with self.transaction() as db:
+            db.execute(
+                "UPDATE audiences SET last_change_at = ? WHERE id = ?", (time.time(), audience)
+            )
             if action == "add":
                 updates = ", ".join(f"{c} = COALESCE(excluded.{c}, {c})" for c in SLOT_COLUMNS)
                 db.executemany(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from functools import cached_property
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 from singer_sdk import Target
@@ -156,6 +157,7 @@ class TargetTikTokAudiences(Target):
             "max_requests_per_second": float(config.get("max_requests_per_second", 10)),
             "max_parallel_requests": int(config.get("max_parallel_requests", 4)),
             "batch_size": int(config.get("batch_size", 5000)),
+            "backoff_base": float(config.get("retry_backoff_seconds", 1)),
         }
         if self.dry_run:
             path = Path(config.get("dry_run_output") or DEFAULT_DRY_RUN_OUTPUT)
@@ -233,6 +235,15 @@ class TargetTikTokAudiences(Target):
                 counts["requests"],
                 counts["seconds"],
             )
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """Stop at once on SIGTERM: unconfirmed work is redone by the next run, never guessed."""
+        self.logger.error(
+            "Terminated by signal %d: no STATE written for unconfirmed work; the next run "
+            "on the same input completes the sync.",
+            signum,
+        )
+        sys.exit(128 + signum)
 
     # CLI
 
