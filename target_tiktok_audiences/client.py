@@ -184,6 +184,8 @@ class TikTokClient:
                 params=params,
                 data=json.dumps(body, separators=(",", ":")) if body is not None else None,
                 timeout=self.timeout,
+                # A redirect would carry the Access-Token header (and hashes) to another host.
+                allow_redirects=False,
             )
         except requests.Timeout:
             msg = (
@@ -203,6 +205,12 @@ class TikTokClient:
         if status >= 500:
             msg = f"TikTok answered HTTP {status} for {path}: a server fault, re-run later"
             raise TikTokAPIError(msg, path=path, retryable=True)
+        if 300 <= status < 400:
+            msg = (
+                f"TikTok answered {path} with a redirect (HTTP {status}), which is not followed "
+                "so the token stays with TikTok: check `api_url`"
+            )
+            raise TikTokAPIError(msg, path=path)
         if status != 200:
             msg = (
                 f"TikTok answered HTTP {status} for {path}: wrong path or method; check "
@@ -286,6 +294,7 @@ class TikTokClient:
 
         with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="tiktok") as pool:
             for batch in batches:
+                settle([f for f in in_flight if f.done()])
                 while len(in_flight) >= limit:
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     settle(done)

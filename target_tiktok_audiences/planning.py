@@ -31,7 +31,7 @@ def removal_refusal(
         return None
     return (
         f"refusing to sync audience {label}: the snapshot would remove {summary.left} of "
-        f"{summary.confirmed} people ({fraction:.0%}), over max_removal_fraction "
+        f"{summary.confirmed} people ({fraction * 100:.1f}%), over max_removal_fraction "
         f"{max_removal_fraction:g}. If the source really shrank, raise max_removal_fraction "
         "(1.0 turns the guard off) and re-run; nothing was sent."
     )

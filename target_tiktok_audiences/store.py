@@ -25,7 +25,11 @@ from pathlib import Path
 from target_tiktok_audiences.errors import ConfigError, StoreError
 from target_tiktok_audiences.identifiers import SLOTS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What upgrades a store written at version N-1 to version N, run in one transaction.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE audiences ADD COLUMN last_change_at REAL",),
+}
 SLOT_COLUMNS = tuple(f"s{i}" for i in range(len(SLOTS)))
 API_COLUMNS = tuple(f"a{i}" for i in range(len(SLOTS)))
 
@@ -154,19 +158,20 @@ class MembershipStore:
                 os.close(fd)
             self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
             if copy_of and Path(copy_of).exists():
-                source = sqlite3.connect(f"file:{copy_of}?mode=ro", uri=True)
+                uri = Path(copy_of).resolve().as_uri() + "?mode=ro"
+                source = sqlite3.connect(uri, uri=True)
                 source.backup(self._db)
                 source.close()
+            version = self._stored_version()  # before any change: a newer store is not touched
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA cache_size=-65536")
-            self._db.executescript(_SCHEMA)
+            self._upgrade(version)
             self._db.executescript(_TEMP_SCHEMA)
-            self._check_version()
         except sqlite3.Error as exc:
             msg = (
-                f"membership store {path!r} cannot be opened ({exc}): check `membership_store` "
-                "points at a writable SQLite file."
+                f"membership store {self.path!r} cannot be opened ({exc}): check "
+                "`membership_store` points at a writable SQLite file."
             )
             raise StoreError(msg) from None
 
@@ -218,18 +223,40 @@ class MembershipStore:
                 time.sleep(0.2)
         self._locks[audience] = fd
 
-    def _check_version(self) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            self._db.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) > SCHEMA_VERSION:
+    def _stored_version(self) -> int | None:
+        """The file's schema version (None: a new store); refuse one newer than this program."""
+        has_meta = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        row = has_meta and self._db.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+        ).fetchone()
+        if not row:
+            return None
+        version = int(row[0])
+        if version > SCHEMA_VERSION:
             msg = (
-                f"membership store {self.path!r} has schema version {row[0]}, newer than this "
+                f"membership store {self.path!r} has schema version {version}, newer than this "
                 f"program's {SCHEMA_VERSION}: upgrade target-tiktok-audiences."
             )
             raise StoreError(msg)
+        return version
+
+    def _upgrade(self, version: int | None) -> None:
+        """Create a new store at the current schema, or migrate an older one in place."""
+        with self.transaction() as db:
+            if version is None:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            else:
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        db.execute(statement)
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -1,0 +1,764 @@
+"""TikTokClient against requests-mock: envelope, retries, splitting, parallel sends, pacing."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import itertools
+import json
+import threading
+import time
+import traceback
+
+import pytest
+import requests
+import requests_mock as rm
+
+from target_tiktok_audiences.client import (
+    DryRunClient,
+    Pacer,
+    TikTokClient,
+    describe_code,
+    is_retryable_code,
+)
+from target_tiktok_audiences.errors import TikTokAPIError
+from target_tiktok_audiences.identifiers import SLOTS
+from target_tiktok_audiences.planning import mapping_body
+
+API = "https://business-api.tiktok.com/open_api/v1.3/"
+MAPPING = API + "segment/mapping/"
+AUDIENCE_URL = API + "segment/audience/"
+TOKEN = "tok-3c1f9a77e2b04d5e8a6b"  # a fake token
+ADVERTISER = "7000000000000000001"
+AUDIENCE = "1790000000000000888"
+N = len(SLOTS)
+SLOT = {name: i for i, name in enumerate(SLOTS)}
+
+
+def ok(data=None):
+    return {"code": 0, "message": "OK", "request_id": "req-ok", "data": data or {}}
+
+
+def fail(code, message="something went wrong"):
+    return {"code": code, "message": message, "request_id": f"req-{code}", "data": {}}
+
+
+def digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+def row(email=None, phone=None):
+    out = [None] * N
+    if email is not None:
+        out[SLOT["EMAIL_SHA256"]] = digest(email)
+    if phone is not None:
+        out[SLOT["PHONE_SHA256"]] = digest(phone)
+    return tuple(out)
+
+
+ROWS = [
+    row(email=f"p{i}@example.com", phone=f"+1415555{i:04d}" if i % 2 else None) for i in range(10)
+]
+
+
+def make_client(api_url=API, **kwargs):
+    kwargs = {
+        "access_token": TOKEN,
+        "backoff_base": 0.001,
+        "max_requests_per_second": 1e6,
+        "max_retries": 3,
+        **kwargs,
+    }
+    return TikTokClient(api_url, **kwargs)
+
+
+@pytest.fixture
+def client():
+    c = make_client()
+    yield c
+    c.close()
+
+
+def sent_ids(request) -> set[str]:
+    return {cell["id"] for r in request.json()["batch_data"] for cell in r if cell}
+
+
+# Success and what is sent
+
+
+def test_success_returns_data_and_sends_headers_and_json(requests_mock, client):
+    requests_mock.post(AUDIENCE_URL, json=ok({"audience_id": "888"}))
+    body = {"advertiser_id": ADVERTISER, "action": "create", "custom_audience_name": "Customers"}
+    assert client.request("POST", "segment/audience/", body=body) == {"audience_id": "888"}
+    assert requests_mock.call_count == 1
+    sent = requests_mock.request_history[0]
+    assert sent.method == "POST"
+    assert sent.url == AUDIENCE_URL
+    assert sent.headers["Access-Token"] == TOKEN
+    assert sent.headers["Content-Type"] == "application/json"
+    assert "Authorization" not in sent.headers
+    assert sent.json() == body
+    assert client.requests_sent == 1
+
+
+def test_get_sends_params_and_returns_data(requests_mock, client):
+    url = API + "dmp/custom_audience/get/"
+    requests_mock.get(url, json=ok({"list": [{"audience_details": {"audience_id": "888"}}]}))
+    ids = json.dumps(["888"])
+    data = client.request(
+        "GET",
+        "dmp/custom_audience/get/",
+        params={"advertiser_id": ADVERTISER, "custom_audience_ids": ids},
+    )
+    assert data["list"][0]["audience_details"]["audience_id"] == "888"
+    sent = requests_mock.request_history[0]
+    assert sent.qs["custom_audience_ids"] == [ids.lower()]
+    assert sent.headers["Access-Token"] == TOKEN
+
+
+def test_missing_or_odd_data_is_an_empty_dict(requests_mock, client):
+    requests_mock.get(
+        API + "user/info/",
+        [
+            {"json": {"code": 0, "message": "OK", "request_id": "r"}},
+            {"json": {"code": 0, "message": "OK", "request_id": "r", "data": None}},
+            {"json": {"code": "0", "message": "OK", "data": {"x": 1}}},
+        ],
+    )
+    assert client.request("GET", "user/info/") == {}
+    assert client.request("GET", "user/info/") == {}
+    assert client.request("GET", "user/info/") == {"x": 1}
+
+
+@pytest.mark.parametrize("api_url", [API, API.rstrip("/")])
+def test_path_is_joined_to_api_url_keeping_trailing_slash(requests_mock, api_url):
+    requests_mock.post(MAPPING, json=ok())
+    c = make_client(api_url)
+    assert c.api_url == API
+    c.request("POST", "segment/mapping/", body={})
+    assert requests_mock.request_history[0].url == MAPPING
+    assert requests_mock.request_history[0].path.endswith("/segment/mapping/")
+    c.close()
+
+
+def test_no_token_no_header(requests_mock):
+    requests_mock.get(API + "user/info/", json=fail(40104))
+    c = make_client(access_token=None)
+    with pytest.raises(TikTokAPIError) as info:
+        c.request("GET", "user/info/")
+    assert "Access-Token" not in requests_mock.request_history[0].headers
+    assert "access_token" in str(info.value)
+    c.close()
+
+
+# Error codes
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (40105, ["40105", "tiktok-audiences auth", "access_token"]),
+        (40102, ["40102", "tiktok-audiences auth"]),
+        (40001, ["40001", "advertiser", "permission"]),
+        (40007, ["40007", "audience_id"]),
+        (40062, ["40062", "bug"]),
+        (40300, ["40300", "advertiser_ids"]),
+    ],
+)
+def test_non_zero_code_raises_with_code_and_fix(requests_mock, client, code, words):
+    requests_mock.post(MAPPING, json=fail(code, "tiktok says no"))
+    with pytest.raises(TikTokAPIError) as info:
+        client.request("POST", "segment/mapping/", body={"x": 1})
+    exc = info.value
+    assert exc.code == code
+    assert exc.path == "segment/mapping/"
+    assert exc.request_id == f"req-{code}"
+    assert exc.retryable is False
+    message = str(exc)
+    for word in words:
+        assert word in message
+    assert "tiktok says no" in message
+    assert "\n" not in message
+
+
+NON_RETRYABLE = [
+    20001,
+    40000,
+    40001,
+    40002,
+    40007,
+    40011,
+    40061,
+    40062,
+    40102,
+    40104,
+    40105,
+    40110,
+    40300,
+]
+RETRYABLE = [
+    40100,
+    40133,
+    40016,
+    40132,
+    61000,
+    40202,
+    50000,
+    50002,
+    51000,
+    51004,
+    51999,
+    52000,
+    52001,
+    60001,
+]
+
+
+@pytest.mark.parametrize("code", NON_RETRYABLE)
+def test_non_retryable_codes_are_sent_once(requests_mock, client, code):
+    requests_mock.post(MAPPING, [{"json": fail(code)}, {"json": ok()}])
+    with pytest.raises(TikTokAPIError) as info:
+        client.request("POST", "segment/mapping/", body={})
+    assert info.value.code == code
+    assert requests_mock.call_count == 1
+
+
+@pytest.mark.parametrize("code", RETRYABLE)
+def test_retryable_codes_are_retried_until_success(requests_mock, client, code):
+    requests_mock.post(
+        MAPPING, [{"json": fail(code)}, {"json": fail(code)}, {"json": ok({"done": True})}]
+    )
+    assert client.request("POST", "segment/mapping/", body={}) == {"done": True}
+    assert requests_mock.call_count == 3
+    assert client.requests_sent == 3
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        {"status_code": 503, "text": "Service Unavailable"},
+        {"status_code": 502, "text": "<html>bad gateway</html>"},
+        {"status_code": 200, "text": "<html>not json</html>"},
+        {"exc": requests.exceptions.ConnectTimeout},
+        {"exc": requests.exceptions.ReadTimeout},
+    ],
+    ids=["http503", "http502", "not-json", "connect-timeout", "read-timeout"],
+)
+def test_transport_failures_are_retried(requests_mock, client, response):
+    requests_mock.post(MAPPING, [response, {"json": ok({"n": 1})}])
+    assert client.request("POST", "segment/mapping/", body={}) == {"n": 1}
+    assert requests_mock.call_count == 2
+
+
+def test_connection_error_after_tiktok_answered_once_is_retried(requests_mock, client):
+    requests_mock.get(API + "user/info/", json=ok())
+    requests_mock.post(
+        MAPPING,
+        [
+            {"exc": requests.exceptions.ConnectionError},
+            {"exc": requests.exceptions.ConnectionError},
+            {"json": ok({"n": 1})},
+        ],
+    )
+    client.request("GET", "user/info/")
+    assert client.request("POST", "segment/mapping/", body={}) == {"n": 1}
+    assert requests_mock.call_count == 4
+
+
+def test_connection_refused_before_any_answer_fails_at_once(requests_mock, client):
+    # A first connection that fails is a wrong `api_url` or no network, not a blip.
+    requests_mock.post(MAPPING, [{"exc": requests.exceptions.ConnectionError}, {"json": ok()}])
+    with pytest.raises(TikTokAPIError) as info:
+        client.request("POST", "segment/mapping/", body={})
+    assert requests_mock.call_count == 1
+    assert "api_url" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("response", "words"),
+    [
+        ({"status_code": 503}, ["503", "server"]),
+        ({"exc": requests.exceptions.ConnectTimeout}, ["request_timeout"]),
+        ({"exc": requests.exceptions.ReadTimeout}, ["request_timeout"]),
+        ({"json": fail(50002)}, ["50002", "re-run later"]),
+        ({"json": fail(40100)}, ["40100", "max_requests_per_second"]),
+    ],
+)
+def test_after_max_retries_the_error_is_raised(requests_mock, response, words):
+    requests_mock.post(MAPPING, [response] * 5 + [{"json": ok()}])
+    c = make_client(max_retries=2)
+    with pytest.raises(TikTokAPIError) as info:
+        c.request("POST", "segment/mapping/", body={})
+    assert requests_mock.call_count == 3  # max_retries + 1 attempts
+    for word in words:
+        assert word in str(info.value)
+    c.close()
+
+
+def test_connection_error_after_max_retries_is_raised(requests_mock):
+    requests_mock.get(API + "user/info/", json=ok())
+    requests_mock.post(MAPPING, [{"exc": requests.exceptions.ConnectionError}] * 5)
+    c = make_client(max_retries=2)
+    c.request("GET", "user/info/")
+    with pytest.raises(TikTokAPIError) as info:
+        c.request("POST", "segment/mapping/", body={})
+    assert requests_mock.call_count == 1 + 3
+    assert "api_url" in str(info.value)
+    c.close()
+
+
+def test_max_retries_zero_means_one_attempt(requests_mock):
+    requests_mock.post(MAPPING, [{"json": fail(50000)}, {"json": ok()}])
+    c = make_client(max_retries=0)
+    with pytest.raises(TikTokAPIError):
+        c.request("POST", "segment/mapping/", body={})
+    assert requests_mock.call_count == 1
+    c.close()
+
+
+@pytest.mark.parametrize("status", [400, 404, 405])
+def test_http_4xx_is_a_wrong_path_and_not_retried(requests_mock, client, status):
+    requests_mock.post(MAPPING, status_code=status, text="nope")
+    with pytest.raises(TikTokAPIError) as info:
+        client.request("POST", "segment/mapping/", body={})
+    assert requests_mock.call_count == 1
+    assert str(status) in str(info.value)
+    assert "api_url" in str(info.value)
+
+
+# Nothing secret in errors
+
+
+def secret_body():
+    rows = [row(email="alice@example.com", phone="+14155550100"), row(email="bob@example.com")]
+    return mapping_body("add", [ADVERTISER], AUDIENCE, rows), rows
+
+
+def secrets(rows):
+    hexes = [h.hex() for r in rows for h in r if h is not None]
+    return [TOKEN, AUDIENCE, *hexes, *(h[:16] for h in hexes)]
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        {"json": fail(40001, "No permission to operate")},
+        {"json": fail(40062, "PII not hashed")},
+        {"json": fail(50000, "System error")},
+        {"status_code": 500, "text": f"boom {TOKEN}"},
+        {"status_code": 404, "text": f"not found {TOKEN}"},
+        {"text": f"not json {TOKEN}"},
+        {"exc": requests.exceptions.ConnectionError(f"pool {MAPPING}?token={TOKEN}")},
+        {"exc": requests.exceptions.ReadTimeout(f"read timed out {TOKEN}")},
+    ],
+    ids=["40001", "40062", "50000", "http500", "http404", "not-json", "connection", "timeout"],
+)
+def test_errors_never_carry_token_or_body(requests_mock, response):
+    requests_mock.post(MAPPING, [response] * 3)
+    body, rows = secret_body()
+    c = make_client(max_retries=1)
+    with pytest.raises(TikTokAPIError) as info:
+        c.request("POST", "segment/mapping/", body=body)
+    exc = info.value
+    assert exc.__cause__ is None
+    assert exc.__context__ is None or exc.__suppress_context__
+    shown = "".join(traceback.format_exception(exc)) + str(exc) + repr(exc) + repr(exc.args)
+    for secret in secrets(rows):
+        assert secret not in shown
+    c.close()
+
+
+def test_retry_logs_carry_no_secret(requests_mock, caplog):
+    requests_mock.post(MAPPING, [{"json": fail(50000)}, {"json": ok()}])
+    body, rows = secret_body()
+    c = make_client()
+    with caplog.at_level("DEBUG", logger="target_tiktok_audiences"):
+        c.request("POST", "segment/mapping/", body=body)
+    assert "retry 1 of 3" in caplog.text
+    for secret in secrets(rows):
+        assert secret not in caplog.text
+    c.close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirect_to_another_host_never_receives_the_token(requests_mock, client, status):
+    elsewhere = "https://elsewhere.example.net/collect"
+    requests_mock.post(MAPPING, status_code=status, headers={"Location": elsewhere})
+    requests_mock.register_uri(rm.ANY, elsewhere, json=ok())
+    body, _ = secret_body()
+    with contextlib.suppress(TikTokAPIError):
+        client.request("POST", "segment/mapping/", body=body)
+    leaked = [
+        r
+        for r in requests_mock.request_history
+        if r.hostname != "business-api.tiktok.com" and r.headers.get("Access-Token")
+    ]
+    assert leaked == []
+
+
+# Requests that must not run twice
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        {"exc": requests.exceptions.ReadTimeout},
+        {"exc": requests.exceptions.ConnectTimeout},
+        {"exc": requests.exceptions.ConnectionError},
+        {"status_code": 503},
+        {"json": fail(50000)},
+        {"json": fail(40202)},
+    ],
+    ids=["read-timeout", "connect-timeout", "connection", "http503", "50000", "40202"],
+)
+def test_non_idempotent_request_is_not_retried_after_possible_effect(
+    requests_mock, client, response
+):
+    requests_mock.post(AUDIENCE_URL, [response, {"json": ok({"audience_id": "2"})}])
+    with pytest.raises(TikTokAPIError):
+        client.request("POST", "segment/audience/", body={"action": "create"}, idempotent=False)
+    assert requests_mock.call_count == 1
+
+
+@pytest.mark.parametrize("code", [40100, 40133, 40016, 40132, 61000])
+def test_non_idempotent_request_is_retried_after_rate_limit(requests_mock, client, code):
+    requests_mock.post(AUDIENCE_URL, [{"json": fail(code)}, {"json": ok({"audience_id": "2"})}])
+    data = client.request("POST", "segment/audience/", body={"action": "create"}, idempotent=False)
+    assert data == {"audience_id": "2"}
+    assert requests_mock.call_count == 2
+
+
+# Backoff
+
+
+def test_backoff_grows_and_a_persistent_rate_limit_waits_minutes():
+    c = make_client(backoff_base=1.0)
+    first = [c._backoff(1, 0) for _ in range(50)]
+    assert all(0.5 <= d <= 1.5 for d in first)
+    assert all(1.0 <= c._backoff(2, 0) <= 3.0 for _ in range(50))
+    assert c._backoff(20, 0) <= 120.0
+    assert c._backoff(3, 3) == 60.0
+    assert c._backoff(8, 8) == 300.0
+    c.close()
+
+
+# map_batch
+
+
+def test_map_batch_sends_an_aligned_body(requests_mock, client):
+    requests_mock.post(MAPPING, json=ok())
+    client.map_batch("add", [ADVERTISER], AUDIENCE, ROWS[:3])
+    assert requests_mock.call_count == 1
+    assert requests_mock.request_history[0].json() == mapping_body(
+        "add", [ADVERTISER], AUDIENCE, ROWS[:3]
+    )
+    body = requests_mock.request_history[0].json()
+    assert body["id_schema"] == ["EMAIL_SHA256", "PHONE_SHA256"]
+    assert body["batch_data"][0][1] == {}
+
+
+@pytest.mark.parametrize("code", [40011, 40061])
+def test_map_batch_halves_on_too_large(requests_mock, code):
+    c = make_client(batch_size=10)
+
+    def answer(request, context):
+        return fail(code) if len(request.json()["batch_data"]) > 3 else ok()
+
+    requests_mock.post(MAPPING, json=answer)
+    c.map_batch("delete", [ADVERTISER], AUDIENCE, ROWS)
+    sizes = [len(r.json()["batch_data"]) for r in requests_mock.request_history]
+    # 10 -> 5 + 5 -> (3 + 2) + (3 + 2)
+    assert sizes == [10, 5, 3, 2, 5, 3, 2]
+    delivered = [r for r in requests_mock.request_history if len(r.json()["batch_data"]) <= 3]
+    assert sorted(i for r in delivered for i in sent_ids(r)) == sorted(
+        h.hex() for r in ROWS for h in r if h is not None
+    )
+    assert all(r.json()["action"] == "delete" for r in requests_mock.request_history)
+    assert c.batch_size == 3
+    # It stays shrunk after a success.
+    requests_mock.post(MAPPING, json=ok())
+    c.map_batch("add", [ADVERTISER], AUDIENCE, ROWS[:2])
+    assert c.batch_size == 3
+    c.close()
+
+
+def test_map_batch_does_not_grow_a_smaller_batch_size(requests_mock):
+    c = make_client(batch_size=2)
+    requests_mock.post(MAPPING, [{"json": fail(40011)}, {"json": ok()}, {"json": ok()}])
+    c.map_batch("add", [ADVERTISER], AUDIENCE, ROWS[:8])
+    assert c.batch_size == 2
+    c.close()
+
+
+def test_single_row_batch_still_too_large_raises(requests_mock, client):
+    requests_mock.post(MAPPING, json=fail(40011))
+    with pytest.raises(TikTokAPIError) as info:
+        client.map_batch("add", [ADVERTISER], AUDIENCE, ROWS[:4])
+    assert info.value.code == 40011
+    sizes = [len(r.json()["batch_data"]) for r in requests_mock.request_history]
+    assert sizes == [4, 2, 1]
+    assert client.batch_size == 1
+
+
+def test_map_batch_other_errors_are_not_split(requests_mock, client):
+    requests_mock.post(MAPPING, json=fail(40001))
+    with pytest.raises(TikTokAPIError) as info:
+        client.map_batch("add", [ADVERTISER], AUDIENCE, ROWS)
+    assert info.value.code == 40001
+    assert requests_mock.call_count == 1
+    assert client.batch_size == 5000
+
+
+# map_all
+
+
+def batches_of(n, size=1):
+    rows = [row(email=f"batch{i}-{j}@example.com") for i in range(n) for j in range(size)]
+    return [[(f"tag{i}-{j}", rows[i * size + j]) for j in range(size)] for i in range(n)]
+
+
+def batch_index(request) -> int:
+    first = request.json()["batch_data"][0][0]["id"]
+    for i in range(100):
+        if digest(f"batch{i}-0@example.com").hex() == first:
+            return i
+    raise AssertionError("unknown batch")
+
+
+def test_map_all_sends_every_batch_once_and_confirms_in_calling_thread(requests_mock):
+    c = make_client(max_parallel_requests=3)
+    requests_mock.post(MAPPING, json=ok())
+    confirmed = []
+    threads = set()
+
+    def on_confirmed(batch):
+        threads.add(threading.get_ident())
+        confirmed.append([tag for tag, _ in batch])
+
+    batches = batches_of(10, size=2)
+    c.map_all("add", [ADVERTISER], AUDIENCE, iter(batches), on_confirmed)
+    assert sorted(batch_index(r) for r in requests_mock.request_history) == list(range(10))
+    assert sorted(confirmed) == sorted([tag for tag, _ in b] for b in batches)
+    assert threads == {threading.get_ident()}
+    c.close()
+
+
+def test_map_all_keeps_max_parallel_requests_in_flight(monkeypatch):
+    # requests-mock serialises sends behind one lock, so parallelism is watched at map_batch.
+    c = make_client(max_parallel_requests=3)
+    lock = threading.Lock()
+    state = {"now": 0, "max": 0, "threads": set()}
+
+    def fake_map_batch(action, advertiser_ids, audience_id, rows):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+            state["threads"].add(threading.get_ident())
+        time.sleep(0.03)
+        with lock:
+            state["now"] -= 1
+
+    monkeypatch.setattr(c, "map_batch", fake_map_batch)
+    confirmed = []
+    c.map_all("add", [ADVERTISER], AUDIENCE, batches_of(10), confirmed.append)
+    assert len(confirmed) == 10
+    assert state["max"] == 3
+    assert threading.get_ident() not in state["threads"]
+    c.close()
+
+
+def test_map_all_raises_first_failure_and_stops(requests_mock):
+    c = make_client(max_parallel_requests=3)
+
+    def answer(request, context):
+        if batch_index(request) == 1:
+            return fail(40001, "no permission")
+        time.sleep(0.05)
+        return ok()
+
+    requests_mock.post(MAPPING, json=answer)
+    confirmed = []
+    batches = batches_of(10)
+    with pytest.raises(TikTokAPIError) as info:
+        c.map_all("add", [ADVERTISER], AUDIENCE, batches, lambda b: confirmed.append(b[0][0]))
+    assert info.value.code == 40001
+    sent = sorted(batch_index(r) for r in requests_mock.request_history)
+    assert len(sent) < 10
+    assert sent.count(1) == 1
+    # Every batch that TikTok confirmed was recorded, the failed one was not.
+    assert sorted(confirmed) == sorted(f"tag{i}-0" for i in sent if i != 1)
+    c.close()
+
+
+def test_map_all_submits_nothing_after_a_finished_failure(requests_mock):
+    c = make_client(max_parallel_requests=4)
+    requests_mock.post(MAPPING, json=fail(40001))
+
+    def slow_batches():
+        for batch in batches_of(6):
+            yield batch
+            time.sleep(0.05)  # e.g. reading a large plan from the store
+
+    with pytest.raises(TikTokAPIError):
+        c.map_all("add", [ADVERTISER], AUDIENCE, slow_batches(), lambda b: None)
+    assert requests_mock.call_count == 1
+    c.close()
+
+
+def test_map_all_with_no_batches_sends_nothing(requests_mock, client):
+    client.map_all("add", [ADVERTISER], AUDIENCE, iter([]), lambda b: None)
+    assert requests_mock.call_count == 0
+
+
+# Pacer
+
+
+def test_pacer_spaces_starts_across_threads():
+    rate = 50.0
+    pacer = Pacer(rate)
+    times = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(5):
+            pacer.wait()
+            now = time.monotonic()
+            with lock:
+                times.append(now)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(times) == 20
+    times.sort()
+    # The k-th return cannot come before the k-th start, k / rate after the first.
+    assert all(t >= started + k / rate - 1e-6 for k, t in enumerate(times))
+    assert times[-1] - started >= 19 / rate - 0.002
+    assert times[-1] - times[0] >= 19 / rate - 0.01
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 1 / rate - 0.01
+
+
+def test_client_requests_are_paced(requests_mock):
+    requests_mock.post(MAPPING, json=ok())
+    c = make_client(max_requests_per_second=100)
+    started = time.monotonic()
+    for _ in range(6):
+        c.request("POST", "segment/mapping/", body={})
+    assert time.monotonic() - started >= 5 / 100 - 0.002
+    c.close()
+
+
+# Dry run
+
+
+def test_dry_run_writes_requests_and_sends_nothing(requests_mock):
+    out = io.StringIO()
+    c = DryRunClient(out, api_url=API, access_token=None, batch_size=5000)
+    body = {"advertiser_id": ADVERTISER, "action": "create", "custom_audience_name": "Customers"}
+    assert c.request("POST", "segment/audience/", body=body, idempotent=False) == {}
+    c.map_batch("add", [ADVERTISER], "dry-run:Customers", ROWS[:2])
+    params = {"advertiser_id": ADVERTISER, "custom_audience_ids": '["888"]'}
+    assert c.request("GET", "dmp/custom_audience/get/", params=params) == {}
+    assert requests_mock.call_count == 0
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines == [
+        {"method": "POST", "path": "segment/audience/", "body": body},
+        {
+            "method": "POST",
+            "path": "segment/mapping/",
+            "body": mapping_body("add", [ADVERTISER], "dry-run:Customers", ROWS[:2]),
+        },
+        {"method": "GET", "path": "dmp/custom_audience/get/", "body": params},
+    ]
+    assert all(set(line) == {"method", "path", "body"} for line in lines)
+    assert c.requests_sent == 3
+    c.close()
+    assert out.closed
+
+
+def test_dry_run_map_all_writes_every_batch(requests_mock):
+    out = io.StringIO()
+    c = DryRunClient(out, api_url=API, access_token=None, max_parallel_requests=8)
+    confirmed = []
+    c.map_all("delete", [ADVERTISER], AUDIENCE, batches_of(5), confirmed.append)
+    assert len(confirmed) == 5
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["body"]["action"] for line in lines] == ["delete"] * 5
+    assert requests_mock.call_count == 0
+
+
+# The codes table of tiktok-api.md
+
+
+CODES_TABLE = {
+    20001: False,
+    40000: False,
+    40002: False,
+    40001: False,
+    40007: False,
+    40011: False,  # split the batch, not a retry: map_batch handles it
+    40061: False,
+    40062: False,
+    40100: True,
+    40133: True,
+    40016: True,
+    40132: True,
+    61000: True,
+    40102: False,
+    40104: False,
+    40105: False,
+    40110: False,
+    40202: True,
+    40300: False,
+    50000: True,
+    50002: True,
+    51000: True,
+    51234: True,
+    51999: True,
+    52000: True,
+    52999: True,
+    60001: True,
+}
+
+
+@pytest.mark.parametrize(("code", "retryable"), sorted(CODES_TABLE.items()))
+def test_is_retryable_code_follows_the_table(code, retryable):
+    assert is_retryable_code(code) is retryable
+
+
+@pytest.mark.parametrize("code", sorted(CODES_TABLE))
+def test_describe_code_names_code_and_a_fix(code):
+    text = describe_code(code, "tiktok's words")
+    assert str(code) in text
+    assert "tiktok's words" in text
+    assert "; " in text  # cause; fix
+    assert len(text.split("; ", 1)[1]) > 10
+    assert "\n" not in text
+    assert describe_code(code, "") == text.replace(": tiktok's words", "")
+
+
+@pytest.mark.parametrize(
+    ("code", "word"),
+    [
+        (40105, "tiktok-audiences auth"),
+        (40102, "tiktok-audiences auth"),
+        (40104, "access_token"),
+        (40001, "advertiser"),
+        (40001, "permission"),
+        (40007, "audience_id"),
+        (40062, "bug"),
+        (40110, "auth code"),
+        (40300, "advertiser_ids"),
+        (40100, "max_requests_per_second"),
+        (61000, "max_retries"),
+        (50000, "re-run later"),
+        (52001, "re-run later"),
+    ],
+)
+def test_describe_code_fixes(code, word):
+    assert word in describe_code(code, "")
