@@ -17,7 +17,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,12 @@ from singer_sdk.plugin_base import JSONSchemaValidator
 from target_tiktok_audiences.audiences import DRY_RUN_PREFIX, read_audiences
 from target_tiktok_audiences.client import TikTokClient
 from target_tiktok_audiences.errors import ConfigError, TargetError, TikTokAPIError
-from target_tiktok_audiences.settings import DEFAULT_API_URL, check_global_settings
+from target_tiktok_audiences.identifiers import NormalizationOptions
+from target_tiktok_audiences.settings import (
+    DEFAULT_API_URL,
+    check_global_settings,
+    resolve_settings,
+)
 from target_tiktok_audiences.store import AudienceRow, MembershipStore
 from target_tiktok_audiences.target import TargetTikTokAudiences, _redact_config_error
 
@@ -541,10 +546,32 @@ def _read_store(location: str) -> list[tuple[AudienceRow, int, int]] | None:
         store.close()
 
 
+def with_configured_identity(
+    row: AudienceRow, config: Mapping[str, Any], normalization: NormalizationOptions
+) -> AudienceRow:
+    """Fill in the id or name the config gives an audience that TikTok has not seen yet.
+
+    A held audience (or one whose stream has sent nobody) has no id and no name in the store;
+    the current config says which audience it will be, as long as it still names the same ad
+    accounts (otherwise the row is from an older config and is shown as stored).
+    """
+    if row.audience_id and row.name:
+        return row
+    settings = resolve_settings(config, row.stream, normalization)
+    if settings is None or settings.advertiser_ids != row.advertiser_ids:
+        return row
+    return replace(
+        row,
+        audience_id=row.audience_id or settings.audience_id,
+        name=row.name or settings.audience_name,
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Print one row per audience the store knows, joined with TikTok's view when possible."""
     config = load_config(args.config)
-    check_global_settings({**config, "dry_run": True})  # all but the token, which is optional
+    # Everything but the token, which status can do without.
+    normalization = check_global_settings({**config, "dry_run": True})
     location = str(config["membership_store"])
     audiences = _read_store(location)
     if audiences is None:
@@ -553,6 +580,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             "stored anything; a dry run never does)"
         )
         audiences = []
+    audiences = [
+        (with_configured_identity(row, config, normalization), confirmed, pending)
+        for row, confirmed, pending in audiences
+    ]
     token = None if config.get("dry_run") else config.get("access_token")
     details: dict[str, dict] = {}
     failure: str | None = None

@@ -7,7 +7,6 @@ carries the request body (hashes) or headers (the token).
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -16,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import IO, Any
 
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -182,7 +182,7 @@ class TikTokClient:
                 method,
                 url,
                 params=params,
-                data=json.dumps(body, separators=(",", ":")) if body is not None else None,
+                data=orjson.dumps(body) if body is not None else None,
                 timeout=self.timeout,
                 # A redirect would carry the Access-Token header (and hashes) to another host.
                 allow_redirects=False,
@@ -323,7 +323,7 @@ class DryRunClient(TikTokClient):
 
     def _send(self, method: str, path: str, params: dict | None, body: dict | None) -> dict:
         record = {"method": method, "path": path, "body": body if body is not None else params}
-        line = json.dumps(record, separators=(",", ":"))
+        line = orjson.dumps(record).decode()
         with self._lock:
             self.requests_sent += 1
             self._output.write(line + "\n")

@@ -482,20 +482,16 @@ class IdentifierExtractor:
         """Top-level record keys this extractor reads (for schema warnings)."""
         return self._fields_used
 
-    def __call__(
-        self, record: Mapping[str, Any]
-    ) -> tuple[tuple[bytes | None, ...], tuple[str, ...]]:
-        """Return (hashes aligned with SLOTS, reasons for each present-but-rejected value).
+    def values(self, record: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The raw value of each mapped field (None where absent), in a fixed order.
 
-        When the record has no present value at all, hashes are all None and the
-        reasons are ``("missing",)``. Never raises on record content.
+        Cheap: no normalising, no hashing. Split from :meth:`hash_values` so the costly half
+        can run in worker processes while the reader goes on.
         """
         if not isinstance(record, dict) and not isinstance(record, Mapping):
-            return _NO_HASHES, _MISSING_REASONS
-        hashes: list[bytes | None] = [None, None, None, None, None, None]
-        present = False
-        reasons: list[str] | None = None
-        for key, rest, handle, reason in self._plan:
+            return (None,) * len(self._plan)
+        out: list[Any] = []
+        for key, rest, _, _ in self._plan:
             value = record.get(key)
             for part in rest:
                 if isinstance(value, (dict, Mapping)):
@@ -503,6 +499,17 @@ class IdentifierExtractor:
                 else:
                     value = None
                     break
+            out.append(value)
+        return tuple(out)
+
+    def hash_values(
+        self, values: Sequence[Any]
+    ) -> tuple[tuple[bytes | None, ...], tuple[str, ...]]:
+        """Normalise and hash what :meth:`values` read; see :meth:`__call__`."""
+        hashes: list[bytes | None] = [None, None, None, None, None, None]
+        present = False
+        reasons: list[str] | None = None
+        for value, (_, _, handle, reason) in zip(values, self._plan, strict=True):
             if value is None:
                 continue
             outcome = handle(value, hashes)
@@ -517,3 +524,13 @@ class IdentifierExtractor:
         if not present:
             return _NO_HASHES, _MISSING_REASONS
         return tuple(hashes), (_NO_REASONS if reasons is None else tuple(reasons))
+
+    def __call__(
+        self, record: Mapping[str, Any]
+    ) -> tuple[tuple[bytes | None, ...], tuple[str, ...]]:
+        """Return (hashes aligned with SLOTS, reasons for each present-but-rejected value).
+
+        When the record has no present value at all, hashes are all None and the
+        reasons are ``("missing",)``. Never raises on record content.
+        """
+        return self.hash_values(self.values(record))

@@ -8,40 +8,25 @@ a whole snapshot, and the removal guard can refuse the sync before anything is s
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from singer_sdk.exceptions import MissingKeyPropertiesError
 from singer_sdk.sinks import BatchSink
 
 from target_tiktok_audiences.audiences import resolve_audience
-from target_tiktok_audiences.errors import RemovalGuardError, TargetError
+from target_tiktok_audiences.errors import InputError, RemovalGuardError, TargetError
 from target_tiktok_audiences.identifiers import IdentifierExtractor
+from target_tiktok_audiences.people import Hashed, PeopleQueue
 from target_tiktok_audiences.planning import removal_refusal, should_hold
 from target_tiktok_audiences.store import PlanSummary, Slots
 
 if TYPE_CHECKING:
     from target_tiktok_audiences.settings import AudienceSettings
     from target_tiktok_audiences.target import TargetTikTokAudiences
-
-_KEY_PREFIX = b"tiktok-audiences/person-key\x00"
-_IDS_PREFIX = b"tiktok-audiences/person-ids\x00"
-_KEY_SEPARATOR = "\x1f"
-
-
-def person_key(key_values: tuple[Any, ...] | None, slots: Slots) -> bytes | None:
-    """A 16-byte digest that identifies a person: of the record key, else of its hashes."""
-    if key_values is not None:
-        text = _KEY_SEPARATOR.join(str(v) for v in key_values)
-        return hashlib.sha256(_KEY_PREFIX + text.encode()).digest()[:16]
-    if not any(slots):
-        return None
-    joined = b"|".join(s or b"" for s in slots)
-    return hashlib.sha256(_IDS_PREFIX + joined).digest()[:16]
-
 
 def _field(record: Mapping[str, Any], path: str) -> Any:
     value: Any = record
@@ -65,6 +50,16 @@ class StreamProgress:
     invalid: Counter[str] = field(default_factory=Counter)
     totals: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+
+
+class MissingKeyError(InputError, MissingKeyPropertiesError):
+    """A record lacks one of its stream's key properties."""
+
+    def __init__(self, stream: str, keys: list[str]) -> None:
+        super().__init__(
+            f"a record of stream {stream!r} has no value for its key properties "
+            f"{', '.join(keys)}: the tap must send every key (or declare none)"
+        )
 
 
 class IgnoredStreamSink(BatchSink):
@@ -104,7 +99,8 @@ class AudienceSink(BatchSink):
         self.store.lock_audience(
             self.row.id, settings.label, float(target.config.get("store_lock_timeout", 60))
         )
-        self._buffer: list[tuple[bytes, int, Slots]] = []
+        self.people = PeopleQueue(target.hash_pool, settings.identifier_fields,
+                                  settings.normalization)
         self.progress = target.stream_progress(stream_name)
         # A new SCHEMA replaced an earlier sink of this stream: its records come first.
         for earlier in target.archived_sinks(stream_name):
@@ -133,41 +129,50 @@ class AudienceSink(BatchSink):
     @property
     def has_unconfirmed_work(self) -> bool:
         """True while records have come that TikTok has not confirmed (an open snapshot)."""
-        return self.progress.records_since_close > 0 or bool(self._buffer)
+        return self.progress.records_since_close > 0 or self.people.pending > 0
 
     @property
     def current_size(self) -> int:
-        """Records buffered since the last drain."""
-        return len(self._buffer)
+        """Records read since the last drain."""
+        return self.people.pending
 
     def process_record(self, record: dict, context: dict) -> None:
-        """Hash one record's identifiers and buffer the person as member or leaver."""
-        self.progress.records_since_close += 1
-        self.progress.records_since_version += 1
-        self.progress.totals["records"] += 1
-        slots, reasons = self.extract(record)
-        leaving = self._is_leaving(record)
-        key_values = self._key_values(record)
-        if key_values is False:
-            self.progress.skipped["missing_key"] += 1
-            return
-        if not leaving and not any(slots):
-            self.progress.skipped[reasons[0] if reasons else "missing"] += 1
-            return
-        self.progress.invalid.update(reasons)
-        person = person_key(key_values or None, slots)
-        if person is None:  # leaving, no key, and no identifier to know them by
-            self.progress.skipped[reasons[0] if reasons else "missing"] += 1
-            return
-        self._buffer.append((person, 1 if leaving else 0, slots))
+        """Read one record's key, exit signals and identifier values; hashing comes later."""
+        progress = self.progress
+        progress.records_since_close += 1
+        progress.records_since_version += 1
+        progress.totals["records"] += 1
+        hashed = self.people.add(
+            (self._key_values(record), self._is_leaving(record), self.extract.values(record))
+        )
+        if hashed is not None:
+            self._stage(hashed)
 
-    def _key_values(self, record: Mapping[str, Any]) -> tuple[Any, ...] | bool | None:
-        """The record key's values; None without key properties; False when one is missing."""
-        if not self.key_properties:
+    def _stage(self, hashed: Hashed) -> None:
+        rows, skipped, invalid = hashed
+        if rows:
+            self.store.stage(self.row.id, rows)
+        self.progress.skipped.update(skipped)
+        self.progress.invalid.update(invalid)
+        self.record_counter_metric.increment(len(rows) + sum(skipped.values()))
+
+    def _key_values(self, record: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The record key's values (None without key properties).
+
+        A record without its key is malformed input, not a person to skip: in a snapshot,
+        skipping would remove whoever that record was.
+        """
+        keys = self.key_properties
+        if not keys:
             return None
-        values = tuple(record.get(k) for k in self.key_properties)
-        if any(v is None or v == "" for v in values):
-            return False
+        if len(keys) == 1:  # the common case, without a generator per record
+            value = record.get(keys[0])
+            if value is None:
+                raise MissingKeyError(self.stream_name, keys)
+            return (value,)
+        values = tuple(record.get(k) for k in keys)
+        if None in values:
+            raise MissingKeyError(self.stream_name, keys)
         return values
 
     def _is_leaving(self, record: Mapping[str, Any]) -> bool:
@@ -180,10 +185,9 @@ class AudienceSink(BatchSink):
         return bool(settings.consent_field and _field(record, settings.consent_field) is not True)
 
     def process_batch(self, context: dict) -> None:
-        """Stage the buffered people; in incremental mode send the changes now."""
-        buffer, self._buffer = self._buffer, []
-        if buffer:
-            self.store.stage(self.row.id, buffer)
+        """Stage the people read since the last drain; in incremental mode send them now."""
+        for hashed in self.people.drain():
+            self._stage(hashed)
         if not self.snapshot and self.store.staged_count(self.row.id):
             self.apply(complete=False)
 

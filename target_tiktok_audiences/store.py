@@ -75,9 +75,8 @@ CREATE TEMP TABLE IF NOT EXISTS staged (
     audience INTEGER NOT NULL,
     person BLOB NOT NULL,
     remove INTEGER NOT NULL,
-    {_SLOTS_DDL},
-    PRIMARY KEY (audience, person)
-) WITHOUT ROWID;
+    {_SLOTS_DDL}
+);
 CREATE TEMP TABLE IF NOT EXISTS plan (
     seq INTEGER PRIMARY KEY,
     audience INTEGER NOT NULL,
@@ -151,6 +150,7 @@ class MembershipStore:
         self.path = copy_of or path
         self._throwaway = copy_of is not None
         self._locks: dict[int, int] = {}
+        self._staged_indexed = False
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -352,12 +352,36 @@ class MembershipStore:
     # Staging: what this run's input says
 
     def stage(self, audience: int, rows: Iterable[tuple[bytes, int, Slots]]) -> None:
-        """Record people seen in the input: (person, remove flag, slots); the last one wins."""
+        """Record people seen in the input: (person, remove flag, slots); the last one wins.
+
+        Rows are appended to an unindexed table (twice as fast as keeping a key in order);
+        the index is built, and repeated people reduced to their last row, when planning.
+        """
+        if self._staged_indexed:
+            self._db.execute("DROP INDEX IF EXISTS temp.staged_person")
+            self._staged_indexed = False
         self._db.executemany(
-            f"INSERT OR REPLACE INTO staged (audience, person, remove, {_SLOT_LIST}) "
+            f"INSERT INTO staged (audience, person, remove, {_SLOT_LIST}) "
             f"VALUES (?, ?, ?, {', '.join('?' * len(SLOT_COLUMNS))})",
             ((audience, person, remove, *slots) for person, remove, slots in rows),
         )
+
+    def _index_staged(self, audience: int) -> None:
+        """Index what was staged and keep only each person's last row."""
+        if not self._staged_indexed:
+            self._db.execute("CREATE INDEX IF NOT EXISTS temp.staged_person ON staged "
+                             "(audience, person)")
+            self._staged_indexed = True
+        repeated = self._db.execute(
+            "SELECT 1 FROM staged WHERE audience = ? GROUP BY person HAVING COUNT(*) > 1 LIMIT 1",
+            (audience,),
+        ).fetchone()
+        if repeated:
+            self._db.execute(
+                "DELETE FROM staged WHERE audience = :a AND rowid NOT IN "
+                "(SELECT MAX(rowid) FROM staged WHERE audience = :a GROUP BY person)",
+                {"a": audience},
+            )
 
     def staged_count(self, audience: int) -> int:
         """Records staged for an audience and not yet planned."""
@@ -374,6 +398,7 @@ class MembershipStore:
 
     def hold(self, audience: int, *, snapshot: bool) -> int:
         """Move staged people into `pending` (replacing it for a snapshot); return its size."""
+        self._index_staged(audience)
         with self.transaction() as db:
             if snapshot:
                 db.execute("DELETE FROM pending WHERE audience = ?", (audience,))
@@ -392,8 +417,9 @@ class MembershipStore:
 
     def release_pending(self, audience: int) -> None:
         """Stage every held person, so the first upload sends them all."""
+        self._db.execute("DELETE FROM staged WHERE audience = ?", (audience,))
         self._db.execute(
-            f"INSERT OR REPLACE INTO staged (audience, person, remove, {_SLOT_LIST}) "
+            f"INSERT INTO staged (audience, person, remove, {_SLOT_LIST}) "
             f"SELECT audience, person, 0, {_SLOT_LIST} FROM pending WHERE audience = ?",
             (audience,),
         )
@@ -422,6 +448,7 @@ class MembershipStore:
         """
         db = self._db
         args = {"a": audience}
+        self._index_staged(audience)
         db.execute("DELETE FROM plan WHERE audience = :a", args)
         summary = PlanSummary(confirmed=self.count_members(audience))
         # Leavers, then people whose identifiers changed lose their old hashes.

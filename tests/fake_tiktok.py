@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import hashlib
 import json
 import math
 import random
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -252,10 +254,33 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 128
 
     def __init__(self, addr: tuple[str, int], fake: FakeTikTok) -> None:
-        super().__init__(addr, _Handler)
         self.fake = fake
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__(addr, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Track the connection so stop() can cut kept-alive clients off."""
+        with self._conns_lock:
+            self._conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Forget the connection, then close it."""
+        with self._conns_lock:
+            self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Shut down every open client connection (keep-alive ones included)."""
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Swallow errors from clients that went away (timeouts, resets)."""
@@ -266,9 +291,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Routes every HTTP method to FakeTikTok.handle."""
+    """Routes every HTTP method to FakeTikTok._handle."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else keep-alive clients wait ~40 ms per answer
     server_version = "FakeTikTok/1.0"
     timeout = 120  # idle keep-alive connections end eventually
     server: _Server
@@ -318,7 +344,9 @@ class FakeTikTok:
     """In-memory imitation of the TikTok Business API audience endpoints.
 
     State (advertisers, tokens, audiences, membership, log, stats) lives behind one lock.
-    Membership is ``{id_schema: set of lowercase hex ids}`` per audience.
+    Membership is kept per audience as ``{id_schema: {lowercase hex id: None}}`` (dicts of strings
+    are invisible to the garbage collector, which keeps big audiences cheap); ``members()`` returns
+    sets.
     """
 
     def __init__(self, *, max_batch: int = 10000, seed: int = 0, log_bodies: bool = True) -> None:
@@ -366,18 +394,22 @@ class FakeTikTok:
             return self
         self._server = _Server(("127.0.0.1", port), self)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket (requests still sleeping are abandoned)."""
+        """Stop serving, close the socket and cut open connections; sleeping requests are dropped.
+
+        State is kept: ``start()`` again serves the same audiences (on a new port unless given).
+        """
         server, self._server = self._server, None
         if server is None:
             return
         server.shutdown()
         server.server_close()
+        server.close_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._thread = None

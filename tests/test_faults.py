@@ -222,6 +222,10 @@ def test_bad_input_matrix(target, fake):
             [schema(), '{"type": "RECORD", "stream": "contacts", "rec'],
             "input line 2 is not valid JSON",
         ),
+        "missing key": (
+            [schema(), record(id=1, email="b@example.com"), record(email="a@example.com")],
+            "has no value for its key properties id",
+        ),
         "not an object": ([schema(), "[1, 2, 3]"], "input line 2 is not a Singer message"),
         "no stream": (
             [schema(), {"type": "RECORD", "record": {"email": "a@example.com"}}],

@@ -1,0 +1,846 @@
+"""Tests for the fake TikTok Business API used by the end-to-end tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.fake_tiktok import FakeTikTok
+
+ADV = "7000000000000000001"
+ADV2 = "7000000000000000002"  # same business center, token may use it
+ADV_BC2 = "7000000000000000003"  # other business center, token may use it
+ADV_NOPE = "7000000000000000004"  # exists, token may not use it
+TOKEN = "test-token"
+APP, SECRET = "app-1", "s3cret"
+MAPPING = "segment/mapping/"
+
+
+def sha(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def md5(value: str) -> str:
+    return hashlib.md5(value.encode()).hexdigest()
+
+
+@pytest.fixture
+def fake():
+    with FakeTikTok(max_batch=50, seed=7) as f:
+        f.add_advertiser(ADV, name="Main")
+        f.add_advertiser(ADV2, name="Second")
+        f.add_advertiser(ADV_BC2, name="Other BC", business_center="bc2")
+        f.add_advertiser(ADV_NOPE, name="Not mine")
+        f.add_token(TOKEN, [ADV, ADV2, ADV_BC2])
+        f.add_app(APP, SECRET)
+        yield f
+
+
+@pytest.fixture
+def aud(fake):
+    return fake.add_audience(ADV, "crm")
+
+
+def call(fake, method, path, *, body=None, params=None, token=TOKEN, headers=None, timeout=10):
+    hdrs = {} if token is None else {"Access-Token": token}
+    if body is not None:
+        hdrs["Content-Type"] = "application/json"
+    hdrs.update(headers or {})
+    data = json.dumps(body) if body is not None else None
+    return requests.request(
+        method, fake.url + path, data=data, params=params, headers=hdrs, timeout=timeout
+    )
+
+
+def code(resp) -> int:
+    assert resp.status_code == 200, resp.text
+    env = resp.json()
+    assert set(env) == {"code", "message", "request_id", "data"}
+    return env["code"]
+
+
+def mapping(audience_ids, rows, *, schema=("EMAIL_SHA256",), action="add", advertisers=(ADV,)):
+    return {
+        "advertiser_ids": list(advertisers),
+        "action": action,
+        "id_schema": list(schema),
+        "batch_data": rows,
+    }
+
+
+def entry(ident, audience_id):
+    return {"id": ident, "audience_ids": [audience_id]}
+
+
+def email_rows(audience_id, n, prefix="p"):
+    return [[entry(sha(f"{prefix}{i}@example.com"), audience_id)] for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- auth and shape
+
+
+def test_missing_token(fake, aud):
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 1)), token=None)) == (
+        40104
+    )
+
+
+def test_bad_token(fake, aud):
+    resp = call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 1)), token="nope")
+    assert code(resp) == 40105
+
+
+def test_bearer_header_is_not_accepted(fake, aud):
+    resp = call(
+        fake,
+        "POST",
+        MAPPING,
+        body=mapping(aud, email_rows(aud, 1)),
+        token=None,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert code(resp) == 40104
+    assert "Bearer" in resp.json()["message"]
+    assert fake.members(aud) == {}
+
+
+def test_removed_token_is_invalid(fake):
+    assert code(call(fake, "GET", "user/info/")) == 0
+    fake.remove_token(TOKEN)
+    assert code(call(fake, "GET", "user/info/")) == 40105
+
+
+def test_wrong_content_type(fake, aud):
+    resp = requests.post(
+        fake.url + MAPPING,
+        data=json.dumps(mapping(aud, email_rows(aud, 1))),
+        headers={"Access-Token": TOKEN, "Content-Type": "text/plain"},
+        timeout=10,
+    )
+    assert code(resp) == 40000
+    resp = requests.post(
+        fake.url + MAPPING,
+        data=json.dumps(mapping(aud, email_rows(aud, 1))),
+        headers={"Access-Token": TOKEN},
+        timeout=10,
+    )
+    assert code(resp) == 40000
+    assert fake.members(aud) == {}
+
+
+def test_charset_in_content_type_is_fine(fake, aud):
+    resp = requests.post(
+        fake.url + MAPPING,
+        data=json.dumps(mapping(aud, email_rows(aud, 1))),
+        headers={"Access-Token": TOKEN, "Content-Type": "application/json; charset=utf-8"},
+        timeout=10,
+    )
+    assert code(resp) == 0
+
+
+@pytest.mark.parametrize("raw", ["[1, 2]", "not json", "", "null"])
+def test_body_must_be_a_json_object(fake, raw):
+    resp = requests.post(
+        fake.url + MAPPING,
+        data=raw,
+        headers={"Access-Token": TOKEN, "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert code(resp) == 40000
+
+
+def test_envelope_and_request_id(fake):
+    resp = call(fake, "GET", "user/info/")
+    env = resp.json()
+    assert resp.status_code == 200
+    assert env["code"] == 0 and env["message"] == "OK" and env["request_id"]
+    assert env["data"]["display_name"] == "fake user" and env["data"]["id"]
+    assert call(fake, "GET", "user/info/").json()["request_id"] != env["request_id"]
+
+
+def test_unknown_path_and_missing_slash_are_404(fake):
+    assert call(fake, "GET", "no/such/").status_code == 404
+    assert call(fake, "GET", "user/info").status_code == 404
+    assert requests.get(fake.url.replace("v1.3", "v1.2") + "user/info/", timeout=5).status_code == (
+        404
+    )
+
+
+def test_wrong_method_is_405(fake, aud):
+    assert call(fake, "GET", MAPPING).status_code == 405
+    assert call(fake, "POST", "user/info/", body={}).status_code == 405
+    assert call(fake, "DELETE", "segment/audience/").status_code == 405
+
+
+def test_chunked_body_is_read(fake, aud):
+    payload = json.dumps(mapping(aud, email_rows(aud, 3))).encode()
+    resp = requests.post(
+        fake.url + MAPPING,
+        data=iter([payload[:10], payload[10:]]),
+        headers={"Access-Token": TOKEN, "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert code(resp) == 0
+    assert len(fake.members(aud)["EMAIL_SHA256"]) == 3
+
+
+# ----------------------------------------------------------------------------- mapping validation
+
+
+@pytest.mark.parametrize(
+    ("advertisers", "expected"),
+    [
+        (["7999999999999999999"], 40300),
+        ([ADV_NOPE], 40001),
+        ([ADV, ADV_BC2], 40000),
+        ([], 40000),
+        ("7000000000000000001", 40000),
+        ([7000000000000000001], 40000),
+    ],
+)
+def test_mapping_advertisers(fake, aud, advertisers, expected):
+    body = mapping(aud, email_rows(aud, 1))
+    body["advertiser_ids"] = advertisers
+    assert code(call(fake, "POST", MAPPING, body=body)) == expected
+
+
+def test_mapping_two_advertisers_same_business_center(fake, aud):
+    other = fake.add_audience(ADV2, "second")
+    rows = [[entry(sha("a@x.io"), aud)], [entry(sha("b@x.io"), other)]]
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, rows, advertisers=[ADV, ADV2]))) == 0
+    assert fake.members(aud) == {"EMAIL_SHA256": {sha("a@x.io")}}
+    assert fake.members(other) == {"EMAIL_SHA256": {sha("b@x.io")}}
+
+
+@pytest.mark.parametrize("action", ["remove", "ADD", None, ""])
+def test_mapping_bad_action(fake, aud, action):
+    body = mapping(aud, email_rows(aud, 1), action=action)
+    assert code(call(fake, "POST", MAPPING, body=body)) == 40000
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        ["EMAIL"],
+        ["EMAIL_SHA256", "EMAIL_SHA256"],
+        ["GAID_SHA256"],
+        [],
+        "EMAIL_SHA256",
+    ],
+)
+def test_mapping_bad_schema(fake, aud, schema):
+    body = mapping(aud, email_rows(aud, 1))
+    body["id_schema"] = schema
+    assert code(call(fake, "POST", MAPPING, body=body)) == 40000
+
+
+def test_mapping_misaligned_row(fake, aud):
+    rows = [
+        [entry(sha("a@x.io"), aud), {}],
+        [entry(sha("b@x.io"), aud)],  # phone slot skipped instead of {}
+    ]
+    resp = call(
+        fake, "POST", MAPPING, body=mapping(aud, rows, schema=["EMAIL_SHA256", "PHONE_SHA256"])
+    )
+    assert code(resp) == 40000
+    assert "row 1 has 1 entries, id_schema has 2" in resp.json()["message"]
+    assert fake.members(aud) == {}
+
+
+@pytest.mark.parametrize(
+    ("schema", "ident"),
+    [
+        ("EMAIL_SHA256", "jane@example.com"),
+        ("PHONE_SHA256", "+14155550100"),
+        ("EMAIL_SHA256", sha("x").upper()),
+        ("EMAIL_SHA256", sha("x")[:63]),
+        ("EMAIL_SHA256", sha("x") + "0"),
+        ("EMAIL_SHA256", "g" * 64),
+        ("IDFA_MD5", sha("x")),  # a SHA-256 in an MD5 slot
+        ("AAID_SHA256", md5("x")),  # an MD5 in a SHA-256 slot
+        ("IDFA_SHA256", "5f3a2b18-9c4d-4e7f-b8e2-17d3a1e69b25"),
+        ("EMAIL_SHA256", "é" * 64),
+    ],
+)
+def test_mapping_unhashed_id_is_40062(fake, aud, schema, ident):
+    good = md5 if schema.endswith("MD5") else sha
+    rows = [[entry(good(f"{i}"), aud)] for i in range(5)]
+    rows.insert(2, [entry(ident, aud)])
+    resp = call(fake, "POST", MAPPING, body=mapping(aud, rows, schema=[schema]))
+    assert code(resp) == 40062
+    assert "PII not hashed" in resp.json()["message"]
+    assert fake.members(aud) == {}
+
+
+def test_mapping_md5_schemas_accept_32_hex(fake, aud):
+    rows = [[entry(md5("idfa"), aud), entry(md5("aaid"), aud)]]
+    resp = call(fake, "POST", MAPPING, body=mapping(aud, rows, schema=["IDFA_MD5", "AAID_MD5"]))
+    assert code(resp) == 0
+    assert fake.members(aud) == {"IDFA_MD5": {md5("idfa")}, "AAID_MD5": {md5("aaid")}}
+
+
+def test_mapping_unknown_audience(fake, aud):
+    rows = [[entry(sha("a@x.io"), aud)], [entry(sha("b@x.io"), "7199999999999999999")]]
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, rows))) == 40007
+    assert fake.members(aud) == {}
+
+
+def test_mapping_audience_of_another_advertiser(fake, aud):
+    foreign = fake.add_audience(ADV2, "theirs")
+    rows = [[entry(sha("a@x.io"), aud)], [entry(sha("b@x.io"), foreign)]]
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, rows))) == 40001
+    assert fake.members(aud) == {}
+    assert fake.members(foreign) == {}
+
+
+def test_mapping_batch_over_max_batch_is_40011(fake, aud):
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 51)))) == 40011
+    assert fake.members(aud) == {}
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 50)))) == 0
+    assert len(fake.members(aud)["EMAIL_SHA256"]) == 50
+
+
+def test_mapping_all_empty_row(fake, aud):
+    rows = [[entry(sha("a@x.io"), aud), {}], [{}, {}]]
+    resp = call(
+        fake, "POST", MAPPING, body=mapping(aud, rows, schema=["EMAIL_SHA256", "PHONE_SHA256"])
+    )
+    assert code(resp) == 40000
+    assert "row 1" in resp.json()["message"]
+    assert fake.members(aud) == {}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"id": sha("b"), "audience_ids": []},
+        {"id": sha("b"), "audience_ids": "AUD"},
+        {"id": sha("b"), "audience_ids": [123]},
+        {"id": sha("b")},
+        {"audience_ids": ["AUD"]},
+        {"id": sha("b"), "audience_ids": ["AUD"], "extra": 1},
+        {"id": 5, "audience_ids": ["AUD"]},
+        "not an object",
+        None,
+    ],
+)
+def test_mapping_malformed_entry(fake, aud, bad):
+    if isinstance(bad, dict) and isinstance(bad.get("audience_ids"), list):
+        bad = {**bad, "audience_ids": [aud if a == "AUD" else a for a in bad["audience_ids"]]}
+    rows = [[entry(sha("a@x.io"), aud)], [bad]]
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, rows))) == 40000
+    assert fake.members(aud) == {}
+
+
+@pytest.mark.parametrize("batch", [[], None, "rows", [["x"]], [[{}], 5]])
+def test_mapping_bad_batch_data(fake, aud, batch):
+    body = mapping(aud, [])
+    body["batch_data"] = batch
+    assert code(call(fake, "POST", MAPPING, body=body)) == 40000
+
+
+# ----------------------------------------------------------------------------- mapping effects
+
+
+def test_add_then_delete_changes_members(fake, aud):
+    schema = ["EMAIL_SHA256", "PHONE_SHA256", "IDFA_SHA256"]
+    rows = [
+        [entry(sha("a@x.io"), aud), entry(sha("+14155550100"), aud), {}],
+        [{}, entry(sha("+14155550101"), aud), {}],  # phone-only person
+        [entry(sha("c@x.io"), aud), {}, entry(sha("idfa-1"), aud)],
+    ]
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, rows, schema=schema))) == 0
+    assert fake.members(aud) == {
+        "EMAIL_SHA256": {sha("a@x.io"), sha("c@x.io")},
+        "PHONE_SHA256": {sha("+14155550100"), sha("+14155550101")},
+        "IDFA_SHA256": {sha("idfa-1")},
+    }
+    # adding again is idempotent
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, rows, schema=schema))) == 0
+    assert len(fake.members(aud)["EMAIL_SHA256"]) == 2
+
+    delete = [[{}, entry(sha("+14155550100"), aud)], [entry(sha("idfa-1"), aud), {}]]
+    body = mapping(aud, delete, schema=["IDFA_SHA256", "PHONE_SHA256"], action="delete")
+    assert code(call(fake, "POST", MAPPING, body=body)) == 0
+    assert fake.members(aud) == {
+        "EMAIL_SHA256": {sha("a@x.io"), sha("c@x.io")},
+        "PHONE_SHA256": {sha("+14155550101")},
+    }
+    # deleting what is not there is fine
+    assert code(call(fake, "POST", MAPPING, body=body)) == 0
+
+
+def test_one_entry_can_target_several_audiences(fake, aud):
+    other = fake.add_audience(ADV, "second")
+    rows = [[{"id": sha("a@x.io"), "audience_ids": [aud, other]}]]
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, rows))) == 0
+    assert fake.members(aud) == fake.members(other) == {"EMAIL_SHA256": {sha("a@x.io")}}
+
+
+def test_mixed_audience_lists_in_one_batch(fake, aud):
+    other = fake.add_audience(ADV, "second")
+    rows = [[entry(sha(f"{i}"), aud if i % 2 else other)] for i in range(10)]
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, rows))) == 0
+    assert fake.members(aud)["EMAIL_SHA256"] == {sha(f"{i}") for i in range(1, 10, 2)}
+    assert fake.members(other)["EMAIL_SHA256"] == {sha(f"{i}") for i in range(0, 10, 2)}
+
+
+def test_failing_request_applies_nothing(fake, aud):
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 3, "keep")))) == 0
+    before = fake.members(aud)
+    rows = email_rows(aud, 40, "new")
+    rows[-1] = [entry("last-person@example.com", aud)]  # the last row is bad
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, rows))) == 40062
+    assert fake.members(aud) == before
+    delete = [*email_rows(aud, 3, "keep"), [entry(sha("z"), "7199999999999999999")]]
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, delete, action="delete"))) == 40007
+    assert fake.members(aud) == before
+
+
+def test_concurrent_adds_are_all_kept(fake, aud):
+    def send(k):
+        rows = email_rows(aud, 50, f"t{k}-")
+        assert code(call(fake, "POST", MAPPING, body=mapping(aud, rows))) == 0
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(fake.members(aud)["EMAIL_SHA256"]) == 400
+
+
+def test_big_batches_are_quick():
+    with FakeTikTok() as f:
+        f.add_advertiser(ADV)
+        f.add_token(TOKEN, [ADV])
+        aud = f.add_audience(ADV, "big")
+        schema = ["EMAIL_SHA256", "PHONE_SHA256"]
+        session = requests.Session()
+        started = time.monotonic()
+        for k in range(5):
+            rows = [
+                [entry(sha(f"e{k}-{i}"), aud), entry(sha(f"p{k}-{i}"), aud) if i % 3 else {}]
+                for i in range(5000)
+            ]
+            resp = session.post(
+                f.url + MAPPING,
+                data=json.dumps(mapping(aud, rows, schema=schema)),
+                headers={"Access-Token": TOKEN, "Content-Type": "application/json"},
+                timeout=30,
+            )
+            assert code(resp) == 0
+        elapsed = time.monotonic() - started
+        members = f.members(aud)
+        assert len(members["EMAIL_SHA256"]) == 25000
+        assert len(members["PHONE_SHA256"]) == 5 * len([i for i in range(5000) if i % 3])
+        assert elapsed < 10, elapsed
+
+
+# ----------------------------------------------------------------------------- segment/audience
+
+
+def test_create_audience(fake):
+    body = {"advertiser_id": ADV, "action": "create", "custom_audience_name": "Newsletter"}
+    first = call(fake, "POST", "segment/audience/", body=body)
+    second = call(fake, "POST", "segment/audience/", body=body)
+    assert code(first) == code(second) == 0
+    a1, a2 = first.json()["data"]["audience_id"], second.json()["data"]["audience_id"]
+    assert a1.isdigit() and int(a2) == int(a1) + 1  # names are not unique
+    assert [a["name"] for a in fake.audiences()] == ["Newsletter", "Newsletter"]
+    assert fake.audience(a1)["advertiser_id"] == ADV
+
+
+def test_create_truncates_long_names(fake):
+    def create(name):
+        body = {"advertiser_id": ADV, "action": "create", "custom_audience_name": name}
+        resp = call(fake, "POST", "segment/audience/", body=body)
+        assert code(resp) == 0
+        return fake.audience(resp.json()["data"]["audience_id"])["name"]
+
+    assert create("x" * 70) == "x" * 70
+    assert create("y" * 71) == "y" * 67 + "..."
+    assert len(create("z" * 200)) == 70
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"advertiser_id": "7999999999999999999", "custom_audience_name": "n"}, 40300),
+        ({"advertiser_id": ADV_NOPE, "custom_audience_name": "n"}, 40001),
+        ({"custom_audience_name": "n"}, 40000),
+        ({"advertiser_id": ADV, "custom_audience_name": ""}, 40000),
+        ({"advertiser_id": ADV}, 40000),
+        ({"advertiser_id": ADV, "custom_audience_name": 5}, 40000),
+    ],
+)
+def test_create_audience_errors(fake, body, expected):
+    resp = call(fake, "POST", "segment/audience/", body={**body, "action": "create"})
+    assert code(resp) == expected
+    assert fake.audiences() == []
+
+
+def test_delete_audience(fake, aud):
+    body = {"advertiser_id": ADV, "action": "delete", "delete_audience_id": "7199999999999999999"}
+    assert code(call(fake, "POST", "segment/audience/", body=body)) == 40007
+    body["delete_audience_id"] = aud
+    assert code(call(fake, "POST", "segment/audience/", body=body)) == 0
+    assert fake.audiences() == []
+    assert code(call(fake, "POST", "segment/audience/", body=body)) == 40007
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 1)))) == 40007
+
+
+def test_segment_audience_unknown_action(fake):
+    body = {"advertiser_id": ADV, "action": "rename", "custom_audience_name": "n"}
+    assert code(call(fake, "POST", "segment/audience/", body=body)) == 40000
+
+
+# ----------------------------------------------------------------------------- reading audiences
+
+
+def get_audiences(fake, ids, advertiser=ADV):
+    params = {"advertiser_id": advertiser, "custom_audience_ids": json.dumps(ids)}
+    return call(fake, "GET", "dmp/custom_audience/get/", params=params)
+
+
+def test_get_audience_shape_and_cover_num(fake, aud):
+    schema = ["EMAIL_SHA256", "PHONE_SHA256"]
+    rows = [[entry(sha(f"e{i}"), aud), entry(sha(f"p{i}"), aud)] for i in range(6)]
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, rows, schema=schema))) == 0
+    resp = get_audiences(fake, [aud])
+    assert code(resp) == 0
+    (item,) = resp.json()["data"]["list"]
+    details = item["audience_details"]
+    assert details["audience_id"] == aud
+    assert details["name"] == "crm"
+    assert details["type"] == "Partner"
+    assert details["advertiser_id"] == ADV
+    assert details["cover_num"] == 7  # 12 distinct ids * 0.6, rounded down
+    assert details["is_valid"] is True and details["is_expiring"] is False
+    created = time.strptime(details["create_time"], "%Y-%m-%d %H:%M:%S")
+    expires = time.strptime(details["expired_time"], "%Y-%m-%d %H:%M:%S")
+    assert round((time.mktime(expires) - time.mktime(created)) / 86400) == 365
+
+    fake.set_audience_details(
+        aud, cover_num=1234, is_valid=False, is_expiring=True, expired_time="2030-01-01 00:00:00"
+    )
+    details = get_audiences(fake, [aud]).json()["data"]["list"][0]["audience_details"]
+    assert details["cover_num"] == 1234
+    assert details["is_valid"] is False and details["is_expiring"] is True
+    assert details["expired_time"] == "2030-01-01 00:00:00"
+    assert fake.audience(aud)["cover_num"] == 1234
+
+
+def test_get_audience_errors(fake, aud):
+    foreign = fake.add_audience(ADV2, "theirs")
+    assert code(get_audiences(fake, [aud, "7199999999999999999"])) == 40007
+    assert code(get_audiences(fake, [aud, foreign])) == 40001
+    assert code(get_audiences(fake, [])) == 40000
+    assert code(get_audiences(fake, [aud] * 101)) == 40000
+    assert code(get_audiences(fake, [aud], advertiser=ADV_NOPE)) == 40001
+    assert code(get_audiences(fake, [int(aud)])) == 40000
+    raw = {"advertiser_id": ADV, "custom_audience_ids": aud}  # not JSON-encoded
+    assert code(call(fake, "GET", "dmp/custom_audience/get/", params=raw)) == 40000
+    params = {"custom_audience_ids": json.dumps([aud])}
+    assert code(call(fake, "GET", "dmp/custom_audience/get/", params=params)) == 40000
+    assert code(get_audiences(fake, [aud] * 100)) == 0
+
+
+def test_list_audiences_paging(fake):
+    ids = [fake.add_audience(ADV, f"aud {i}") for i in range(5)]
+    fake.add_audience(ADV2, "not listed")
+
+    def page(n, size):
+        params = {"advertiser_id": ADV, "page": n, "page_size": size}
+        return call(fake, "GET", "dmp/custom_audience/list/", params=params)
+
+    seen = []
+    for n in (1, 2, 3):
+        data = page(n, 2).json()["data"]
+        assert data["page_info"] == {"page": n, "page_size": 2, "total_number": 5, "total_page": 3}
+        seen += [item["audience_id"] for item in data["list"]]
+        for item in data["list"]:
+            assert item["audience_type"] == "Partner" and "type" not in item
+            assert {"name", "cover_num", "is_valid", "is_expiring", "expired_time"} <= set(item)
+    assert seen == ids
+    assert page(4, 2).json()["data"]["list"] == []
+    assert code(page(0, 2)) == 40000
+    assert code(page(1, 0)) == 40000
+    assert code(page(1, 101)) == 40000
+    assert code(page("x", 10)) == 40000
+    assert code(page(1, 100)) == 0
+    params = {"advertiser_id": ADV_NOPE}
+    assert code(call(fake, "GET", "dmp/custom_audience/list/", params=params)) == 40001
+
+
+# ----------------------------------------------------------------------------- advertisers, oauth
+
+
+def test_user_info(fake):
+    resp = call(fake, "GET", "user/info/")
+    assert code(resp) == 0
+    assert resp.json()["data"]["display_name"] == "fake user"
+
+
+def test_advertiser_info(fake):
+    params = {"advertiser_ids": json.dumps([ADV, ADV2])}
+    resp = call(fake, "GET", "advertiser/info/", params=params)
+    assert code(resp) == 0
+    assert resp.json()["data"]["list"] == [
+        {"advertiser_id": ADV, "name": "Main", "status": "STATUS_ENABLE"},
+        {"advertiser_id": ADV2, "name": "Second", "status": "STATUS_ENABLE"},
+    ]
+    params = {"advertiser_ids": json.dumps([ADV, ADV_NOPE])}
+    assert code(call(fake, "GET", "advertiser/info/", params=params)) == 40001
+    params = {"advertiser_ids": json.dumps(["7999999999999999999"])}
+    assert code(call(fake, "GET", "advertiser/info/", params=params)) == 40300
+    assert code(call(fake, "GET", "advertiser/info/", params={"advertiser_ids": ADV})) == 40000
+
+
+def test_oauth_advertiser_get(fake):
+    params = {"app_id": APP, "secret": SECRET}
+    resp = call(fake, "GET", "oauth2/advertiser/get/", params=params)
+    assert code(resp) == 0
+    assert resp.json()["data"]["list"] == [
+        {"advertiser_id": ADV, "advertiser_name": "Main"},
+        {"advertiser_id": ADV2, "advertiser_name": "Second"},
+        {"advertiser_id": ADV_BC2, "advertiser_name": "Other BC"},
+    ]
+    bad = {"app_id": APP, "secret": "wrong"}
+    assert code(call(fake, "GET", "oauth2/advertiser/get/", params=bad)) == 40000
+    assert code(call(fake, "GET", "oauth2/advertiser/get/", params=params, token=None)) == 40104
+
+
+def test_oauth_access_token_is_single_use(fake):
+    fake.add_auth_code("code-1", "new-token", [ADV2])
+    body = {"app_id": APP, "secret": SECRET, "auth_code": "code-1"}
+    assert code(call(fake, "GET", "user/info/", token="new-token")) == 40105
+
+    resp = call(fake, "POST", "oauth2/access_token/", body=body, token=None)
+    assert code(resp) == 0
+    assert resp.json()["data"]["access_token"] == "new-token"
+    assert resp.json()["data"]["advertiser_ids"] == [ADV2]
+    assert code(call(fake, "GET", "user/info/", token="new-token")) == 0
+    params = {"advertiser_ids": json.dumps([ADV2])}
+    assert code(call(fake, "GET", "advertiser/info/", params=params, token="new-token")) == 0
+
+    assert code(call(fake, "POST", "oauth2/access_token/", body=body, token=None)) == 40110
+    unknown = {**body, "auth_code": "never-issued"}
+    assert code(call(fake, "POST", "oauth2/access_token/", body=unknown, token=None)) == 40110
+    fake.add_auth_code("code-2", "t2", [ADV])
+    wrong = {"app_id": APP, "secret": "nope", "auth_code": "code-2"}
+    assert code(call(fake, "POST", "oauth2/access_token/", body=wrong, token=None)) == 40000
+    # a refused attempt does not burn the code
+    ok = {**wrong, "secret": SECRET}
+    assert code(call(fake, "POST", "oauth2/access_token/", body=ok, token=None)) == 0
+
+
+# ----------------------------------------------------------------------------- log
+
+
+def test_requests_log(fake, aud):
+    body = mapping(aud, email_rows(aud, 2))
+    call(fake, "POST", MAPPING, body=body)
+    call(fake, "GET", "user/info/", token="wrong")
+    call(fake, "GET", "nothing/here/")
+    log = fake.requests_log()
+    assert [(e["method"], e["path"], e["code"]) for e in log] == [
+        ("POST", MAPPING, 0),
+        ("GET", "user/info/", 40105),
+        ("GET", "nothing/here/", 404),
+    ]
+    assert log[0]["body"] == body and log[1]["body"] is None
+    assert all(isinstance(e["time"], float) for e in log)
+    assert TOKEN not in json.dumps(log) and "wrong" not in json.dumps(log)
+    assert len(fake.requests_log(MAPPING)) == 1
+    assert fake.requests_log(MAPPING, bodies=False)[0]["body"] is None
+    get_audiences(fake, [aud])
+    assert fake.requests_log("dmp/custom_audience/get/")[0]["query"] == {
+        "advertiser_id": ADV,
+        "custom_audience_ids": json.dumps([aud]),
+    }
+    fake.reset_log()
+    assert fake.requests_log() == []
+
+
+# ----------------------------------------------------------------------------- fault injection
+
+
+def test_rate_limit(fake, aud):
+    fake.inject(rate_limit_per_second=3)
+    session = requests.Session()
+    codes = []
+    for i in range(6):
+        resp = session.post(
+            fake.url + MAPPING,
+            data=json.dumps(mapping(aud, [[entry(sha(f"r{i}"), aud)]])),
+            headers={"Access-Token": TOKEN, "Content-Type": "application/json"},
+            timeout=5,
+        )
+        codes.append(code(resp))
+    assert codes == [0, 0, 0, 40100, 40100, 40100]
+    assert fake.stats["rate_limited"] == 3
+    assert fake.members(aud)["EMAIL_SHA256"] == {sha(f"r{i}") for i in range(3)}
+    assert code(call(fake, "GET", "user/info/")) == 0  # other paths are not limited
+    time.sleep(1.05)
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, [[entry(sha("r9"), aud)]]))) == 0
+    assert fake.requests_log(MAPPING)[3]["code"] == 40100
+
+
+def test_http_503(fake, aud):
+    fake.inject(http_503_rate=1.0)
+    resp = call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 3)))
+    assert resp.status_code == 503
+    assert fake.members(aud) == {}
+    assert fake.stats["http_503"] == 1
+    assert fake.requests_log(MAPPING)[-1]["code"] == 503
+    fake.inject()
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 3)))) == 0
+
+
+def _error_sequence(seed):
+    with FakeTikTok(seed=seed) as f:
+        f.add_advertiser(ADV)
+        f.add_token(TOKEN, [ADV])
+        aud = f.add_audience(ADV, "a")
+        f.inject(error_rate=0.5, error_codes=(50000, 40202))
+        codes = []
+        for i in range(30):
+            body = mapping(aud, [[entry(sha(f"x{i}"), aud)]])
+            codes.append(code(call(f, "POST", MAPPING, body=body)))
+        ok = {sha(f"x{i}") for i, c in enumerate(codes) if c == 0}
+        assert f.members(aud).get("EMAIL_SHA256", set()) == ok  # faulted requests change nothing
+        assert f.stats["errors_injected"] == sum(c != 0 for c in codes)
+        return codes
+
+
+def test_error_rate_is_seeded():
+    first = _error_sequence(3)
+    assert first == _error_sequence(3)
+    assert set(first) == {0, 50000, 40202}
+    assert first != _error_sequence(4)
+
+
+def test_error_injection_only_on_selected_paths(fake, aud):
+    fake.inject(error_rate=1.0, paths=("user/info/",))
+    assert code(call(fake, "GET", "user/info/")) == 50000
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 1)))) == 0
+
+
+def test_auth_comes_before_faults(fake, aud):
+    fake.inject(error_rate=1.0)
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 1)), token="x")) == (
+        40105
+    )
+    assert fake.stats["errors_injected"] == 0
+
+
+def test_hang(fake, aud):
+    fake.inject(hang_next=1, hang_seconds=1.0)
+    started = time.monotonic()
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 2)), timeout=0.3)
+    assert time.monotonic() - started < 0.9
+    # the next request answers promptly
+    started = time.monotonic()
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 1, "q")))) == 0
+    assert time.monotonic() - started < 0.5
+    assert fake.stats["hangs"] == 1
+    # the hung request was applied even though its client gave up
+    assert len(fake.members(aud)["EMAIL_SHA256"]) == 3
+
+
+def test_latency(fake, aud):
+    fake.inject(latency=0.25)
+    started = time.monotonic()
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 1)))) == 0
+    assert time.monotonic() - started >= 0.25
+    started = time.monotonic()
+    assert code(call(fake, "GET", "user/info/")) == 0
+    assert time.monotonic() - started < 0.2
+
+
+def test_stats_count_requests(fake):
+    for _ in range(3):
+        call(fake, "GET", "user/info/")
+    assert fake.stats["requests"] == 3
+
+
+# ----------------------------------------------------------------------------- script mode
+
+
+def test_script_mode():
+    script = Path(__file__).with_name("fake_tiktok.py")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            "--port",
+            "0",
+            "--token",
+            "T",
+            "--advertiser",
+            ADV,
+            "--audience",
+            "crm=888",
+            "--max-batch",
+            "5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/open_api/v1.3/")
+        headers = {"Access-Token": "T", "Content-Type": "application/json"}
+        body = mapping("888", [[entry(sha("a"), "888")], [entry(sha("b"), "888")]])
+        assert code(requests.post(url + MAPPING, json=body, headers=headers, timeout=5)) == 0
+        body = mapping("888", [[entry(sha(str(i)), "888")] for i in range(6)])
+        assert code(requests.post(url + MAPPING, json=body, headers=headers, timeout=5)) == 40011
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    summary = json.loads(err[err.index('{\n  "stats"') :])
+    assert summary["stats"]["requests"] == 2
+    assert summary["audiences"]["888"]["members"] == {"EMAIL_SHA256": 2}
+
+
+def test_stop_cuts_kept_alive_connections_and_restart_keeps_state():
+    f = FakeTikTok().start()
+    try:
+        f.add_advertiser(ADV)
+        f.add_token(TOKEN, [ADV])
+        aud = f.add_audience(ADV, "kept")
+        session = requests.Session()
+        url = f.url
+        resp = session.post(
+            url + MAPPING,
+            data=json.dumps(mapping(aud, email_rows(aud, 2))),
+            headers={"Access-Token": TOKEN, "Content-Type": "application/json"},
+            timeout=5,
+        )
+        assert code(resp) == 0
+        f.stop()
+        with pytest.raises(requests.exceptions.ConnectionError):
+            session.get(url + "user/info/", headers={"Access-Token": TOKEN}, timeout=5)
+        f.start()
+        assert code(call(f, "GET", "user/info/")) == 0
+        assert len(f.members(aud)["EMAIL_SHA256"]) == 2
+    finally:
+        f.stop()
