@@ -138,6 +138,7 @@ class AudienceSink(BatchSink):
 
     def process_record(self, record: dict, context: dict) -> None:
         """Read one record's key, exit signals and identifier values; hashing comes later."""
+        self.owner.progress.record_read()
         progress = self.progress
         progress.records_since_close += 1
         progress.records_since_version += 1
@@ -277,6 +278,7 @@ class AudienceSink(BatchSink):
         if refusal:
             raise RemovalGuardError(refusal)
         self.progress.totals["held"] = 0
+        self.owner.progress.changes_planned(summary.add_rows + summary.delete_rows)
         self._send(audience, summary)
 
     def _send(self, audience: int, summary: PlanSummary) -> None:
@@ -292,6 +294,7 @@ class AudienceSink(BatchSink):
                 batch: list[tuple[tuple[bytes, Slots], Slots]], act: str = action
             ) -> None:
                 store.confirm(audience, act, [tag for tag, _ in batch])
+                self.owner.progress.changes_confirmed(len(batch))
 
             batches = self._batches(audience, action, store_only)
             client.map_all(action, self.settings.advertiser_ids, audience_id, batches, confirmed)
@@ -319,9 +322,11 @@ class AudienceSink(BatchSink):
                 continue
             batch.append(((person, store_slots), api_slots))
             if len(batch) >= self.owner.client.batch_size:
+                self.owner.progress.changes_sent(len(batch))
                 yield batch
                 batch = []
         if batch:
+            self.owner.progress.changes_sent(len(batch))
             yield batch
 
     # Reporting

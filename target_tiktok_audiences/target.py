@@ -27,6 +27,7 @@ from singer_sdk.sinks import Sink
 from target_tiktok_audiences.client import DryRunClient, TikTokClient
 from target_tiktok_audiences.errors import ConfigError, InputError, TargetError
 from target_tiktok_audiences.people import HashPool
+from target_tiktok_audiences.reporting import Progress, audience_line
 from target_tiktok_audiences.settings import (
     DEFAULT_API_URL,
     DEFAULT_DRY_RUN_OUTPUT,
@@ -161,6 +162,11 @@ class TargetTikTokAudiences(Target):
         return MembershipStore.open(location, throwaway=self.dry_run)
 
     @cached_property
+    def progress(self) -> Progress:
+        """Progress lines on stderr every few seconds of a long run."""
+        return Progress(self.logger)
+
+    @cached_property
     def hash_pool(self) -> HashPool:
         """Worker processes that hash large streams while the reader goes on."""
         return HashPool()
@@ -262,25 +268,11 @@ class TargetTikTokAudiences(Target):
         sys.stdout.flush()
 
     def _report(self) -> None:
-        """One line per audience on stderr: what changed, what was skipped, what it cost."""
+        """One line per audience on stderr."""
         for sink in self._audience_sinks():
-            counts = sink.report_counts()
-            skipped = ", ".join(f"{k} {v}" for k, v in sorted(counts["skipped"].items()))
             self.logger.info(
-                "Audience %s (stream %s)%s: added %d, removed %d, changed %d, unchanged %d, "
-                "skipped %d (%s), held %d, requests %d, %.2f s",
-                sink.settings.label,
-                sink.stream_name,
-                " [dry run]" if self.dry_run else "",
-                counts["added"],
-                counts["removed"],
-                counts["changed"],
-                counts["unchanged"],
-                sum(counts["skipped"].values()),
-                skipped or "none",
-                counts["held"],
-                counts["requests"],
-                counts["seconds"],
+                audience_line(sink.settings.label, sink.stream_name, sink.report_counts(),
+                              dry_run=self.dry_run)
             )
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
