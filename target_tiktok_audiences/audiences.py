@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from target_tiktok_audiences.errors import TikTokAPIError
+from target_tiktok_audiences.errors import ConfigError, TikTokAPIError
 
 if TYPE_CHECKING:
     from target_tiktok_audiences.client import TikTokClient
@@ -20,11 +22,7 @@ READ_BATCH = 100  # dmp/custom_audience/get/ takes at most 100 ids per call
 def resolve_audience(
     client: TikTokClient, store: MembershipStore, settings: AudienceSettings, row: AudienceRow
 ) -> str:
-    """The TikTok audience id for a stream, creating the audience on its first sync.
-
-    A created id is committed to the store as soon as TikTok returns it, so a later run (or a
-    re-run after a crash) reuses it instead of creating a second audience of the same name.
-    """
+    """The TikTok audience id for a stream, creating the audience on its first sync."""
     if settings.audience_id:
         if row.audience_id != settings.audience_id:
             store.set_tiktok_audience(row.id, settings.audience_id, None)
@@ -32,7 +30,21 @@ def resolve_audience(
         return settings.audience_id
     if row.audience_id:
         return row.audience_id
-    name = settings.audience_name or settings.stream
+    return create_audience(client, store, settings, row, settings.audience_name or settings.stream)
+
+
+def create_audience(
+    client: TikTokClient,
+    store: MembershipStore,
+    settings: AudienceSettings,
+    row: AudienceRow,
+    name: str,
+) -> str:
+    """Create a partner audience and commit its id to the store at once.
+
+    Creating is not idempotent: it is never retried after a timeout, and the id is stored as
+    soon as TikTok returns it, so no later run (or re-run after a crash) creates it again.
+    """
     try:
         data = client.request(
             "POST",
@@ -51,6 +63,90 @@ def resolve_audience(
     store.set_tiktok_audience(row.id, audience_id, name)
     row.audience_id, row.name = audience_id, name
     return audience_id
+
+
+def find_audiences_named(client: TikTokClient, advertiser_id: str, name: str) -> list[dict]:
+    """Audiences of an advertiser with exactly this name (TikTok allows several)."""
+    found, page = [], 1
+    while True:
+        data = client.request(
+            "GET",
+            "dmp/custom_audience/list/",
+            params={"advertiser_id": advertiser_id, "page": page, "page_size": READ_BATCH},
+        )
+        found += [a for a in data.get("list") or [] if a.get("name") == name]
+        total_pages = int((data.get("page_info") or {}).get("total_page") or 1)
+        if page >= total_pages:
+            return found
+        page += 1
+
+
+def check_unknown_audience(
+    client: TikTokClient,
+    store: MembershipStore,
+    settings: AudienceSettings,
+    row: AudienceRow,
+    logger: logging.Logger,
+    *,
+    rebuild: bool,
+) -> None:
+    """Before an audience's first upload from this store, find out if TikTok already has it.
+
+    A lost store (a new worker, a deleted file) knows nobody in an audience that TikTok still
+    fills; syncing on would add newcomers but never remove anyone who left meanwhile. Adopt an
+    audience of the configured name rather than create a second one, and say so; with
+    `rebuild`, upload to a fresh audience instead and leave the old one for the user to retire.
+    """
+    advertiser = settings.advertiser_ids[0]
+    audience_id = settings.audience_id or row.audience_id
+    name = settings.audience_name or settings.stream
+    if audience_id is None:
+        same_name = find_audiences_named(client, advertiser, name)
+        if len(same_name) > 1:
+            ids = ", ".join(str(a.get("audience_id")) for a in same_name)
+            msg = (
+                f"{len(same_name)} TikTok audiences are named {name!r} ({ids}) and the store "
+                "knows none of them: set `audience_id` for this stream to the one to keep"
+            )
+            raise ConfigError(msg)
+        if not same_name:
+            return
+        details = same_name[0]
+        audience_id = str(details.get("audience_id"))
+        logger.warning(
+            "Audience %r already exists on TikTok (%s) but the store did not know it (a lost or "
+            "new membership store?): using it rather than creating a second one.",
+            name,
+            audience_id,
+        )
+        store.set_tiktok_audience(row.id, audience_id, name)
+        row.audience_id = audience_id
+    else:
+        details = next(iter(read_audiences(client, advertiser, [audience_id])), {})
+    matched = int(details.get("cover_num") or 0)
+    if matched == 0:
+        return
+    if rebuild and not settings.audience_id:
+        fresh = f"{name} (rebuilt {time.strftime('%Y-%m-%d')})"
+        logger.warning(
+            "Audience %s has %d matched people on TikTok that the store does not know: "
+            "rebuilding it as a new audience %r (rebuild_when_store_empty). The old audience is "
+            "left as it was: point your ad groups at the new one, then delete the old one.",
+            audience_id,
+            matched,
+            fresh,
+        )
+        row.audience_id = None
+        create_audience(client, store, settings, row, fresh)
+        return
+    logger.warning(
+        "Audience %s already has %d matched people on TikTok, but this membership store knows "
+        "none of them (a lost or new store?): people who left the source before now will never "
+        "be removed. Fix: restore the store, or set rebuild_when_store_empty: true with "
+        "audience_name to upload to a fresh audience.",
+        audience_id,
+        matched,
+    )
 
 
 def read_audiences(

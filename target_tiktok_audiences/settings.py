@@ -213,6 +213,14 @@ config_schema = th.PropertiesList(
         "before the run fails.",
     ),
     th.Property(
+        "rebuild_when_store_empty",
+        th.BooleanType,
+        default=False,
+        description="When the store knows nobody in an audience that already has people on "
+        "TikTok (a lost store), upload the snapshot to a new audience '<name> (rebuilt DATE)' "
+        "instead, leaving the old one for you to retire. Audiences by `audience_name` only.",
+    ),
+    th.Property(
         "retry_backoff_seconds",
         th.NumberType(exclusive_minimum=0),
         default=1,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from singer_sdk.exceptions import MissingKeyPropertiesError
 from singer_sdk.sinks import BatchSink
 
-from target_tiktok_audiences.audiences import resolve_audience
+from target_tiktok_audiences.audiences import check_unknown_audience, resolve_audience
 from target_tiktok_audiences.errors import InputError, RemovalGuardError, TargetError
 from target_tiktok_audiences.identifiers import IdentifierExtractor
 from target_tiktok_audiences.people import Hashed, PeopleQueue
@@ -27,6 +27,7 @@ from target_tiktok_audiences.store import PlanSummary, Slots
 if TYPE_CHECKING:
     from target_tiktok_audiences.settings import AudienceSettings
     from target_tiktok_audiences.target import TargetTikTokAudiences
+
 
 def _field(record: Mapping[str, Any], path: str) -> Any:
     value: Any = record
@@ -99,8 +100,9 @@ class AudienceSink(BatchSink):
         self.store.lock_audience(
             self.row.id, settings.label, float(target.config.get("store_lock_timeout", 60))
         )
-        self.people = PeopleQueue(target.hash_pool, settings.identifier_fields,
-                                  settings.normalization)
+        self.people = PeopleQueue(
+            target.hash_pool, settings.identifier_fields, settings.normalization
+        )
         self.progress = target.stream_progress(stream_name)
         # A new SCHEMA replaced an earlier sink of this stream: its records come first.
         for earlier in target.archived_sinks(stream_name):
@@ -264,6 +266,15 @@ class AudienceSink(BatchSink):
                 )
                 return
             store.release_pending(audience)
+        if not uploaded and not self.owner.dry_run and not store.count_members(audience):
+            check_unknown_audience(
+                self.owner.client,
+                store,
+                settings,
+                self.row,
+                self.owner.logger,
+                rebuild=self.snapshot and bool(self.owner.config.get("rebuild_when_store_empty")),
+            )
         summary = store.plan(audience, snapshot=self.snapshot, complete=complete)
         refusal = (
             removal_refusal(

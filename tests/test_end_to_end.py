@@ -281,7 +281,9 @@ def test_dry_run_writes_what_a_real_run_sends(target, fake, tmp_path):
     assert target.run(messages).returncode == 0
     audience_id = only_audience(fake)
     sent = [
-        {"method": r["method"], "path": r["path"], "body": r["body"]} for r in fake.requests_log()
+        {"method": r["method"], "path": r["path"], "body": r["body"]}
+        for r in fake.requests_log()
+        if r["method"] == "POST"  # the real run also looks the name up first
     ]
     expected = json.loads(json.dumps(planned).replace("dry-run:contacts", audience_id))
     assert sent == expected
@@ -466,3 +468,62 @@ def test_invalid_token_is_a_clear_error(target, fake):
     assert "40105" in run.errors[0] and "tiktok-audiences auth" in run.errors[0]
     assert "wrong-token" not in run.stderr
     assert TOKEN not in run.stderr
+
+
+def lose_store(target) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        target.store_path.with_name(target.store_path.name + suffix).unlink(missing_ok=True)
+
+
+def test_lost_store_adopts_the_named_audience_and_warns(target, fake):
+    assert target.run([schema(), *BASE]).returncode == 0
+    audience_id = only_audience(fake)
+    lose_store(target)  # a new worker, a lost file
+    run = target.run([schema(), *BASE[:2]])
+    assert run.returncode == 0, run.stderr
+    assert only_audience(fake) == audience_id  # not created twice
+    assert "already exists on TikTok" in run.stderr
+    assert "never be removed" in run.stderr and "rebuild_when_store_empty" in run.stderr
+    # The store knows the audience again: later syncs are ordinary ones.
+    run = target.run([schema(), *BASE[:2]])
+    assert run.returncode == 0, run.stderr
+    assert "already" not in run.stderr
+
+
+def test_lost_store_rebuilds_into_a_fresh_audience_when_asked(target, fake):
+    assert target.run([schema(), *BASE]).returncode == 0
+    old = only_audience(fake)
+    before = members(fake, old)
+    lose_store(target)
+    run = target.run([schema(), *BASE[:2]], rebuild_when_store_empty=True)
+    assert run.returncode == 0, run.stderr
+    fresh = [a for a in fake.audiences() if str(a["audience_id"]) != old]
+    assert len(fresh) == 1
+    assert fresh[0]["name"].startswith("contacts (rebuilt ")
+    assert members(fake, str(fresh[0]["audience_id"])) == {
+        ("EMAIL_SHA256", sha("jane.doe@example.com")),
+        ("PHONE_SHA256", sha("+14155550100")),
+        ("PHONE_SHA256", sha("+442079460958")),
+    }
+    assert members(fake, old) == before  # left for the user to retire
+    assert "rebuilding it as a new audience" in run.stderr
+
+
+def test_lost_store_with_an_audience_id_warns(target, fake):
+    existing = fake.add_audience(ADVERTISER, "CRM buyers")
+    cfg = {"audiences": {"contacts": {"audience_id": existing}}}
+    assert target.run([schema(), *BASE], **cfg).returncode == 0
+    lose_store(target)
+    run = target.run([schema(), *BASE], **cfg)
+    assert run.returncode == 0, run.stderr
+    assert f"Audience {existing} already has" in run.stderr
+
+
+def test_two_audiences_of_the_configured_name_and_no_store_is_an_error(target, fake):
+    fake.add_audience(ADVERTISER, "contacts")
+    fake.add_audience(ADVERTISER, "contacts")
+    run = target.run([schema(), *BASE])
+    assert run.returncode == 1
+    assert len(run.errors) == 1
+    assert "2 TikTok audiences are named 'contacts'" in run.errors[0]
+    assert "audience_id" in run.errors[0]
