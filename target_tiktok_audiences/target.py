@@ -215,8 +215,11 @@ class TargetTikTokAudiences(Target):
         if self.config.get("stream_maps"):
             super()._process_record_message(message_dict)
             return
-        self._assert_line_requires(message_dict, requires={"stream", "record"})
-        stream, record = message_dict["stream"], message_dict["record"]
+        try:
+            stream, record = message_dict["stream"], message_dict["record"]
+        except KeyError:
+            self._assert_line_requires(message_dict, requires={"stream", "record"})
+            raise
         sink = self._sinks_active.get(stream)
         if sink is None:
             msg = (
