@@ -331,6 +331,20 @@ def hashes_to_hex(hashes: Sequence[bytes | None]) -> dict[str, str]:
 _Handler = Callable[[Any, list[bytes | None]], int]
 
 
+def _keep_hashed(
+    hex_digest: str, bad: frozenset[bytes], hashes: list[bytes | None], slot: int
+) -> int:
+    """Keep an already hashed value as it is (never hashed twice), unless it hashes nothing.
+
+    Nothing means an empty string or an opted-out device's all-zero id.
+    """
+    digest = _fromhex(hex_digest)
+    if digest in bad:
+        return _REJECTED
+    hashes[slot] = digest
+    return _OK
+
+
 def _make_handler(id_type: str, options: NormalizationOptions) -> _Handler:
     """Build the value handler for ``id_type`` under ``options``."""
     sha_slot, md5_slot = _SLOT_INDEX[id_type]
@@ -346,11 +360,7 @@ def _make_handler(id_type: str, options: NormalizationOptions) -> _Handler:
             if not s:
                 return _ABSENT
             if len(s) == 64 and _HEX64_RE.fullmatch(s) is not None:
-                digest = _fromhex(s)
-                if digest in _BAD_SHA256:
-                    return _REJECTED
-                hashes[sha_slot] = digest
-                return _OK
+                return _keep_hashed(s, _BAD_SHA256, hashes, sha_slot)
             norm = _norm_email(s, strip_local)
             if norm is None:
                 return _REJECTED
@@ -370,11 +380,7 @@ def _make_handler(id_type: str, options: NormalizationOptions) -> _Handler:
                 if not s:
                     return _ABSENT
                 if len(s) == 64 and _HEX64_RE.fullmatch(s) is not None:
-                    digest = _fromhex(s)
-                    if digest in _BAD_SHA256:
-                        return _REJECTED
-                    hashes[sha_slot] = digest
-                    return _OK
+                    return _keep_hashed(s, _BAD_SHA256, hashes, sha_slot)
             elif type(value) is int:  # not bool, not an int subclass
                 if value < 0 or value >= _PHONE_INT_LIMIT:
                     return _REJECTED
@@ -406,17 +412,9 @@ def _make_handler(id_type: str, options: NormalizationOptions) -> _Handler:
             hashes[sha_slot] = _sha256(norm.encode()).digest()
             return _OK
         if n == 64 and _HEX64_RE.fullmatch(s) is not None:
-            digest = _fromhex(s)
-            if digest in _BAD_MAID_SHA256:
-                return _REJECTED
-            hashes[sha_slot] = digest
-            return _OK
+            return _keep_hashed(s, _BAD_MAID_SHA256, hashes, sha_slot)
         if n == 32 and _HEX32_RE.fullmatch(s) is not None:
-            digest = _fromhex(s)
-            if digest in _BAD_MAID_MD5:
-                return _REJECTED
-            hashes[md5_slot] = digest
-            return _OK
+            return _keep_hashed(s, _BAD_MAID_MD5, hashes, md5_slot)
         return _REJECTED  # wrong length for a UUID or a hash (includes absurdly long)
 
     return handle_maid
