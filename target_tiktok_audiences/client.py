@@ -11,6 +11,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import IO, Any
@@ -68,10 +69,19 @@ def describe_code(code: int, message: str) -> str:
 
 
 class Pacer:
-    """Spaces request starts at least 1/rate seconds apart, across all threads."""
+    """At most `rate` request starts in any sliding second, spread evenly, across all threads.
+
+    TikTok counts requests in a sliding one-second window. Even spacing alone lets the 11th
+    start land exactly one second after the first, so starts are also held to `rate` per
+    second plus a small margin for the jitter between leaving here and arriving there.
+    """
+
+    MARGIN = 0.03
 
     def __init__(self, rate: float) -> None:
         self._interval = 1.0 / rate
+        self._window = max(1, int(rate))
+        self._starts: deque[float] = deque(maxlen=self._window)
         self._next = 0.0
         self._lock = threading.Lock()
 
@@ -80,6 +90,9 @@ class Pacer:
         with self._lock:
             now = time.monotonic()
             start = max(now, self._next)
+            if len(self._starts) == self._window:
+                start = max(start, self._starts[0] + 1.0 + self.MARGIN)
+            self._starts.append(start)
             self._next = start + self._interval
         if start > now:
             time.sleep(start - now)
@@ -108,6 +121,7 @@ class TikTokClient:
         self.backoff_base = backoff_base
         self.requests_sent = 0
         self._reached = False  # any HTTP answer yet: a refused first connection is no blip
+        self._stopping = threading.Event()
         self._pacer = Pacer(max_requests_per_second)
         self._lock = threading.Lock()
         self._session = requests.Session()
@@ -121,6 +135,10 @@ class TikTokClient:
     def close(self) -> None:
         """Release the connection pool."""
         self._session.close()
+
+    def stop(self) -> None:
+        """Give up waiting to retry: the run is being terminated."""
+        self._stopping.set()
 
     # One request
 
@@ -231,6 +249,7 @@ class TikTokClient:
                 path=path,
                 request_id=envelope.get("request_id"),
                 retryable=is_retryable_code(code),
+                tiktok_message=message,
             )
         data = envelope.get("data")
         return data if isinstance(data, dict) else {}

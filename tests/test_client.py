@@ -762,3 +762,24 @@ def test_describe_code_names_code_and_a_fix(code):
 )
 def test_describe_code_fixes(code, word):
     assert word in describe_code(code, "")
+
+
+def test_pacer_never_starts_more_than_rate_in_any_sliding_second():
+    pacer = Pacer(20)
+    starts: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(10):
+            pacer.wait()
+            with lock:
+                starts.append(time.monotonic())
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    starts.sort()
+    # Any 21 consecutive starts span more than a second: TikTok never sees 21 in one second.
+    assert all(b - a > 1.0 for a, b in zip(starts, starts[20:], strict=False))
