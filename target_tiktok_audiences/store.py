@@ -8,27 +8,41 @@ planning are SQL over temporary tables, so memory stays flat however large the a
 Deletes are planned and applied before adds: a person whose email changed loses the old hash,
 then gains the new one, so a run that dies between the two leaves the store exactly in step
 with TikTok and the next run sends only what is missing.
+
+The store lives in a SQLite file (one machine) or a PostgreSQL database (shared by workers).
+All of its SQL is here, written once; `store_backend.py` says what differs between the two.
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
-import os
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from target_tiktok_audiences.errors import ConfigError, StoreError
+from target_tiktok_audiences.errors import StoreError
 from target_tiktok_audiences.identifiers import SLOTS
+from target_tiktok_audiences.store_backend import Backend, StoreMissingError
+from target_tiktok_audiences.store_sqlite import SQLiteBackend
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AudienceRow",
+    "MembershipStore",
+    "PlanSummary",
+    "StoreMissingError",
+    "copy_store",
+    "is_postgres_url",
+]
 
 SCHEMA_VERSION = 2
-# What upgrades a store written at version N-1 to version N, run in one transaction.
+# What upgrades a store written at version N-1 to version N, run in one transaction. The words
+# in braces are the backend's (`Backend.words`), so one list serves SQLite and PostgreSQL.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
-    2: ("ALTER TABLE audiences ADD COLUMN last_change_at REAL",),
+    2: ("ALTER TABLE audiences ADD COLUMN last_change_at {real}",),
 }
 SLOT_COLUMNS = tuple(f"s{i}" for i in range(len(SLOTS)))
 API_COLUMNS = tuple(f"a{i}" for i in range(len(SLOTS)))
@@ -37,20 +51,19 @@ API_COLUMNS = tuple(f"a{i}" for i in range(len(SLOTS)))
 Row = tuple[bytes, ...]
 Slots = tuple[bytes | None, ...]
 
-_SLOTS_DDL = ", ".join(f"{c} BLOB" for c in SLOT_COLUMNS)
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audiences (
-    id INTEGER PRIMARY KEY,
+    id {id_pk},
     stream TEXT NOT NULL,
     target_key TEXT NOT NULL,
     audience_id TEXT,
     name TEXT,
     advertiser_ids TEXT NOT NULL,
     created_by_target INTEGER NOT NULL DEFAULT 0,
-    uploaded_at REAL,
-    last_change_at REAL,
-    last_sync_at REAL,
+    uploaded_at {real},
+    last_change_at {real},
+    last_sync_at {real},
     last_result TEXT,
     last_error TEXT,
     last_counts TEXT,
@@ -58,34 +71,80 @@ CREATE TABLE IF NOT EXISTS audiences (
 );
 CREATE TABLE IF NOT EXISTS members (
     audience INTEGER NOT NULL,
-    person BLOB NOT NULL,
-    {_SLOTS_DDL},
+    person {blob} NOT NULL,
+    {slots},
     PRIMARY KEY (audience, person)
-) WITHOUT ROWID;
+){table_suffix};
 CREATE TABLE IF NOT EXISTS pending (
     audience INTEGER NOT NULL,
-    person BLOB NOT NULL,
-    {_SLOTS_DDL},
+    person {blob} NOT NULL,
+    {slots},
     PRIMARY KEY (audience, person)
-) WITHOUT ROWID;
+){table_suffix};
 """
 
-_TEMP_SCHEMA = f"""
+# Per connection, gone when it closes. `confirming` holds one confirmed batch while it is applied.
+_TEMP_SCHEMA = """
 CREATE TEMP TABLE IF NOT EXISTS staged (
+    seq {row_order},
     audience INTEGER NOT NULL,
-    person BLOB NOT NULL,
+    person {blob} NOT NULL,
     remove INTEGER NOT NULL,
-    {_SLOTS_DDL}
+    {slots}
 );
 CREATE TEMP TABLE IF NOT EXISTS plan (
-    seq INTEGER PRIMARY KEY,
+    seq {id_pk},
     audience INTEGER NOT NULL,
     action TEXT NOT NULL,
-    person BLOB NOT NULL,
-    {_SLOTS_DDL},
-    {", ".join(f"{c} BLOB" for c in API_COLUMNS)}
+    person {blob} NOT NULL,
+    {slots},
+    {api_slots}
+);
+CREATE TEMP TABLE IF NOT EXISTS confirming (
+    person {blob} NOT NULL,
+    {slots}
 );
 """
+
+_AUDIENCE_COLUMNS = (
+    "id",
+    "stream",
+    "target_key",
+    "audience_id",
+    "name",
+    "advertiser_ids",
+    "created_by_target",
+    "uploaded_at",
+    "last_change_at",
+    "last_sync_at",
+    "last_result",
+    "last_error",
+    "last_counts",
+)
+_PERSON_COLUMNS = ("audience", "person", *SLOT_COLUMNS)
+# Everything a store holds, in the order a copy loads it.
+_TABLES: dict[str, tuple[str, ...]] = {
+    "meta": ("key", "value"),
+    "audiences": _AUDIENCE_COLUMNS,
+    "members": _PERSON_COLUMNS,
+    "pending": _PERSON_COLUMNS,
+}
+
+
+def is_postgres_url(location: str) -> bool:
+    """Whether `membership_store` names a PostgreSQL database rather than a SQLite file."""
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def _sql(template: str, db: Backend) -> list[str]:
+    """A template's statements in the backend's words."""
+    blob = db.words["blob"]
+    text = template.format(
+        slots=", ".join(f"{c} {blob}" for c in SLOT_COLUMNS),
+        api_slots=", ".join(f"{c} {blob}" for c in API_COLUMNS),
+        **db.words,
+    )
+    return [statement for statement in text.split(";") if statement.strip()]
 
 
 @dataclass
@@ -120,10 +179,11 @@ class PlanSummary:
     delete_rows: int = 0
 
 
-def _slot_changes(new: str, old: str) -> str:
+
+def _slot_changes(new: str, old: str, differs: str) -> str:
     """SQL select list: store and API slots where `new` has a hash that `old` lacks."""
     cases = [
-        f"CASE WHEN {new}.{c} IS NOT NULL AND {new}.{c} IS NOT {old}.{c} THEN {new}.{c} END"
+        f"CASE WHEN {new}.{c} IS NOT NULL AND {new}.{c} {differs} {old}.{c} THEN {new}.{c} END"
         for c in SLOT_COLUMNS
     ]
     return ", ".join(
@@ -132,105 +192,82 @@ def _slot_changes(new: str, old: str) -> str:
     )
 
 
-_DIFFERS = " OR ".join(f"st.{c} IS NOT m.{c}" for c in SLOT_COLUMNS)
 _ANY_SLOT = " OR ".join(f"{c} IS NOT NULL" for c in SLOT_COLUMNS)
 _SLOT_LIST = ", ".join(SLOT_COLUMNS)
 _PLAN_COLUMNS = f"audience, action, person, {_SLOT_LIST}, {', '.join(API_COLUMNS)}"
+_STAGED_COLUMNS = ("audience", "person", "remove", *SLOT_COLUMNS)
+_CONFIRMING_COLUMNS = ("person", *SLOT_COLUMNS)
 
 
 class MembershipStore:
-    """SQLite-backed store of confirmed membership, one connection per run."""
+    """Confirmed membership in SQLite or PostgreSQL, one connection per run."""
 
-    def __init__(self, path: str, *, copy_of: str | None = None) -> None:
-        """Open (creating it, private to the user) the SQLite file at `path`.
+    def __init__(self, location: str, *, throwaway: bool = False, create: bool = True) -> None:
+        """Open the store at `location`: a SQLite path (or ":memory:") or a PostgreSQL URL.
 
-        With `copy_of`, `path` should be ":memory:": the store starts as a copy of that file,
-        so a dry run plans exactly like a real run and changes nothing on disk.
+        `throwaway`: a dry run's store; it plans exactly like a real run and nothing it
+        writes outlives `close` (SQLite: a copy in memory; PostgreSQL: a transaction that is
+        rolled back). `create=False`: fail with StoreMissingError rather than create a store.
         """
-        self.path = copy_of or path
-        self._throwaway = copy_of is not None
-        self._locks: dict[int, int] = {}
+        backend: Backend
+        if is_postgres_url(location):
+            # Imported here: psycopg takes a third of a second to import, SQLite users never pay.
+            from target_tiktok_audiences.store_postgres import PostgresBackend
+
+            backend = PostgresBackend(location, throwaway=throwaway)
+        else:
+            backend = SQLiteBackend(location, throwaway=throwaway, create=create)
+        self._db = backend
+        self.path = backend.location
         self._staged_indexed = False
         try:
-            if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-                os.close(fd)
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
-            if copy_of and Path(copy_of).exists():
-                uri = Path(copy_of).resolve().as_uri() + "?mode=ro"
-                source = sqlite3.connect(uri, uri=True)
-                source.backup(self._db)
-                source.close()
             version = self._stored_version()  # before any change: a newer store is not touched
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA cache_size=-65536")
+            if version is None and not create:
+                raise backend.missing_error()
+            backend.prepare()
             self._upgrade(version)
-            self._db.executescript(_TEMP_SCHEMA)
-        except sqlite3.Error as exc:
-            msg = (
-                f"membership store {self.path!r} cannot be opened ({exc}): check "
-                "`membership_store` points at a writable SQLite file."
-            )
-            raise StoreError(msg) from None
+            for statement in _sql(_TEMP_SCHEMA, backend):
+                backend.execute(statement)
+        except backend.errors as exc:
+            backend.close()
+            raise backend.open_error(exc) from None
+        except BaseException:
+            backend.close()
+            raise
+        differs = backend.words["differs"]
+        self._differs = " OR ".join(f"st.{c} {differs} m.{c}" for c in SLOT_COLUMNS)
+        self._adds = _slot_changes("st", "m", differs)
+        self._drops = _slot_changes("m", "st", differs)
 
     @classmethod
-    def open(cls, location: str, *, throwaway: bool = False) -> MembershipStore:
-        """Open the store a `membership_store` setting names (a copy in memory if `throwaway`)."""
-        if location.startswith(("postgresql://", "postgres://")):
-            msg = (
-                "`membership_store` is a PostgreSQL URL, which this version does not support "
-                "yet: use a SQLite file path."
-            )
-            raise ConfigError(msg)
-        if throwaway:
-            return cls(":memory:", copy_of=location)
-        return cls(location)
+    def open(
+        cls, location: str, *, throwaway: bool = False, create: bool = True
+    ) -> MembershipStore:
+        """Open the store a `membership_store` setting names (see `__init__`)."""
+        return cls(location, throwaway=throwaway, create=create)
+
+    @property
+    def errors(self) -> tuple[type[Exception], ...]:
+        """The database driver's exception classes, for callers that catch its failures."""
+        return self._db.errors
 
     def close(self) -> None:
         """Close the connection (temporary staging tables go with it) and release locks."""
         self._db.close()
-        for fd in self._locks.values():
-            os.close(fd)
-        self._locks.clear()
 
     def lock_audience(self, audience: int, label: str, timeout: float) -> None:
-        """Keep other runs off this audience until this run ends (or dies: the OS frees it).
+        """Keep other runs off this audience until this run ends (or dies: the lock is freed).
 
         Runs on different audiences of one store proceed side by side; a second run on the
         same audience waits up to `timeout` seconds, then fails with a clear message.
         """
-        if audience in self._locks or self.path == ":memory:" or self._throwaway:
-            return
-        lock_dir = Path(self.path + ".locks")
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_dir / f"audience-{audience}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    msg = (
-                        f"audience {label} is being synced by another run on store "
-                        f"{self.path!r} (waited {timeout:g} s): let it finish, or raise "
-                        "`store_lock_timeout`"
-                    )
-                    raise StoreError(msg) from None
-                time.sleep(0.2)
-        self._locks[audience] = fd
+        self._db.lock_audience(audience, label, timeout)
 
     def _stored_version(self) -> int | None:
-        """The file's schema version (None: a new store); refuse one newer than this program."""
-        has_meta = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-        ).fetchone()
-        row = has_meta and self._db.execute(
-            "SELECT value FROM meta WHERE key = 'schema_version'"
-        ).fetchone()
+        """The store's schema version (None: a new store); refuse one newer than this program."""
+        if not self._db.has_table("meta"):
+            return None
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if not row:
             return None
         version = int(row[0])
@@ -243,45 +280,70 @@ class MembershipStore:
         return version
 
     def _upgrade(self, version: int | None) -> None:
-        """Create a new store at the current schema, or migrate an older one in place."""
+        """Create a new store at the current schema, or migrate an older one in place.
+
+        Under the schema lock the version is read again: another worker may have created or
+        upgraded the store in the meantime, and then there is nothing left to do.
+        """
+        if version == SCHEMA_VERSION:
+            return
         with self.transaction() as db:
+            db.lock_schema()
+            version = self._stored_version()
             if version is None:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                db.create_namespace()
+                for statement in _sql(_SCHEMA, db):
+                    db.execute(statement)
             else:
                 for step in range(version + 1, SCHEMA_VERSION + 1):
-                    for statement in _MIGRATIONS[step]:
-                        db.execute(statement)
+                    for template in _MIGRATIONS[step]:
+                        for statement in _sql(template, db):
+                            db.execute(statement)
             db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(SCHEMA_VERSION),),
             )
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All or nothing: a run that dies inside leaves the store as it was before."""
-        self._db.execute("BEGIN IMMEDIATE")
+    def transaction(self) -> Iterator[Backend]:
+        """All or nothing: a run that dies inside leaves the store as it was before.
+
+        Yields the backend, whose `execute` takes `?` and `:name` parameters on either database.
+        """
+        db = self._db
+        for statement in db.begin:
+            db.execute(statement)
         try:
-            yield self._db
+            yield db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # A failed rollback (a dead connection) must not hide why the transaction failed;
+            # the database undoes an unfinished transaction itself.
+            with contextlib.suppress(*db.errors):
+                for statement in db.rollback:
+                    db.execute(statement)
             raise
-        self._db.execute("COMMIT")
+        for statement in db.commit:
+            db.execute(statement)
 
     # Audiences
 
     def audience(self, stream: str, target_key: str, advertiser_ids: Sequence[str]) -> AudienceRow:
-        """The store's row for a stream's audience, created on first use."""
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO audiences (stream, target_key, advertiser_ids) "
-                "VALUES (?, ?, ?)",
-                (stream, target_key, json.dumps(list(advertiser_ids))),
-            )
-        row = self._db.execute(
-            "SELECT id FROM audiences WHERE stream = ? AND target_key = ?", (stream, target_key)
-        ).fetchone()
+        """The store's row for a stream's audience, created on first use.
+
+        Two workers creating it at once get the same row: the unique key decides, and the
+        loser's insert does nothing.
+        """
+        find = "SELECT id FROM audiences WHERE stream = ? AND target_key = ?"
+        row = self._db.execute(find, (stream, target_key)).fetchone()
+        if row is None:
+            with self.transaction() as db:
+                db.execute(
+                    "INSERT INTO audiences (stream, target_key, advertiser_ids) VALUES (?, ?, ?) "
+                    "ON CONFLICT (stream, target_key) DO NOTHING",
+                    (stream, target_key, json.dumps(list(advertiser_ids))),
+                )
+            row = self._db.execute(find, (stream, target_key)).fetchone()
         return self.get_audience(row[0])
 
     def get_audience(self, audience: int) -> AudienceRow:
@@ -307,7 +369,7 @@ class MembershipStore:
 
     def list_audiences(self) -> list[AudienceRow]:
         """Every audience the store knows, in creation order."""
-        ids = [r[0] for r in self._db.execute("SELECT id FROM audiences ORDER BY id")]
+        ids = [r[0] for r in self._db.execute("SELECT id FROM audiences ORDER BY id").fetchall()]
         return [self.get_audience(i) for i in ids]
 
     def set_tiktok_audience(self, audience: int, audience_id: str, name: str | None) -> None:
@@ -315,7 +377,7 @@ class MembershipStore:
         with self.transaction() as db:
             db.execute(
                 "UPDATE audiences SET audience_id = ?, name = COALESCE(?, name), "
-                "created_by_target = created_by_target OR ? WHERE id = ?",
+                "created_by_target = CASE WHEN ? THEN 1 ELSE created_by_target END WHERE id = ?",
                 (audience_id, name, name is not None, audience),
             )
 
@@ -342,35 +404,48 @@ class MembershipStore:
             "SELECT COUNT(*) FROM pending WHERE audience = ?", (audience,)
         ).fetchone()[0]
 
+    def is_empty(self) -> bool:
+        """No audience, member or held person: a new store, or one whose file was lost."""
+        return not any(
+            self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+            for table in ("audiences", "members", "pending")
+        )
+
     def member_hashes(self, audience: int) -> Iterator[Row]:
-        """Every confirmed person of an audience (for tests and inspection)."""
-        yield from self._db.execute(
-            f"SELECT person, {_SLOT_LIST} FROM members WHERE audience = ? ORDER BY person",
-            (audience,),
+        """Every confirmed person of an audience (for tests and inspection), streamed."""
+        yield from self._db.dump(
+            f"SELECT person, {_SLOT_LIST} FROM members WHERE audience = {int(audience)} "
+            "ORDER BY person"
         )
 
     # Staging: what this run's input says
 
+    def _unindex_staged(self) -> None:
+        """Appending to an unindexed table is twice as fast as keeping a key in order."""
+        if self._staged_indexed:
+            self._db.execute("DROP INDEX IF EXISTS staged_person")
+            self._staged_indexed = False
+
     def stage(self, audience: int, rows: Iterable[tuple[bytes, int, Slots]]) -> None:
         """Record people seen in the input: (person, remove flag, slots); the last one wins.
 
-        Rows are appended to an unindexed table (twice as fast as keeping a key in order);
-        the index is built, and repeated people reduced to their last row, when planning.
+        Rows are appended in bulk to an unindexed table; the index is built, and repeated
+        people reduced to their last row, when planning.
         """
-        if self._staged_indexed:
-            self._db.execute("DROP INDEX IF EXISTS temp.staged_person")
-            self._staged_indexed = False
-        self._db.executemany(
-            f"INSERT INTO staged (audience, person, remove, {_SLOT_LIST}) "
-            f"VALUES (?, ?, ?, {', '.join('?' * len(SLOT_COLUMNS))})",
+        self._unindex_staged()
+        self._db.load(
+            "staged",
+            _STAGED_COLUMNS,
             ((audience, person, remove, *slots) for person, remove, slots in rows),
         )
 
     def _index_staged(self, audience: int) -> None:
         """Index what was staged and keep only each person's last row."""
         if not self._staged_indexed:
-            self._db.execute("CREATE INDEX IF NOT EXISTS temp.staged_person ON staged "
-                             "(audience, person)")
+            self._db.execute(
+                "CREATE INDEX IF NOT EXISTS staged_person ON staged (audience, person)"
+            )
+            self._db.analyze("staged")
             self._staged_indexed = True
         repeated = self._db.execute(
             "SELECT 1 FROM staged WHERE audience = ? GROUP BY person HAVING COUNT(*) > 1 LIMIT 1",
@@ -378,8 +453,9 @@ class MembershipStore:
         ).fetchone()
         if repeated:
             self._db.execute(
-                "DELETE FROM staged WHERE audience = :a AND rowid NOT IN "
-                "(SELECT MAX(rowid) FROM staged WHERE audience = :a GROUP BY person)",
+                "DELETE FROM staged WHERE audience = :a AND EXISTS (SELECT 1 FROM staged later "
+                "WHERE later.audience = :a AND later.person = staged.person "
+                "AND later.seq > staged.seq)",
                 {"a": audience},
             )
 
@@ -391,8 +467,10 @@ class MembershipStore:
 
     def clear_staged(self, audience: int) -> None:
         """Forget what was staged and planned for an audience."""
-        self._db.execute("DELETE FROM staged WHERE audience = ?", (audience,))
-        self._db.execute("DELETE FROM plan WHERE audience = ?", (audience,))
+        for table in ("staged", "plan"):
+            self._db.execute(f"DELETE FROM {table} WHERE audience = ?", (audience,))
+            if not self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
+                self._db.reclaim(table)
 
     # Holding back a first upload
 
@@ -403,20 +481,22 @@ class MembershipStore:
             if snapshot:
                 db.execute("DELETE FROM pending WHERE audience = ?", (audience,))
             db.execute(
-                "DELETE FROM pending WHERE audience = ? AND person IN "
-                "(SELECT person FROM staged WHERE audience = ? AND remove = 1)",
-                (audience, audience),
+                "DELETE FROM pending WHERE audience = :a AND person IN "
+                "(SELECT person FROM staged WHERE audience = :a AND remove = 1)",
+                {"a": audience},
             )
             db.execute(
-                f"INSERT OR REPLACE INTO pending (audience, person, {_SLOT_LIST}) "
+                f"INSERT INTO pending (audience, person, {_SLOT_LIST}) "
                 f"SELECT audience, person, {_SLOT_LIST} FROM staged "
-                "WHERE audience = ? AND remove = 0",
+                "WHERE audience = ? AND remove = 0 ON CONFLICT (audience, person) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in SLOT_COLUMNS),
                 (audience,),
             )
         return self.count_pending(audience)
 
     def release_pending(self, audience: int) -> None:
         """Stage every held person, so the first upload sends them all."""
+        self._unindex_staged()
         self._db.execute("DELETE FROM staged WHERE audience = ?", (audience,))
         self._db.execute(
             f"INSERT INTO staged (audience, person, remove, {_SLOT_LIST}) "
@@ -445,6 +525,8 @@ class MembershipStore:
         `snapshot` and `complete`: people confirmed but not staged as members leave. Otherwise
         only people staged with `remove` leave. Delete slots whose hash another member still
         has are not sent (a shared household phone stays), but still leave the person's row.
+        Rows are planned in person order (free from the indexes in SQLite), so a dry run and
+        the real run, on either database, send the very same batches.
         """
         db = self._db
         args = {"a": audience}
@@ -464,26 +546,27 @@ class MembershipStore:
             )
         cur = db.execute(
             f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT :a, 'delete', m.person, "
-            f"{_SLOT_LIST}, {_SLOT_LIST} FROM members m WHERE m.audience = :a AND {leavers}",
+            f"{_SLOT_LIST}, {_SLOT_LIST} FROM members m WHERE m.audience = :a AND {leavers} "
+            "ORDER BY m.person",
             args,
         )
         summary.left = cur.rowcount
         changed = (
             f"FROM staged st JOIN members m ON m.audience = :a AND m.person = st.person "
-            f"WHERE st.audience = :a AND st.remove = 0 AND ({_DIFFERS})"
+            f"WHERE st.audience = :a AND st.remove = 0 AND ({self._differs})"
         )
         db.execute(
             f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT * FROM (SELECT :a, 'delete', m.person, "
-            f"{_slot_changes('m', 'st')} {changed}) WHERE {_ANY_SLOT}",
+            f"{self._drops} {changed}) AS x WHERE {_ANY_SLOT} ORDER BY person",
             args,
         )
         summary.changed = db.execute(f"SELECT COUNT(*) {changed}", args).fetchone()[0]
         db.execute(
             f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT * FROM (SELECT :a, 'add', st.person, "
-            f"{_slot_changes('st', 'm')} FROM staged st LEFT JOIN members m "
+            f"{self._adds} FROM staged st LEFT JOIN members m "
             f"ON m.audience = :a AND m.person = st.person "
-            f"WHERE st.audience = :a AND st.remove = 0 AND (m.person IS NULL OR {_DIFFERS})) "
-            f"WHERE {_ANY_SLOT}",
+            f"WHERE st.audience = :a AND st.remove = 0 AND (m.person IS NULL OR {self._differs})"
+            f") AS x WHERE {_ANY_SLOT} ORDER BY person",
             args,
         )
         summary.joined = db.execute(
@@ -493,6 +576,7 @@ class MembershipStore:
         ).fetchone()[0]
         summary.people = self.people_after(audience, snapshot=snapshot and complete)
         summary.unchanged = summary.people - summary.joined - summary.changed
+        db.analyze("plan")
         self._keep_shared_hashes(audience, snapshot=snapshot and complete)
         summary.delete_rows = self._count_plan(audience, "delete", api_only=True)
         summary.add_rows = self._count_plan(audience, "add", api_only=True)
@@ -530,7 +614,8 @@ class MembershipStore:
 
         Read a page at a time, each query finished before rows are yielded: a statement left
         open would pin an old snapshot of the file, and the confirmations written in between
-        would then fail with "database is locked" once another run has written.
+        would then fail with "database is locked" once another run has written (and on
+        PostgreSQL, the connection cannot run the confirmations while a result is open).
         """
         n = len(SLOTS)
         last = -1
@@ -549,32 +634,51 @@ class MembershipStore:
     # Confirmation: TikTok said code 0
 
     def confirm(self, audience: int, action: str, rows: Sequence[tuple[bytes, Slots]]) -> None:
-        """Apply confirmed changes to `members` in one transaction."""
-        placeholders = ", ".join("?" * len(SLOT_COLUMNS))
+        """Apply confirmed changes to `members` in one transaction, set-based.
+
+        The batch is loaded in bulk into `confirming`, then merged set-based. An add upserts;
+        a delete clears each confirmed hash the member still has (an upsert that only ever
+        meets existing rows: UPDATE ... FROM is newer than some SQLite builds), then a member
+        left with no hash at all is gone.
+        """
+        args = {"a": audience}
         with self.transaction() as db:
             db.execute(
                 "UPDATE audiences SET last_change_at = ? WHERE id = ?", (time.time(), audience)
             )
+            db.load("confirming", _CONFIRMING_COLUMNS, ((p, *slots) for p, slots in rows))
             if action == "add":
-                updates = ", ".join(f"{c} = COALESCE(excluded.{c}, {c})" for c in SLOT_COLUMNS)
-                db.executemany(
+                merge = ", ".join(
+                    f"{c} = COALESCE(excluded.{c}, members.{c})" for c in SLOT_COLUMNS
+                )
+                db.execute(
                     f"INSERT INTO members (audience, person, {_SLOT_LIST}) "
-                    f"VALUES (?, ?, {placeholders}) "
-                    f"ON CONFLICT (audience, person) DO UPDATE SET {updates}",
-                    ((audience, person, *slots) for person, slots in rows),
+                    f"SELECT :a, person, {_SLOT_LIST} FROM confirming WHERE true "
+                    f"ON CONFLICT (audience, person) DO UPDATE SET {merge}",
+                    args,
                 )
             else:
-                clears = ", ".join(
-                    f"{c} = CASE WHEN {c} = ? THEN NULL ELSE {c} END" for c in SLOT_COLUMNS
+                clear = ", ".join(
+                    f"{c} = CASE WHEN members.{c} = excluded.{c} THEN NULL ELSE members.{c} END"
+                    for c in SLOT_COLUMNS
                 )
-                db.executemany(
-                    f"UPDATE members SET {clears} WHERE audience = ? AND person = ?",
-                    ((*slots, audience, person) for person, slots in rows),
+                # `in_batch`: members are reached through their primary key, one probe per
+                # confirmed person, whatever the planner believes about the audience's size.
+                in_batch = db.words["in_batch"]
+                db.execute(
+                    f"INSERT INTO members (audience, person, {_SLOT_LIST}) "
+                    f"SELECT :a, person, {_SLOT_LIST} FROM confirming WHERE person IN "
+                    f"(SELECT person FROM members WHERE audience = :a AND person {in_batch}) "
+                    f"ON CONFLICT (audience, person) DO UPDATE SET {clear}",
+                    args,
                 )
-                db.executemany(
-                    f"DELETE FROM members WHERE audience = ? AND person = ? AND NOT ({_ANY_SLOT})",
-                    ((audience, person) for person, _ in rows),
+                db.execute(
+                    f"DELETE FROM members WHERE audience = :a AND person {in_batch} "
+                    f"AND NOT ({_ANY_SLOT})",
+                    args,
                 )
+            db.execute("DELETE FROM confirming")
+            db.reclaim("confirming")
 
     def finish_upload(self, audience: int) -> None:
         """The audience has been uploaded: held people are members now, holding is over."""
@@ -584,3 +688,112 @@ class MembershipStore:
                 "UPDATE audiences SET uploaded_at = COALESCE(uploaded_at, ?) WHERE id = ?",
                 (time.time(), audience),
             )
+
+    # Moving a store between databases
+
+    def _count(self, table: str) -> int:
+        return self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    def _lock_all(self, audiences: Iterable[AudienceRow], timeout: float, doing: str) -> None:
+        """Hold every audience's lock, so no run writes while the store is copied."""
+        for row in audiences:
+            label = f"{row.name or row.stream} (stream {row.stream})"
+            try:
+                self.lock_audience(row.id, label, timeout)
+            except StoreError:
+                msg = (
+                    f"cannot {doing}: audience {label} of store {self.path!r} is being synced "
+                    "by another run; let it finish and try again"
+                )
+                raise StoreError(msg) from None
+
+    def copy_into(
+        self, dest: MembershipStore, *, force: bool, lock_timeout: float
+    ) -> dict[str, int]:
+        """Copy every audience, member and held person into `dest`, in one transaction there.
+
+        The source is read in one consistent snapshot, with every audience locked, so no run
+        can confirm a change that the copy would miss. Ids are kept: a copy is the same store.
+        """
+        audiences = self.list_audiences()
+        if not audiences:
+            msg = f"membership store {self.path!r} holds no audience: nothing to copy"
+            raise StoreError(msg)
+        self._lock_all(audiences, lock_timeout, "copy")
+        existing = dest.list_audiences()
+        if not dest.is_empty() and not force:
+            msg = (
+                f"membership store {dest.path!r} is not empty ({len(existing)} audiences): "
+                "pass --force to replace everything in it with the copy"
+            )
+            raise StoreError(msg)
+        dest._lock_all(existing, lock_timeout, "replace the destination")
+        self._db.execute(self._db.begin_snapshot)
+        try:
+            counts = {table: self._count(table) for table in ("audiences", "members", "pending")}
+            with dest.transaction() as db:
+                for table in ("pending", "members", "audiences"):
+                    db.execute(f"DELETE FROM {table}")
+                db.execute("DELETE FROM meta WHERE key <> 'schema_version'")
+                for table, columns in _TABLES.items():
+                    query = f"SELECT {', '.join(columns)} FROM {table}"
+                    if table == "meta":
+                        query += " WHERE key <> 'schema_version'"
+                    # Closed even when loading fails: an unfinished COPY out would block the
+                    # source connection.
+                    with contextlib.closing(self._db.dump(query)) as rows:
+                        db.load(table, columns, rows)
+                db.reset_ids("audiences")
+                copied = {table: dest._count(table) for table in counts}
+                if copied != counts:
+                    msg = f"copy incomplete ({copied} of {counts}): nothing was written"
+                    raise StoreError(msg)
+        finally:
+            with contextlib.suppress(*self._db.errors):  # only ends a read: nothing to lose
+                self._db.execute("COMMIT")
+        return counts
+
+
+def _identity(location: str) -> str:
+    """What tells two `membership_store` values apart: the file, or the URL and schema."""
+    if is_postgres_url(location):
+        from target_tiktok_audiences.store_postgres import split_schema
+
+        url, schema = split_schema(location)
+        return f"{url.replace('postgres://', 'postgresql://', 1)}#{schema}"
+    return str(Path(location).resolve())
+
+
+def copy_store(
+    source: str, dest: str, *, force: bool = False, lock_timeout: float = 60
+) -> dict[str, int]:
+    """Copy a whole store (SQLite or PostgreSQL) into another, for `tiktok-audiences store copy`.
+
+    Everything goes: audiences with their ids, names, times and last results, confirmed
+    members, held people. The destination is created if need be and written in one
+    transaction; one that already holds data is refused unless `force`, which replaces it.
+    Returns the number of audiences, members and pending people copied. Every expected failure
+    is a StoreError with a one-line message, as the command line wants.
+    """
+    if _identity(source) == _identity(dest):
+        msg = "--from and --to name the same membership store: nothing to copy"
+        raise StoreError(msg)
+    try:
+        opened = MembershipStore.open(source, create=False)
+    except StoreMissingError:
+        shown = source
+        if is_postgres_url(source):
+            from target_tiktok_audiences.store_postgres import redact
+
+            shown = redact(source)
+        msg = f"no membership store at {shown!r} to copy from: check --from"
+        raise StoreMissingError(msg) from None
+    with contextlib.closing(opened) as src, contextlib.closing(MembershipStore.open(dest)) as dst:
+        try:
+            return src.copy_into(dst, force=force, lock_timeout=lock_timeout)
+        except (*src.errors, *dst.errors) as exc:
+            msg = (
+                f"copying {src.path!r} to {dst.path!r} failed ({exc}): nothing was written to "
+                "the destination; fix the cause and run the copy again"
+            )
+            raise StoreError(msg) from None

@@ -17,6 +17,9 @@ import pytest
 
 from tests.fake_tiktok import FakeTikTok
 
+# A real PostgreSQL server (session-scoped `postgres_server`, per-test `pg_url`) for store tests.
+pytest_plugins = ("tests.postgres",)
+
 ADVERTISER = "7000000000000000001"
 OTHER_ADVERTISER = "7000000000000000002"
 TOKEN = "test-token-5f0c8a1e9b7d"

@@ -1,9 +1,14 @@
-"""Diff planning without HTTP: MembershipStore on a temporary SQLite file, and planning.py."""
+"""Diff planning without HTTP: MembershipStore on SQLite and on PostgreSQL, and planning.py.
+
+The `store` fixture runs each store test on both backends; tests of SQLite's file handling open
+a SQLite store directly (their PostgreSQL counterparts are in test_store_postgres.py).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
+import uuid
 from pathlib import Path
 
 import pytest
@@ -84,9 +89,16 @@ def stage(store, aud, people, remove=()):
     store.stage(aud, rows)
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = MembershipStore(str(tmp_path / "store" / "membership.sqlite"))
+def store_location(kind, request, tmp_path=None):
+    """A new store's location: a SQLite file (":memory:" without tmp_path), or a fresh schema."""
+    if kind == "postgresql":
+        return request.getfixturevalue("postgres_server").new_url()
+    return str(tmp_path / "store" / "membership.sqlite") if tmp_path else ":memory:"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    s = MembershipStore(store_location(request.param, request, tmp_path))
     yield s
     s.close()
 
@@ -411,7 +423,7 @@ def test_transaction_rolls_back_on_exception(store, aud):
 def test_confirm_that_fails_mid_batch_applies_nothing(store, aud):
     good = (person("good"), FIRST["same"])
     bad = (person("bad"), (sha("x"),))  # wrong number of slots: the insert fails
-    with pytest.raises(sqlite3.Error):
+    with pytest.raises(store.errors):
         store.confirm(aud, "add", [good, bad])
     assert store.count_members(aud) == 0
 
@@ -536,10 +548,20 @@ def test_throwaway_copy_of_a_path_with_uri_characters(tmp_path, dirname):
     assert sorted(p.name for p in tmp_path.iterdir()) == [dirname]
 
 
-@pytest.mark.parametrize("url", ["postgresql://u@db/audiences", "postgres://db/x"])
-def test_postgres_url_is_a_config_error(url):
-    with pytest.raises(ConfigError, match="PostgreSQL"):
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_unreachable_postgres_is_a_store_error_without_the_password(scheme):
+    url = f"{scheme}://audiences:s3cret-pw@127.0.0.1:9/audiences?connect_timeout=5"
+    with pytest.raises(StoreError, match="cannot be opened") as info:
         MembershipStore.open(url)
+    message = str(info.value)
+    assert "s3cret-pw" not in message
+    assert f"{scheme}://audiences:***@127.0.0.1:9/audiences" in message
+    assert "membership_store" in message and "\n" not in message
+
+
+def test_postgres_schema_must_be_a_plain_name():
+    with pytest.raises(ConfigError, match="schema"):
+        MembershipStore.open("postgresql://127.0.0.1:9/db?schema=Robert%27%3B%20DROP")
 
 
 def newer_store(tmp_path) -> Path:
@@ -653,6 +675,18 @@ SLOTS_ST = (
 PEOPLE = st.dictionaries(st.sampled_from("abcdef"), SLOTS_ST, max_size=6)
 
 
+_SHARED: dict[str, str] = {}
+
+
+def shared_location(kind, request):
+    """Hypothesis examples share one PostgreSQL schema (each uses an audience of its own)."""
+    if kind == "sqlite":
+        return ":memory:"
+    if "pg" not in _SHARED:
+        _SHARED["pg"] = store_location(kind, request)
+    return _SHARED["pg"]
+
+
 def hashes(people):
     return {(i, h) for s in people.values() for i, h in enumerate(s) if h is not None}
 
@@ -671,12 +705,13 @@ def run_plan(store, aud, tiktok):
     store.clear_staged(aud)
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 @settings(max_examples=60, deadline=None)
 @given(old=PEOPLE, new=PEOPLE)
-def test_snapshot_plan_converges(old, new):
-    store = MembershipStore(":memory:")
+def test_snapshot_plan_converges(kind, request, old, new):
+    store = MembershipStore(shared_location(kind, request))
     try:
-        aud = store.audience("s", "k", [ADVERTISER]).id
+        aud = store.audience(uuid.uuid4().hex, "k", [ADVERTISER]).id
         tiktok: set = set()
         stage(store, aud, old)
         store.plan(aud, snapshot=True, complete=True)
@@ -697,15 +732,16 @@ def test_snapshot_plan_converges(old, new):
         store.close()
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 @pytest.mark.parametrize("snapshot", [False, True], ids=["incremental", "open-snapshot"])
 @settings(max_examples=50, deadline=None)
 @given(old=PEOPLE, updates=PEOPLE, removals=st.sets(st.sampled_from("abcdefg")))
-def test_incremental_plan_converges(snapshot, old, updates, removals):
+def test_incremental_plan_converges(kind, request, snapshot, old, updates, removals):
     """Incremental changes, or an incomplete snapshot: only explicit removals leave."""
     removals -= updates.keys()
-    store = MembershipStore(":memory:")
+    store = MembershipStore(shared_location(kind, request))
     try:
-        aud = store.audience("s", "k", [ADVERTISER]).id
+        aud = store.audience(uuid.uuid4().hex, "k", [ADVERTISER]).id
         tiktok: set = set()
         stage(store, aud, old)
         store.plan(aud, snapshot=False, complete=True)

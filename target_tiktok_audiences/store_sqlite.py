@@ -1,0 +1,123 @@
+"""The membership store in a SQLite file: one machine, no server, the default.
+
+A dry run works on an in-memory copy of the file (SQLite's backup API), so it plans exactly as a
+real run would and leaves the file untouched. Per-audience locks are `flock`s on small files
+beside the store, which the OS frees when the process dies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from target_tiktok_audiences.store_backend import Backend, Params
+
+
+class SQLiteBackend(Backend):
+    """A SQLite connection in autocommit mode; the store opens its own transactions."""
+
+    words = {
+        "blob": "BLOB",
+        "real": "REAL",
+        "id_pk": "INTEGER PRIMARY KEY",
+        "row_order": "INTEGER PRIMARY KEY",  # the rowid: free, and in insertion order
+        "table_suffix": " WITHOUT ROWID",
+        "differs": "IS NOT",
+        "in_batch": "IN (SELECT person FROM confirming)",
+    }
+    errors = (sqlite3.Error,)
+    begin = ("BEGIN IMMEDIATE",)  # take the write lock first: no deadlock between two writers
+    hint = "a writable SQLite file"
+
+    def __init__(self, path: str, *, throwaway: bool = False, create: bool = True) -> None:
+        """Open (creating it, private to the user) the file at `path`.
+
+        `throwaway`: work on a copy in memory of that file (empty if there is none).
+        """
+        super().__init__(path, throwaway=throwaway)
+        self._locks: dict[int, int] = {}
+        if not create and path != ":memory:" and not Path(path).exists():
+            raise self.missing_error()
+        try:
+            if throwaway or path == ":memory:":
+                self._db = sqlite3.connect(":memory:", isolation_level=None)
+                if path != ":memory:" and Path(path).exists():
+                    uri = Path(path).resolve().as_uri() + "?mode=ro"
+                    source = sqlite3.connect(uri, uri=True)
+                    source.backup(self._db)
+                    source.close()
+            else:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+                self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        except (sqlite3.Error, OSError) as exc:
+            raise self.open_error(exc) from None
+
+    def prepare(self) -> None:
+        """WAL lets `status` read while a run writes; NORMAL sync is safe under WAL."""
+        # Switching a new file to WAL needs it to itself, and SQLite answers "locked" at once,
+        # without its busy wait, while another run is creating the same store: wait here.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        # 16 MiB of page cache: enough for the diff's index scans, and memory stays flat
+        # however large the audience grows.
+        self._db.execute("PRAGMA cache_size=-16384")
+
+    def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
+        """Run one statement (SQLite speaks `?` and `:name` natively)."""
+        return self._db.execute(sql, params)
+
+    def load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """executemany: in-process, so no round trips to save."""
+        self._db.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))})",
+            rows,
+        )
+
+    def dump(self, query: str) -> Iterator[tuple[Any, ...]]:
+        """Iterate the cursor: SQLite steps through the rows as they are read."""
+        yield from self._db.execute(query)
+
+    def has_table(self, name: str) -> bool:
+        """Look in the file's own schema (not the temporary one)."""
+        return bool(
+            self._db.execute(
+                "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (name,)
+            ).fetchone()
+        )
+
+    def try_lock(self, audience: int) -> bool:
+        """`flock` a file per audience beside the store; none needed for a copy in memory."""
+        if audience in self._locks or self.throwaway or self.location == ":memory:":
+            return True
+        lock_dir = Path(self.location + ".locks")
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_dir / f"audience-{audience}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._locks[audience] = fd
+        return True
+
+    def close(self) -> None:
+        """Close the connection, then let go of the lock files."""
+        self._db.close()
+        for fd in self._locks.values():
+            os.close(fd)
+        self._locks.clear()
