@@ -37,8 +37,10 @@ class TikTokAPIError(TargetError):
         path: str = "",
         request_id: str | None = None,
         retryable: bool = False,
+        tiktok_message: str = "",
     ) -> None:
         super().__init__(message)
+        self.tiktok_message = tiktok_message  # what TikTok said, without our fix
         self.code = code
         self.path = path
         self.request_id = request_id

@@ -163,6 +163,7 @@ config_schema = th.PropertiesList(
         "membership_store",
         th.StringType,
         default=DEFAULT_STORE,
+        secret=True,  # a postgresql:// URL may carry a password
         description="Where confirmed membership (hashes only) lives: a SQLite file path, or "
         "a `postgresql://` URL for a store shared by several workers.",
     ),
@@ -380,3 +381,50 @@ def resolve_settings(
         min_audience_size=int(spec.get("min_audience_size", config.get("min_audience_size", 1000))),
         normalization=normalization,
     )
+
+
+ENV_PREFIX = "TARGET_TIKTOK_AUDIENCES_"
+_UNESCAPED_DOT = re.compile(r"(?<!\\)\.")
+
+
+def coerce_env_settings(raw: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """Finish what the SDK's environment parsing leaves undone.
+
+    It leaves `number` settings as text (Meltano writes `0.5`), which the schema then refuses,
+    and takes Meltano's flattened object settings (`{"contacts.audience_name": "X"}`) as they
+    are; both are turned into what a config file would hold.
+    """
+    config = dict(raw)
+    properties = schema.get("properties", {})
+    for name, value in config.items():
+        types = properties.get(name, {}).get("type")
+        if isinstance(value, dict):
+            config[name] = nest_meltano_object(value)
+        elif isinstance(value, str) and "number" in (types if isinstance(types, list) else [types]):
+            try:
+                config[name] = float(value)
+            except ValueError:
+                msg = f"{ENV_PREFIX}{name.upper()} is {value!r}, not a number: fix the variable"
+                raise ConfigError(msg) from None
+    return config
+
+
+def nest_meltano_object(value: dict[str, Any]) -> dict[str, Any]:
+    r"""Undo Meltano's flattening of an object setting in its environment variables.
+
+    Meltano exports `{"contacts": {"audience_name": "X"}}` as `{"contacts.audience_name": "X"}`
+    (a literal dot escaped as `\.`). Such a value has dotted keys and no object values; one
+    written by hand has object values, and is left as it is.
+    """
+    if any(isinstance(v, dict) for v in value.values()):
+        return value
+    if not any(_UNESCAPED_DOT.search(key) for key in value):
+        return value
+    nested: dict[str, Any] = {}
+    for key, leaf in value.items():
+        *parents, last = (part.replace("\\.", ".") for part in _UNESCAPED_DOT.split(key))
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = leaf
+    return nested

@@ -100,6 +100,7 @@ class AudienceSink(BatchSink):
         self.store.lock_audience(
             self.row.id, settings.label, float(target.config.get("store_lock_timeout", 60))
         )
+        self.row = self.store.get_audience(self.row.id)  # another run may have synced meanwhile
         self.people = PeopleQueue(
             target.hash_pool, settings.identifier_fields, settings.normalization
         )

@@ -6,6 +6,8 @@ is open (records staged, not yet applied) the latest STATE is held back.
 
 from __future__ import annotations
 
+import copy
+import sqlite3
 import sys
 from functools import cached_property
 from pathlib import Path
@@ -14,7 +16,9 @@ from typing import IO, Any
 
 import orjson
 from singer_sdk import Target
+from singer_sdk.configuration._dict_config import parse_environment_config
 from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
+from singer_sdk.helpers._classproperty import classproperty
 from singer_sdk.helpers.capabilities import (
     TARGET_BATCH_SIZE_ROWS_CONFIG,
     PluginCapabilities,
@@ -34,6 +38,7 @@ from target_tiktok_audiences.settings import (
     DEFAULT_STORE,
     AudienceSettings,
     check_global_settings,
+    coerce_env_settings,
     config_schema,
     resolve_settings,
 )
@@ -130,6 +135,18 @@ class TargetTikTokAudiences(Target):
         )
         config_jsonschema["properties"].setdefault("batch_size_rows", spec)
         super(Target, cls).append_builtin_config(config_jsonschema)
+
+    @classproperty
+    def _env_var_config(cls) -> dict[str, Any]:
+        """Settings from `TARGET_TIKTOK_AUDIENCES_*` variables, numbers and objects included."""
+        return cls.env_settings()
+
+    @classmethod
+    def env_settings(cls) -> dict[str, Any]:
+        """Settings from the environment, as the target (and the operator commands) read them."""
+        schema = copy.deepcopy(cls.config_jsonschema)
+        cls.append_builtin_config(schema)
+        return coerce_env_settings(parse_environment_config(schema, cls._env_var_prefix), schema)
 
     # Settings and shared resources
 
@@ -285,6 +302,8 @@ class TargetTikTokAudiences(Target):
             "on the same input completes the sync.",
             signum,
         )
+        if "client" in self.__dict__:  # retries waiting in other threads give up at once
+            self.client.stop()
         sys.exit(128 + signum)
 
     # CLI
@@ -295,9 +314,16 @@ class TargetTikTokAudiences(Target):
         try:
             super().invoke(*args, **kwargs)
         except ConfigValidationError as exc:
-            cls._fail(f"invalid settings: {_redact_config_error(exc.errors)}")
+            cls._fail(f"invalid settings: {redact_config_error(exc.errors)}")
         except (TargetError, RecordsWithoutSchemaException, InvalidInputLine) as exc:
             cls._fail(str(exc))
+        except Exception as exc:
+            if not isinstance(exc, _store_driver_errors()):
+                raise
+            cls._fail(
+                f"the membership store failed ({type(exc).__name__}: {exc}); nothing unconfirmed "
+                "was recorded: check `membership_store` and the database, then re-run"
+            )
 
     @classmethod
     def _fail(cls, message: str) -> None:
@@ -305,7 +331,15 @@ class TargetTikTokAudiences(Target):
         sys.exit(1)
 
 
-def _redact_config_error(errors: list[str]) -> str:
+def _store_driver_errors() -> tuple[type[Exception], ...]:
+    """The database drivers' exception classes: a dropped connection is no traceback."""
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    if "psycopg" in sys.modules:  # only loaded for a PostgreSQL store
+        errors += (sys.modules["psycopg"].Error,)
+    return errors
+
+
+def redact_config_error(errors: list[str]) -> str:
     """The first schema error, without echoing a secret's value."""
     first = errors[0] if errors else "the config does not match the settings schema"
     for secret in _SECRET_SETTINGS:

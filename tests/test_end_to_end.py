@@ -527,3 +527,36 @@ def test_two_audiences_of_the_configured_name_and_no_store_is_an_error(target, f
     assert len(run.errors) == 1
     assert "2 TikTok audiences are named 'contacts'" in run.errors[0]
     assert "audience_id" in run.errors[0]
+
+
+def test_settings_from_environment_variables_only(target, fake, tmp_path):
+    import os
+    import subprocess
+
+    from tests.conftest import _SCRIPT
+
+    env = {
+        **os.environ,
+        "TARGET_TIKTOK_AUDIENCES_ACCESS_TOKEN": TOKEN,
+        "TARGET_TIKTOK_AUDIENCES_ADVERTISER_IDS": json.dumps([ADVERTISER]),
+        "TARGET_TIKTOK_AUDIENCES_API_URL": fake.url,
+        "TARGET_TIKTOK_AUDIENCES_MEMBERSHIP_STORE": str(tmp_path / "env.sqlite"),
+        "TARGET_TIKTOK_AUDIENCES_MIN_AUDIENCE_SIZE": "0",
+        "TARGET_TIKTOK_AUDIENCES_MAX_REMOVAL_FRACTION": "0.3",  # a number, as Meltano writes it
+        # Meltano flattens object settings into dotted keys:
+        "TARGET_TIKTOK_AUDIENCES_AUDIENCES": json.dumps({"contacts.audience_name": "From env"}),
+    }
+    lines = "\n".join(json.dumps(m) for m in [schema(), *BASE]) + "\n"
+    proc = subprocess.run(
+        [_SCRIPT, "--config", "ENV"],
+        input=lines,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert fake.audiences()[0]["name"] == "From env"
+    assert members(fake, only_audience(fake)) == BASE_HASHES
