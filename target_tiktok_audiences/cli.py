@@ -12,8 +12,6 @@ import argparse
 import copy
 import json
 import os
-import re
-import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,22 +25,26 @@ from singer_sdk.plugin_base import JSONSchemaValidator
 
 from target_tiktok_audiences.audiences import DRY_RUN_PREFIX, read_audiences
 from target_tiktok_audiences.client import TikTokClient
-from target_tiktok_audiences.errors import ConfigError, TargetError, TikTokAPIError
+from target_tiktok_audiences.errors import ConfigError, StoreError, TargetError, TikTokAPIError
 from target_tiktok_audiences.identifiers import NormalizationOptions
 from target_tiktok_audiences.settings import (
     DEFAULT_API_URL,
     check_global_settings,
     resolve_settings,
 )
-from target_tiktok_audiences.store import AudienceRow, MembershipStore
-from target_tiktok_audiences.target import TargetTikTokAudiences, _redact_config_error
+from target_tiktok_audiences.store import (
+    AudienceRow,
+    MembershipStore,
+    StoreMissingError,
+    copy_store,
+)
+from target_tiktok_audiences.target import TargetTikTokAudiences, redact_config_error
 
 PROG = "tiktok-audiences"
 ENV_PREFIX = "TARGET_TIKTOK_AUDIENCES_"
 CHECK_RETRIES = 2  # an operator waiting at a terminal wants an answer, not minutes of backoff
 CALCULATING_SECONDS = 48 * 3600  # TikTok matches within 24-48 hours of a change
 MIN_MATCHED = 1000  # TikTok will not serve an audience with fewer matched users
-_UNESCAPED_DOT = re.compile(r"(?<!\\)\.")
 TOKEN_CODES = frozenset({40102, 40104, 40105})
 STATUS_KEYS = (
     "stream",
@@ -74,9 +76,10 @@ Before running this, get an auth code:
      in the address bar. That value is the auth code: it works once, and only for an hour.
 
 Put the token in `access_token`, preferably through the environment
-(TARGET_TIKTOK_AUDIENCES_ACCESS_TOKEN) or `meltano config target-tiktok-audiences set
-access_token`; never in a committed file. Long-term tokens do not expire; they stop working
-when the advertiser revokes the authorisation.
+(TARGET_TIKTOK_AUDIENCES_ACCESS_TOKEN) or, with Meltano, `meltano config set
+target-tiktok-audiences access_token TOKEN` (which writes it to .env); never in a committed
+file. Long-term tokens do not expire; they stop working when the advertiser revokes the
+authorisation.
 """
 
 
@@ -94,13 +97,13 @@ def load_config(sources: Sequence[str]) -> dict[str, Any]:
     for source in sources:
         if source != "ENV":
             config.update(_read_config_file(Path(source)))
-    config.update(_env_config())
+    config.update(TargetTikTokAudiences.env_settings())
     schema = copy.deepcopy(TargetTikTokAudiences.config_jsonschema)
     TargetTikTokAudiences.append_builtin_config(schema)
     errors = [_schema_error(e) for e in JSONSchemaValidator(schema).iter_errors(config)]
     if errors:
         hint = "" if sources else f" (no --config given: settings come from {ENV_PREFIX}*)"
-        raise ConfigError(f"invalid settings{hint}: {_redact_config_error(errors)}")
+        raise ConfigError(f"invalid settings{hint}: {redact_config_error(errors)}")
     return config
 
 
@@ -121,48 +124,6 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         msg = f"config file {path} must hold a JSON object of settings"
         raise ConfigError(msg)
     return data
-
-
-def _env_config() -> dict[str, Any]:
-    """Settings from the environment, parsed by the SDK exactly as the target parses them.
-
-    The SDK leaves `number` settings as text (Meltano writes `0.5`), which its own schema then
-    refuses; they are converted here, so a Meltano-run command accepts what Meltano sets.
-    """
-    config = dict(TargetTikTokAudiences._env_var_config)
-    properties = TargetTikTokAudiences.config_jsonschema.get("properties", {})
-    for name, value in config.items():
-        types = properties.get(name, {}).get("type")
-        if isinstance(value, dict):
-            config[name] = nest_meltano_object(value)
-        elif isinstance(value, str) and "number" in (types if isinstance(types, list) else [types]):
-            try:
-                config[name] = float(value)
-            except ValueError:
-                msg = f"{ENV_PREFIX}{name.upper()} is {value!r}, not a number: fix the variable"
-                raise ConfigError(msg) from None
-    return config
-
-
-def nest_meltano_object(value: dict[str, Any]) -> dict[str, Any]:
-    r"""Undo Meltano's flattening of an object setting in its environment variables.
-
-    Meltano exports `{"contacts": {"audience_name": "X"}}` as `{"contacts.audience_name": "X"}`
-    (a literal dot escaped as `\.`). Such a value has dotted keys and no object values; one
-    written by hand has object values, and is left as it is.
-    """
-    if any(isinstance(v, dict) for v in value.values()):
-        return value
-    if not any(_UNESCAPED_DOT.search(key) for key in value):
-        return value
-    nested: dict[str, Any] = {}
-    for key, leaf in value.items():
-        *parents, last = (part.replace("\\.", ".") for part in _UNESCAPED_DOT.split(key))
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = leaf
-    return nested
 
 
 def _schema_error(error: Any) -> str:
@@ -226,7 +187,10 @@ def _code_cause(exc: TikTokAPIError, causes: Mapping[int, tuple[str, str]]) -> s
 
 def _tiktok_said(exc: TikTokAPIError) -> str:
     """What TikTok answered (`TikTok answered code N: message`), without the generic fix."""
-    return str(exc).removeprefix(f"{exc.path}: ").split(";")[0]
+    if exc.code is None:
+        return str(exc)
+    detail = f": {exc.tiktok_message}" if exc.tiktok_message else ""
+    return f"TikTok answered code {exc.code}{detail}"
 
 
 def run_checks(config: Mapping[str, Any], client: TikTokClient) -> Iterator[CheckResult]:
@@ -526,22 +490,24 @@ def render_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _read_store(location: str) -> list[tuple[AudienceRow, int, int]] | None:
-    """Every audience with its confirmed and pending counts; None when no store exists yet."""
-    if "://" not in location and not Path(location).exists():
-        return None
-    store = MembershipStore.open(location)
+def _read_store(location: str) -> list[tuple[AudienceRow, int, int]]:
+    """Every audience with its confirmed and pending counts (none when there is no store yet).
+
+    Opened with `create=False`: looking must not leave an empty store behind.
+    """
+    try:
+        store = MembershipStore.open(location, create=False)
+    except StoreMissingError as exc:
+        err(f"{exc}; a dry run never stores anything")
+        return []
     try:
         return [
             (row, store.count_members(row.id), store.count_pending(row.id))
             for row in store.list_audiences()
         ]
-    except sqlite3.Error as exc:
-        msg = (
-            f"membership store {location!r} cannot be read ({exc}): run a sync with this "
-            "version of the target first, or check `membership_store`"
-        )
-        raise ConfigError(msg) from None
+    except store.errors as exc:
+        msg = f"membership store {location!r} cannot be read ({exc}): check `membership_store`"
+        raise StoreError(msg) from None
     finally:
         store.close()
 
@@ -573,16 +539,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     # Everything but the token, which status can do without.
     normalization = check_global_settings({**config, "dry_run": True})
     location = str(config["membership_store"])
-    audiences = _read_store(location)
-    if audiences is None:
-        err(
-            f"no audiences yet: membership store {location} does not exist (no sync has "
-            "stored anything; a dry run never does)"
-        )
-        audiences = []
     audiences = [
         (with_configured_identity(row, config, normalization), confirmed, pending)
-        for row, confirmed, pending in audiences
+        for row, confirmed, pending in _read_store(location)
     ]
     token = None if config.get("dry_run") else config.get("access_token")
     details: dict[str, dict] = {}
@@ -650,8 +609,8 @@ def cmd_auth(args: argparse.Namespace) -> int:
     print(f"access_token: {token}")
     print(f"advertiser_ids: {json.dumps([str(a) for a in data.get('advertiser_ids') or []])}")
     err(
-        f"Keep the token secret: set {ENV_PREFIX}ACCESS_TOKEN, or `meltano config "
-        "target-tiktok-audiences set access_token`; never commit it."
+        f"Keep the token secret: set {ENV_PREFIX}ACCESS_TOKEN, or run `meltano config set "
+        "target-tiktok-audiences access_token TOKEN` (it goes to .env); never commit it."
     )
     return 0
 
@@ -662,6 +621,16 @@ def cmd_auth(args: argparse.Namespace) -> int:
 def err(message: str) -> None:
     """One line for a person on stderr, never mixed into stdout's data."""
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def cmd_store_copy(args: argparse.Namespace) -> int:
+    """Copy a membership store to another database (`tiktok-audiences store copy`)."""
+    counts = copy_store(args.source, args.dest, force=args.force)
+    print(
+        f"copied {counts['audiences']} audiences, {counts['members']} members and "
+        f"{counts['pending']} held people"
+    )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -710,6 +679,38 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"API base URL (default: ${ENV_PREFIX}API_URL, then {DEFAULT_API_URL})",
     )
     auth.set_defaults(func=cmd_auth)
+    store = commands.add_parser(
+        "store",
+        help="manage the membership store",
+        description="Manage the membership store that `membership_store` names.",
+    )
+    store_commands = store.add_subparsers(dest="store_command", required=True, metavar="COMMAND")
+    copy_command = store_commands.add_parser(
+        "copy",
+        help="copy a membership store to another database (SQLite <-> PostgreSQL)",
+        description="Copy every audience (ids, names, times, last results), confirmed member "
+        "and held person from one membership store to another, in one transaction on the "
+        "destination. A destination that already holds data is refused unless --force. Pause "
+        "the pipelines while copying, then point membership_store at the new store.",
+    )
+    copy_command.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="STORE",
+        help="the store to copy: a SQLite file path or a postgresql:// URL",
+    )
+    copy_command.add_argument(
+        "--to",
+        dest="dest",
+        required=True,
+        metavar="STORE",
+        help="where to copy it: a SQLite path or a postgresql:// URL (created if need be)",
+    )
+    copy_command.add_argument(
+        "--force", action="store_true", help="replace everything a non-empty destination holds"
+    )
+    copy_command.set_defaults(func=cmd_store_copy)
     return parser
 
 

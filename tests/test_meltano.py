@@ -1,0 +1,257 @@
+"""The Meltano way: this repository's meltano.yml, Meltano and tap-jsonl from PyPI, a fake TikTok.
+
+The slow test builds a real Meltano project in a temp dir (its own venv with Meltano, the loader
+installed editable from this checkout, the sample tap from PyPI), runs `meltano run` twice and
+checks that the audience ends up right and that the second run resumes from the state Meltano
+stored without sending anything. It needs PyPI and takes a few minutes; the fast tests check
+meltano.yml against the target's settings schema so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from target_tiktok_audiences.target import TargetTikTokAudiences
+from tests.conftest import ADVERTISER, TOKEN, sha
+from tests.fake_tiktok import FakeTikTok
+
+REPO = Path(__file__).resolve().parents[1]
+MELTANO = "meltano>=4,<5"
+LOADER = "target-tiktok-audiences"
+KINDS = {
+    "string": "string",
+    "integer": "integer",
+    "number": "decimal",
+    "boolean": "boolean",
+    "array": "array",
+    "object": "object",
+}
+
+
+def project_file() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "meltano.yml").read_text())
+
+
+def plugin(kind: str, name: str) -> dict[str, Any]:
+    [found] = [p for p in project_file()["plugins"][kind] if p["name"] == name]
+    return found
+
+
+# Fast: meltano.yml agrees with the code
+
+
+def test_loader_declares_every_setting_with_its_kind():
+    loader = plugin("loaders", LOADER)
+    assert loader["namespace"] == "target_tiktok_audiences"
+    assert loader["pip_url"] == "-e ."
+    assert loader["executable"] == LOADER
+    schema = TargetTikTokAudiences._get_about_info().settings["properties"]
+    declared = {s["name"]: s for s in loader["settings"]}
+    assert sorted(declared) == sorted(schema), "meltano.yml must declare every setting, no other"
+    for name, spec in schema.items():
+        types = (
+            [t for t in spec["type"] if t != "null"]
+            if isinstance(spec["type"], list)
+            else [spec["type"]]
+        )
+        want = "password" if spec.get("secret") else KINDS[types[0]]
+        setting = declared[name]
+        assert setting["kind"] == want, name
+        assert setting.get("sensitive", False) is bool(spec.get("secret")), name
+        assert setting.get("description"), name
+    assert loader["settings_group_validation"] == [
+        ["advertiser_ids", "access_token"],
+        ["advertiser_ids", "dry_run"],
+    ]
+
+
+def test_loader_commands_and_sample_pipeline_config():
+    loader = plugin("loaders", LOADER)
+    assert {name: c["executable"] for name, c in loader["commands"].items()} == {
+        "check": "tiktok-audiences",
+        "status": "tiktok-audiences",
+    }
+    assert loader["commands"]["check"]["args"].split()[0] == "check"
+    assert loader["commands"]["status"]["args"].split()[0] == "status"
+    config = loader["config"]
+    assert config["dry_run"] is True
+    assert config["consent_field"] == "marketing_consent"
+    assert config["membership_store"].endswith(".tiktok-audiences/membership.sqlite")
+    tap = plugin("extractors", "tap-jsonl")
+    assert tap["config"]["path"].endswith("examples/contacts.jsonl")
+    assert tap["config"]["stream_name"] in config["audiences"]
+    assert tap["config"]["primary_keys"] == ["id"]
+    consenting = [
+        json.loads(line)
+        for line in (REPO / "examples/contacts.jsonl").read_text().splitlines()
+        if json.loads(line)["marketing_consent"]
+    ]
+    assert len(consenting) >= config["min_audience_size"], "the sample run must not be held"
+
+
+# Slow: a real Meltano project
+
+
+def contacts(ids: range) -> list[dict[str, Any]]:
+    """Example-like contacts; every third one has not consented."""
+    return [
+        {
+            "id": i,
+            "first_name": f"Person{i}",
+            "email": f"  Person.{i}@Example.COM ",
+            "phone": f"+1 415 555 {i:04d}" if i % 2 else None,
+            "marketing_consent": i % 3 != 0,
+            "updated_at": "2026-11-01T00:00:00Z",
+        }
+        for i in ids
+    ]
+
+
+def expected_members(rows: list[dict[str, Any]]) -> dict[str, set[str]]:
+    members: dict[str, set[str]] = {"EMAIL_SHA256": set(), "PHONE_SHA256": set()}
+    for row in rows:
+        if row["marketing_consent"]:
+            members["EMAIL_SHA256"].add(sha(row["email"].strip().lower()))
+            if row["phone"]:
+                members["PHONE_SHA256"].add(sha("+1415555" + f"{row['id']:04d}"))
+    return members
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # tap-jsonl bookmarks the file's mtime: make each rewrite visibly newer.
+    stamp = time.time() + len(rows)
+    os.utime(path, (stamp, stamp))
+
+
+@pytest.fixture(scope="module")
+def meltano(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Meltano from PyPI in a venv of its own, as a user would install it."""
+    venv = tmp_path_factory.mktemp("meltano-venv")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", MELTANO],
+        check=True,
+        timeout=400,
+    )
+    return venv / "bin" / "meltano"
+
+
+class Project:
+    """A Meltano project made from this repository's meltano.yml."""
+
+    def __init__(self, root: Path, meltano: Path, env: dict[str, str]) -> None:
+        self.root = root
+        self.meltano = meltano
+        self.env = env
+
+    def __call__(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.meltano), *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        assert TOKEN not in proc.stdout + proc.stderr, "the token must never be printed"
+        assert proc.returncode == 0, f"meltano {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+
+def test_meltano_run_syncs_and_resumes_from_stored_state(tmp_path, meltano):
+    started = time.monotonic()
+    root = tmp_path / "project"
+    root.mkdir()
+    text = (REPO / "meltano.yml").read_text()
+    assert text.count("pip_url: -e .\n") == 1
+    (root / "meltano.yml").write_text(text.replace("pip_url: -e .\n", f"pip_url: -e {REPO}\n"))
+    data = root / "contacts.jsonl"
+    rows = contacts(range(1, 31))
+    write_jsonl(data, rows)
+
+    fake = FakeTikTok().start()
+    try:
+        fake.add_advertiser(ADVERTISER, name="Main account")
+        fake.add_token(TOKEN, [ADVERTISER])
+        inherited = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("TARGET_TIKTOK_AUDIENCES_", "TAP_JSONL_", "MELTANO_"))
+            and k not in ("VIRTUAL_ENV", "PYTHONPATH")
+        }
+        env = {
+            **inherited,
+            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "TAP_JSONL_PATH": str(data),
+            "TARGET_TIKTOK_AUDIENCES_ACCESS_TOKEN": TOKEN,
+            "TARGET_TIKTOK_AUDIENCES_API_URL": fake.url,
+            "TARGET_TIKTOK_AUDIENCES_ADVERTISER_IDS": json.dumps([ADVERTISER]),
+            "TARGET_TIKTOK_AUDIENCES_DRY_RUN": "false",
+            "TARGET_TIKTOK_AUDIENCES_MIN_AUDIENCE_SIZE": "0",
+            # No `decimal` setting here: Meltano 4.4 cannot write one given as an env var.
+        }
+        project = Project(root, meltano, env)
+        project("install", timeout=400)
+        installed = time.monotonic()
+
+        # Run 1: the audience is created and filled with the consenting people.
+        run1 = project("run", "tap-jsonl", LOADER)
+        [audience] = fake.audiences()
+        assert audience["name"] == "Newsletter subscribers (example)"
+        audience_id = str(audience["audience_id"])
+        assert fake.members(audience_id) == expected_members(rows)
+        assert "bookmark value: None" in run1.stderr
+        mappings = len(fake.requests_log("segment/mapping/"))
+        assert mappings >= 1
+
+        # Meltano stored the state the target emitted once TikTok had confirmed everything.
+        state_ids = project("state", "list").stdout.split()
+        [state_id] = [s for s in state_ids if LOADER in s]
+        stored = json.loads(project("state", "get", state_id).stdout)
+        assert "contacts" in stored["singer_state"]["bookmarks"]
+
+        # Run 2, same data: the tap starts from the stored bookmark; nothing is sent.
+        run2 = project("run", "tap-jsonl", LOADER)
+        assert "bookmark value: None" not in run2.stderr
+        assert re.search(r"bookmark value: '?\d{4}-", run2.stderr), run2.stderr[-2000:]
+        assert len(fake.requests_log("segment/mapping/")) == mappings
+        assert len(fake.audiences()) == 1
+
+        # Run 3, the list changed: exactly the leaver goes and the newcomer comes.
+        rows = contacts(range(2, 32))
+        write_jsonl(data, rows)
+        project("run", "tap-jsonl", LOADER)
+        assert fake.members(audience_id) == expected_members(rows)
+        sent = [r["body"]["action"] for r in fake.requests_log("segment/mapping/")[mappings:]]
+        assert sorted(sent) == ["add", "delete"]
+
+        # The operator commands, as Meltano plugin commands reading Meltano's settings.
+        status = project("invoke", f"{LOADER}:status", "--format", "json")
+        [row] = json.loads(status.stdout)
+        consenting = sum(1 for r in rows if r["marketing_consent"])
+        assert (row["audience_id"], row["confirmed"], row["last_result"]) == (
+            audience_id,
+            consenting,
+            "ok",
+        )
+        assert row["status"] == "TOO_SMALL"
+        check = project("invoke", f"{LOADER}:check")
+        assert check.stdout.splitlines()[0] == "ok   token works (user: fake user)"
+    finally:
+        fake.stop()
+    print(
+        f"meltano install {installed - started:.0f} s, runs and commands "
+        f"{time.monotonic() - installed:.0f} s"
+    )
