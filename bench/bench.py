@@ -1,0 +1,988 @@
+"""Benchmark of target-tiktok-audiences (issue 5): throughput, API pacing, incremental cost, memory.
+
+    /tmp/venv/bin/python bench/bench.py [--n 1000000] [--only local,pacing,incremental,memory]
+                                        [--keep DIR] [--repeat R] [--seed S]
+
+Every comparison runs side by side in one invocation (the machine may be shared, so absolute
+numbers drift). Each contender is a subprocess reading the Singer file on stdin; its wall time,
+CPU time and memory cover the process and its workers (see TreeMonitor). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import pstats
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+sys.path.insert(0, str(REPO))
+
+from datagen import Dataset, dataset  # noqa: E402
+
+from tests.fake_tiktok import FakeTikTok  # noqa: E402
+
+PYTHON = sys.executable
+FAKE_SCRIPT = REPO / "tests" / "fake_tiktok.py"  # --freeze points it at a copy
+TARGET = str(Path(PYTHON).parent / "target-tiktok-audiences")
+ADVERTISER = "7000000000000000001"
+TOKEN = "bench-token"
+SECTIONS = ("local", "pacing", "incremental", "memory")
+OPTIONAL_SECTIONS = ("profile",)
+PROFILE_PEOPLE = 100_000
+PATH_PREFIXES = (
+    str(REPO) + "/",
+    sysconfig.get_paths()["purelib"] + "/",
+    sysconfig.get_paths()["stdlib"] + "/",
+)
+
+_REPORT_RE = re.compile(
+    r"Audience .*?: added (?P<added>\d+), removed (?P<removed>\d+), changed (?P<changed>\d+), "
+    r"unchanged (?P<unchanged>\d+), skipped (?P<skipped>\d+).*?requests (?P<requests>\d+), "
+    r"(?P<seconds>[\d.]+) s"
+)
+
+
+def say(text: str = "") -> None:
+    """Print a line at once (figures appear as they are measured)."""
+    print(text, flush=True)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of pid (via /proc/PID/task/*/children)."""
+    kids: list[int] = []
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            try:
+                kids += [int(x) for x in Path(task.path, "children").read_text().split()]
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return kids
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """utime + stime of pid itself, in clock ticks (also readable from a zombie)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
+def _memory_kb(pid: int) -> tuple[int, int] | None:
+    """(PSS, VmHWM) of pid in kB; None once it has exited.
+
+    PSS (proportional set size) shares each page among the processes that map it, so the PSS
+    of a process tree adds up without counting the workers' shared pages once per worker.
+    """
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    hwm = pss = None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            hwm = int(line.split()[1])
+    for line in rollup.splitlines():
+        if line.startswith("Pss:"):
+            pss = int(line.split()[1])
+    if hwm is None or pss is None:
+        return None
+    return pss, hwm
+
+
+class TreeMonitor(threading.Thread):
+    """Samples a process and all its descendants: CPU, peak RSS each, peak of the summed PSS.
+
+    The target may hand work to worker processes (a forkserver pool): `os.wait4` on the target
+    counts neither their CPU nor their memory, so the whole tree is sampled every `interval`.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.cpu: dict[int, int] = {}
+        self.hwm: dict[int, int] = {}
+        self.peak_pss_kb = 0
+        self._halt = threading.Event()
+
+    def pids(self) -> list[int]:
+        """The process and its live descendants."""
+        seen, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            seen.append(pid)
+            todo += _children(pid)
+        return seen
+
+    def sample(self) -> None:
+        """One sample of every process in the tree."""
+        total = 0
+        for pid in self.pids():
+            memory = _memory_kb(pid)
+            ticks = _cpu_ticks(pid)
+            if memory is None or ticks is None:
+                continue
+            self.cpu[pid] = ticks
+            self.hwm[pid] = max(self.hwm.get(pid, 0), memory[1])
+            total += memory[0]
+        self.peak_pss_kb = max(self.peak_pss_kb, total)
+
+    def run(self) -> None:
+        """Sample until stopped."""
+        while not self._halt.is_set():
+            self.sample()
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        """Stop sampling (after one last sample) and wait for the thread."""
+        self._halt.set()
+        self.join()
+        self.sample()
+
+
+@dataclass
+class Run:
+    """One finished subprocess: times, peak RSS, exit status and its stderr.
+
+    `maxrss_mb` is the main process's own peak RSS (VmHWM); `cpu` and `tree_pss_mb` (the peak
+    of the summed PSS, sampled every 0.1 s) cover it and every descendant (see TreeMonitor).
+    """
+
+    label: str
+    wall: float
+    cpu: float
+    maxrss_mb: float
+    tree_pss_mb: float
+    processes: int
+    returncode: int
+    stderr_path: Path
+    stdout_path: Path
+
+    @property
+    def ok(self) -> bool:
+        """True when the process exited 0."""
+        return self.returncode == 0
+
+    def stderr(self) -> str:
+        """The process's stderr."""
+        return self.stderr_path.read_text(errors="replace")
+
+    def report(self) -> dict[str, float] | None:
+        """The target's end-of-run audience line, parsed (None if absent)."""
+        match = None
+        for match in _REPORT_RE.finditer(self.stderr()):  # noqa: B007 - keep the last one
+            pass
+        if match is None:
+            return None
+        return {k: float(v) for k, v in match.groupdict().items()}
+
+    def tail(self, lines: int = 8) -> str:
+        """The last lines of stderr, for failures."""
+        return "\n".join("    | " + x for x in self.stderr().splitlines()[-lines:])
+
+    def memory(self) -> str:
+        """Peak RSS, main process and whole tree."""
+        return (
+            f"peak RSS {self.maxrss_mb:7.1f} MB, tree PSS {self.tree_pss_mb:.1f} MB "
+            f"({self.processes} process{'es' if self.processes > 1 else ''})"
+        )
+
+
+def run(
+    label: str, cmd: list[str], stdin: Path, work: Path, *, env: dict[str, str] | None = None
+) -> Run:
+    """Run cmd with stdin from a file: wall from start to exit; CPU and memory of its tree.
+
+    The process gets its own session, so an interrupted bench kills it and its workers.
+    """
+    out, err = work / f"{label}.stdout", work / f"{label}.stderr"
+    with stdin.open("rb") as fin, out.open("wb") as fout, err.open("wb") as ferr:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, stdin=fin, stdout=fout, stderr=ferr, cwd=work, env=env, start_new_session=True
+        )
+        monitor = TreeMonitor(proc.pid)
+        monitor.start()
+        try:
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            wall = time.perf_counter() - started
+            own = _cpu_ticks(proc.pid)  # the zombie still shows its final CPU times
+            monitor.stop()
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    others = [pid for pid in monitor.cpu if pid != proc.pid]
+    main_cpu = own / _CLK_TCK if own is not None else usage.ru_utime + usage.ru_stime
+    cpu = main_cpu + sum(monitor.cpu[pid] for pid in others) / _CLK_TCK
+    main_kb = max(monitor.hwm.get(proc.pid, 0), 0 if others else usage.ru_maxrss)
+    return Run(
+        label=label,
+        wall=wall,
+        cpu=cpu,
+        maxrss_mb=main_kb / 1024,
+        tree_pss_mb=monitor.peak_pss_kb / 1024,
+        processes=1 + len(others),
+        returncode=proc.returncode,
+        stderr_path=err,
+        stdout_path=out,
+    )
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without settings that would leak into the target's config."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("TARGET_TIKTOK_AUDIENCES_")}
+
+
+def write_config(path: Path, **settings: Any) -> Path:
+    """Write a target config file."""
+    config = {"advertiser_ids": [ADVERTISER], "min_audience_size": 0, **settings}
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def run_target(label: str, config: Path, data: Path, work: Path) -> Run:
+    """Run the real target's console script on a Singer file."""
+    return run(label, [TARGET, "--config", str(config)], data, work, env=clean_env())
+
+
+# --------------------------------------------------------------------------- fakes
+
+
+@dataclass
+class FakeProcess:
+    """The fake TikTok server run as a script; `summary` is filled in when it stops."""
+
+    url: str
+    proc: subprocess.Popen[str]
+    stderr_path: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def fake_process(
+    work: Path, *, latency: float, rate_limit: float, max_batch: int
+) -> Iterator[FakeProcess]:
+    """Start the fake as a subprocess (bench/fake_server.py); on exit SIGTERM it, read its summary.
+
+    fake_server.py runs tests/fake_tiktok.py's own main() and adds mapping-request arrival times.
+    """
+    err = work / "fake.stderr"
+    cmd = [
+        PYTHON, str(BENCH_DIR / "fake_server.py"), "--port", "0", "--token", TOKEN,
+        "--advertiser", ADVERTISER, "--latency", str(latency), "--rate-limit", str(rate_limit),
+        "--max-batch", str(max_batch),
+    ]  # fmt: skip
+    with err.open("w") as ferr:
+        env = {**os.environ, "BENCH_FAKE_TIKTOK": str(FAKE_SCRIPT)}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=ferr, text=True, env=env)
+    assert proc.stdout is not None
+    fake = FakeProcess(url=proc.stdout.readline().strip(), proc=proc, stderr_path=err)
+    try:
+        if not fake.url.startswith("http"):
+            raise RuntimeError(f"fake server did not start: {err.read_text()[-500:]}")
+        yield fake
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        text = err.read_text()
+        start = text.rfind('{\n  "stats"')
+        if start >= 0:
+            fake.summary = json.loads(text[start:])
+
+
+@contextmanager
+def fake_in_process(max_batch: int = 10_000) -> Iterator[FakeTikTok]:
+    """The fake in this process (no latency, no rate limit), for per-action request counts."""
+    fake = FakeTikTok(max_batch=max_batch, log_bodies=False)
+    fake.add_advertiser(ADVERTISER)
+    fake.add_token(TOKEN, [ADVERTISER])
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def busiest_second(times: list[float]) -> int:
+    """The most arrivals within any 1-second window (the fake's sliding-window rule)."""
+    times = sorted(times)
+    best = lo = 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= 1.0:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def mapping_actions(fake: FakeTikTok) -> Counter[str]:
+    """Mapping requests per action (add/delete) in the fake's log (needs log_bodies)."""
+    return Counter(
+        str((entry["body"] or {}).get("action"))
+        for entry in fake.requests_log("segment/mapping/", bodies=True)
+    )
+
+
+def store_stats(path: Path) -> tuple[int, int, str]:
+    """(bytes on disk incl. -wal, stored identifiers, how they were counted)."""
+    size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(members)")]
+        slots = [c for c in columns if re.fullmatch(r"s\d+", c)]
+        if slots:
+            expr = " + ".join(f"({c} IS NOT NULL)" for c in slots)
+            ids = db.execute(f"SELECT COALESCE(SUM({expr}), 0) FROM members").fetchone()[0]
+            how = f"non-null {'/'.join(slots)} in members"
+        else:
+            ids = db.execute("SELECT COUNT(*) FROM members").fetchone()[0]
+            how = "rows of members (no s<N> slot columns found)"
+    finally:
+        db.close()
+    return size, int(ids), how
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def rate(records: int, seconds: float) -> float:
+    """Records per second."""
+    return records / seconds if seconds > 0 else float("inf")
+
+
+def goal(met: bool) -> str:
+    """A goal verdict word."""
+    return "met" if met else "MISSED"
+
+
+def fmt_run(run_: Run, records: int) -> str:
+    """One line of figures for a throughput run."""
+    return (
+        f"{rate(records, run_.wall):>10,.0f} rec/s  wall {run_.wall:8.2f} s  "
+        f"cpu {run_.cpu:8.2f} s ({rate(records, run_.cpu):,.0f} rec/cpu-s)  "
+        f"{run_.memory()}"
+    )
+
+
+def machine_facts() -> list[str]:
+    """nproc, CPU model, memory, load, Python and key package versions."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    versions = []
+    for name in ("target-tiktok-audiences", "singer-sdk", "phonenumbers"):
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} missing")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [
+        f"machine: nproc {os.cpu_count()}, CPU {model}, RAM {mem}, load avg {load}",
+        f"python: {platform.python_implementation()} {platform.python_version()} "
+        f"({sys.executable}); {', '.join(versions)}; sqlite {sqlite3.sqlite_version}",
+        f"platform: {platform.platform()}",
+    ]
+
+
+# --------------------------------------------------------------------------- the bench
+
+
+class Bench:
+    """Runs the sections and collects the figures for the closing summary."""
+
+    def __init__(self, args: argparse.Namespace, work: Path, cache: Path) -> None:
+        self.args = args
+        self.work = work
+        self.cache = cache
+        self.n: int = args.n
+        self.batch: int = args.batch_size
+        self.summary: list[str] = []
+        self.line: dict[str, str] = {}
+        self.verdicts: list[tuple[str, bool]] = []
+        self._data: dict[int, Dataset] = {}
+        self._first_real: dict[int, dict[str, Any]] = {}
+        self._dry_wall: float | None = None
+
+    # helpers
+
+    def data(self, n: int) -> Dataset:
+        """The data set of n people (generated once, cached on disk)."""
+        if n not in self._data:
+            ds = dataset(n, self.args.seed, self.cache)
+            self._data[n] = ds
+            e = ds.expected
+            say(
+                f"data n={n:,}: {ds.first.name} ({ds.first.stat().st_size / 1e6:,.1f} MB) "
+                f"ready in {ds.seconds:.1f} s; ids: email {e.email:,}, phone {e.phone:,}, "
+                f"idfa {e.idfa:,}, aaid {e.aaid:,} (total {e.total_ids:,})"
+            )
+        return self._data[n]
+
+    def dir(self, name: str) -> Path:
+        """A fresh working directory for one scenario."""
+        path = self.work / name
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        return path
+
+    def check(self, name: str, met: bool, text: str) -> None:
+        """Record a goal verdict and its summary line."""
+        self.verdicts.append((name, met))
+        self.summary.append(f"  [{goal(met):>6}] {text}")
+
+    def failed(self, section: str, run_: Run) -> None:
+        """Report a failed run and note it in the summary."""
+        say(f"  {run_.label} FAILED (exit {run_.returncode}):\n{run_.tail()}")
+        self.summary.append(f"  [FAILED] {section}: {run_.label} exit {run_.returncode}")
+        self.verdicts.append((f"{section} run", False))
+
+    # 1. local throughput
+
+    def local(self) -> None:
+        """Real target (dry run) vs plain SDK BatchSink target vs bare loop, first sync."""
+        say("\n== 1. Local throughput: first sync, everyone new, Singer file on stdin ==")
+        ds = self.data(self.n)
+        work = self.dir("local")
+        baseline_config = work / "baseline.json"
+        baseline_config.write_text("{}")
+        best: dict[str, Run] = {}
+        for round_ in range(self.args.repeat):
+            for name in ("floor", "target", "baseline"):
+                label = f"{name}-{round_}"
+                if name == "floor":
+                    cmd = [PYTHON, str(BENCH_DIR / "bare_loop.py")]
+                    r = run(label, cmd, ds.first, work)
+                elif name == "target":
+                    store = self.dir(f"local/target-{round_}")
+                    config = write_config(
+                        store / "config.json",
+                        dry_run=True,
+                        membership_store=str(store / "store.sqlite"),
+                        dry_run_output=str(store / "dry-run.jsonl"),
+                    )
+                    r = run_target(label, config, ds.first, work)
+                else:
+                    cmd = [PYTHON, str(BENCH_DIR / "baseline_target.py"), "--config"]
+                    r = run(label, [*cmd, str(baseline_config)], ds.first, work)
+                if not r.ok:
+                    self.failed("local", r)
+                    return
+                say(f"  {name:<9}{fmt_run(r, ds.n)}")
+                if name == "target":
+                    report = r.report()
+                    if report is None or int(report["added"]) != ds.expected.people:
+                        say(f"  target report does not show {ds.expected.people:,} added: {report}")
+                if name not in best or r.wall < best[name].wall:
+                    best[name] = r
+        floor, target, baseline = best["floor"], best["target"], best["baseline"]
+        self._dry_wall = target.wall
+        speedup = baseline.wall / target.wall
+        slowdown = target.wall / floor.wall
+        say(
+            f"  target vs baseline: x{speedup:.2f} the records/s (goal >= 5)"
+            f"{'' if self.args.repeat == 1 else f'; best of {self.args.repeat}'}"
+        )
+        say(f"  target vs floor: takes x{slowdown:.2f} the floor's time (goal <= 1.5)")
+        say(
+            f"  cpu: target {target.cpu:.1f} s, baseline {baseline.cpu:.1f} s, "
+            f"floor {floor.cpu:.1f} s (target/floor cpu x{target.cpu / floor.cpu:.2f})"
+        )
+        self.summary.append(
+            f"  local: target {rate(ds.n, target.wall):,.0f} rec/s (RSS {target.maxrss_mb:.0f} "
+            f"MB, tree PSS {target.tree_pss_mb:.0f} MB, cpu {target.cpu:.0f} s), baseline "
+            f"{rate(ds.n, baseline.wall):,.0f} rec/s (RSS {baseline.maxrss_mb:.0f} MB, cpu "
+            f"{baseline.cpu:.0f} s), floor {rate(ds.n, floor.wall):,.0f} rec/s (RSS "
+            f"{floor.maxrss_mb:.0f} MB, cpu {floor.cpu:.0f} s)"
+        )
+        self.check("x baseline", speedup >= 5, f"target/baseline x{speedup:.2f} (goal >= 5)")
+        self.check("x floor", slowdown <= 1.5, f"target/floor time x{slowdown:.2f} (goal <= 1.5)")
+        self.line["target"] = f"target={rate(ds.n, target.wall):,.0f} rec/s"
+        self.line["baseline"] = f"baseline={rate(ds.n, baseline.wall):,.0f} rec/s (x{speedup:.2f})"
+        self.line["floor"] = f"floor={rate(ds.n, floor.wall):,.0f} rec/s (x{slowdown:.2f})"
+
+    # 2. API pacing
+
+    def pacing(self) -> None:
+        """Real run against the fake at 200 ms latency and 10 requests/s: wall vs the floor."""
+        say("\n== 2. API pacing: fake with 200 ms latency, 10 requests/s limit ==")
+        ds = self.data(self.n)
+        work = self.dir("pacing")
+        latency, limit = 0.2, 10
+        with fake_process(work, latency=latency, rate_limit=limit, max_batch=10_000) as fake:
+            config = write_config(
+                work / "config.json",
+                api_url=fake.url,
+                access_token=TOKEN,
+                membership_store=str(work / "store.sqlite"),
+                batch_size=self.batch,
+                max_requests_per_second=limit,
+            )
+            say(
+                f"  fake subprocess at {fake.url} (latency {latency} s, limit {limit}/s in a "
+                "sliding 1 s window, max batch 10000); target batch_size "
+                f"{self.batch}, max_requests_per_second {limit}, max_parallel_requests default"
+            )
+            r = run_target("pacing-target", config, ds.first, work)
+        if not r.ok:
+            self.failed("pacing", r)
+            return
+        report = r.report() or {}
+        stats = fake.summary.get("stats", {})
+        audiences = fake.summary.get("audiences", {})
+        mapping = fake.summary.get("mapping", [])
+        limited = int(stats.get("rate_limited", -1))
+        times = [t for t, _ in mapping]
+        ok_requests = sum(1 for _, code in mapping if code == 0)
+        floor = ok_requests / limit
+        window = (max(times) - min(times) + latency) if times else float("nan")
+        ratio = window / floor if floor else float("inf")
+        apply = report.get("seconds", float("nan"))
+        requests = int(report.get("requests", -1))
+        say(
+            f"  target: wall {r.wall:.2f} s, cpu {r.cpu:.1f} s, {r.memory()}; its report: "
+            f"requests {requests}, apply {apply:.2f} s"
+        )
+        say(
+            f"  fake: {stats.get('requests')} requests, {len(mapping)} to segment/mapping/ "
+            f"({ok_requests} answered code 0), rate-limited answers {limited} (goal 0)"
+        )
+        say(
+            f"  sending window (first mapping request's arrival to the last one's answer, from "
+            f"the fake's log): {window:.2f} s; floor {ok_requests} requests / {limit} per s = "
+            f"{floor:.2f} s; x{ratio:.3f} (goal <= 1.15)"
+        )
+        busiest = busiest_second(times)
+        say(f"  busiest sliding 1 s window at the fake: {busiest} requests (limit {limit})")
+        if limited:
+            first = min(times)
+            at = [f"{t - first:.2f}" for t, code in mapping if code != 0]
+            say(f"  rate-limited arrivals, s after the first request: {', '.join(at[:20])}")
+        say(
+            f"  for comparison: the report's apply {apply:.2f} s (plan, create audience, send, "
+            f"confirm) vs floor {requests} / {limit} = {requests / limit:.2f} s: "
+            f"x{apply / (requests / limit):.3f}; whole run x{r.wall / (requests / limit):.2f}"
+        )
+        expected = ds.expected.by_schema()
+        ok_ids = False
+        if len(audiences) == 1:
+            audience = next(iter(audiences.values()))
+            got = audience.get("members", {})
+            ok_ids = got == expected and audience.get("distinct") == ds.expected.total_ids
+            say(
+                f"  audience holds {audience.get('distinct'):,} distinct ids {got}; expected "
+                f"{ds.expected.total_ids:,} {expected}: {'exact' if ok_ids else 'MISMATCH'}"
+            )
+        else:
+            say(f"  fake has {len(audiences)} audiences, expected 1: {list(audiences)}")
+        self.summary.append(
+            f"  pacing: {ok_requests} mapping requests sent in {window:.2f} s (floor "
+            f"{floor:.2f} s); apply {apply:.2f} s; run wall {r.wall:.2f} s"
+        )
+        self.check("pacing", ratio <= 1.15, f"sending window/floor x{ratio:.3f} (goal <= 1.15)")
+        self.check("rate limited", limited == 0, f"rate-limited answers {limited} (goal 0)")
+        self.check("pacing ids", ok_ids, f"audience ids exactly as expected: {ok_ids}")
+        self.line["pacing"] = (
+            f"pacing={ratio:.3f}x floor (apply {apply / (requests / limit):.2f}x) "
+            f"rate_limited={limited}"
+        )
+
+    # 3. incremental cost (and the n-people real run that section 4 reuses)
+
+    def first_real(self, n: int, fake: FakeTikTok | None = None) -> dict[str, Any]:
+        """A first real sync of n people against a no-latency fake: run, store, RSS."""
+        if n in self._first_real:
+            return self._first_real[n]
+        ds = self.data(n)
+        work = self.dir(f"real-{n}")
+        store = work / "store.sqlite"
+
+        def go(fk: FakeTikTok) -> dict[str, Any]:
+            config = write_config(
+                work / "config.json",
+                api_url=fk.url,
+                access_token=TOKEN,
+                membership_store=str(store),
+                batch_size=self.batch,
+                max_requests_per_second=100,
+                max_removal_fraction=1.0,
+            )
+            r = run_target(f"real-{n}-first", config, ds.first, work)
+            result: dict[str, Any] = {"run": r, "config": config, "store": store, "ds": ds}
+            if r.ok:
+                result["store_stats"] = store_stats(store)
+            return result
+
+        if fake is None:
+            with fake_in_process() as own:
+                result = go(own)
+        else:
+            result = go(fake)
+        self._first_real[n] = result
+        return result
+
+    def incremental(self) -> None:
+        """Re-run the same snapshot, then one with 1% changed, against the same store."""
+        say("\n== 3. Incremental cost: real runs, fake without latency, same store ==")
+        ds = self.data(self.n)
+        if self._dry_wall is None:
+            work = self.dir("incremental-dry")
+            config = write_config(
+                work / "config.json",
+                dry_run=True,
+                membership_store=str(work / "store.sqlite"),
+                dry_run_output=str(work / "dry-run.jsonl"),
+            )
+            r = run_target("incremental-dry", config, ds.first, work)
+            if not r.ok:
+                self.failed("incremental", r)
+                return
+            self._dry_wall = r.wall
+            say(f"  first sync, dry run (its local part): {fmt_run(r, ds.n)}")
+        with fake_in_process() as fake:
+            first = self.first_real(self.n, fake)
+            r1: Run = first["run"]
+            if not r1.ok:
+                self.failed("incremental", r1)
+                return
+            rep1 = r1.report() or {}
+            apply1 = rep1.get("seconds", float("nan"))
+            say(
+                f"  first sync, real: wall {r1.wall:.2f} s, requests "
+                f"{int(rep1.get('requests', -1))}, apply {apply1:.2f} s, wall - apply "
+                f"{r1.wall - apply1:.2f} s, cpu {r1.cpu:.1f} s, {r1.memory()} "
+                "(max_requests_per_second 100: the fake has no limit)"
+            )
+            served = fake.stats["requests"]
+            fake.reset_log()
+            fake.log_bodies = True
+            work = first["store"].parent
+            r2 = run_target("rerun-same", first["config"], ds.first, work)
+            if not r2.ok:
+                self.failed("incremental", r2)
+                return
+            rep2 = r2.report() or {}
+            sent2 = fake.stats["requests"] - served
+            mapping2 = sum(mapping_actions(fake).values())
+            local = self._dry_wall
+            say(
+                f"  re-run, same snapshot: wall {r2.wall:.2f} s, report requests "
+                f"{int(rep2.get('requests', -1))}, fake saw {sent2} requests ({mapping2} mapping; "
+                f"goal 0), cpu {r2.cpu:.1f} s, {r2.memory()}"
+            )
+            say(
+                f"  re-run wall {r2.wall:.2f} s vs first sync's local part: dry run "
+                f"{local:.2f} s (x{r2.wall / local:.2f}), real wall - apply "
+                f"{r1.wall - apply1:.2f} s (goal: re-run <= dry run)"
+            )
+            served = fake.stats["requests"]
+            fake.reset_log()
+            r3 = run_target("rerun-changed", first["config"], ds.changed, work)
+            if not r3.ok:
+                self.failed("incremental", r3)
+                return
+            rep3 = r3.report() or {}
+            actions = mapping_actions(fake)
+            sent3 = fake.stats["requests"] - served
+            change = ds.change
+            want = {
+                "delete": math.ceil(change.delete_rows / self.batch),
+                "add": math.ceil(change.add_rows / self.batch),
+            }
+            say(
+                f"  re-run, 1% changed ({change.changed_emails:,} new emails for existing ids, "
+                f"{change.new_people:,} new ids): wall {r3.wall:.2f} s, report added "
+                f"{int(rep3.get('added', -1)):,} changed {int(rep3.get('changed', -1)):,} "
+                f"removed {int(rep3.get('removed', -1)):,}, requests "
+                f"{int(rep3.get('requests', -1))} ({sent3} at the fake)"
+            )
+            for action in ("delete", "add"):
+                rows = change.delete_rows if action == "delete" else change.add_rows
+                say(
+                    f"    {action:<6}: {rows:,} people -> expected ceil({rows:,}/{self.batch}) = "
+                    f"{want[action]} requests, actual {actions.get(action, 0)}"
+                )
+            audience = fake.audiences()
+            expected = ds.expected_changed.total_ids
+            held = audience[0]["member_count"] if len(audience) == 1 else -1
+            counts_ok = held == expected
+            say(
+                f"  fake audience after the change: {held:,} distinct ids, expected "
+                f"{expected:,}: {'exact' if counts_ok else 'MISMATCH'}"
+            )
+        zero = sent2 == 0 and int(rep2.get("requests", -1)) == 0
+        per_action = all(actions.get(a, 0) == want[a] for a in want) and set(actions) <= set(want)
+        self.summary.append(
+            f"  incremental: first real {r1.wall:.2f} s, dry {local:.2f} s, re-run {r2.wall:.2f} s"
+            f" with {sent2} requests; 1% re-run {r3.wall:.2f} s, delete "
+            f"{actions.get('delete', 0)}/{want['delete']} add {actions.get('add', 0)}/{want['add']}"
+        )
+        self.check("rerun zero", zero, f"re-run requests {sent2} (goal 0)")
+        self.check(
+            "rerun time", r2.wall <= local, f"re-run {r2.wall:.2f} s <= first local {local:.2f} s"
+        )
+        self.check("per action", per_action, f"1% re-run requests per action {dict(actions)}")
+        self.check("changed ids", counts_ok, f"audience ids after the 1% change exact: {counts_ok}")
+        self.line["rerun"] = (
+            f"rerun={sent2} requests {r2.wall:.1f}s/{local:.1f}s "
+            f"changed=delete {actions.get('delete', 0)}/{want['delete']} "
+            f"add {actions.get('add', 0)}/{want['add']}"
+        )
+
+    # 4. memory and disk
+
+    def memory(self) -> None:
+        """Peak RSS of real runs at n/10 and n; store bytes per identifier."""
+        say("\n== 4. Memory and disk: real runs (dry_run false) against the fake, no latency ==")
+        small_n = max(1, self.n // 10)
+        rows = []
+        for n in (small_n, self.n):
+            result = self.first_real(n)
+            r: Run = result["run"]
+            if not r.ok:
+                self.failed("memory", r)
+                return
+            size, ids, how = result["store_stats"]
+            rows.append((n, r, size, ids))
+            say(
+                f"  n={n:>10,}: {r.memory()}, wall {r.wall:.2f} s, store "
+                f"{size / 1e6:,.1f} MB for {ids:,} ids ({how}) = {size / max(ids, 1):.1f} B/id"
+            )
+        (_, small, _, _), (_, big, size, ids) = rows
+        ratio = big.maxrss_mb / small.maxrss_mb
+        tree_ratio = big.tree_pss_mb / small.tree_pss_mb
+        per_id = size / max(ids, 1)
+        expected_ids = self.data(self.n).expected.total_ids
+        say(
+            f"  peak at n / peak at n/10: RSS of the target process x{ratio:.2f} (goal <= 1.5); "
+            f"PSS of its whole process tree (workers included) x{tree_ratio:.2f}"
+        )
+        say(
+            f"  store: {per_id:.1f} bytes per identifier (goal <= 150); {ids:,} stored, "
+            f"{expected_ids:,} expected (store file incl. -wal after the run; -shm excluded)"
+        )
+        self.summary.append(
+            f"  memory: peak RSS {small.maxrss_mb:.0f} MB at {small_n:,}, {big.maxrss_mb:.0f} "
+            f"MB at {self.n:,} (tree PSS {small.tree_pss_mb:.0f} / {big.tree_pss_mb:.0f} MB); "
+            f"store {size / 1e6:.1f} MB for {ids:,} ids"
+        )
+        self.check("rss", ratio <= 1.5, f"peak RSS ratio x{ratio:.2f} (goal <= 1.5)")
+        self.check(
+            "tree pss", tree_ratio <= 1.5, f"process-tree PSS ratio x{tree_ratio:.2f} (goal <= 1.5)"
+        )
+        self.check("bytes/id", per_id <= 150, f"{per_id:.1f} bytes per id (goal <= 150)")
+        self.line["memory"] = (
+            f"rss_ratio={ratio:.2f} tree_pss_ratio={tree_ratio:.2f} bytes_per_id={per_id:.0f}"
+        )
+
+    # optional: profile
+
+    def profile(self) -> None:
+        """cProfile of the real target (dry run) on up to 100k people: top 15 by cumulative."""
+        n = min(self.n, PROFILE_PEOPLE)
+        say(f"\n== profile: cProfile of the target, dry run, n={n:,} (main process only) ==")
+        ds = self.data(n)
+        work = self.dir("profile")
+        config = write_config(
+            work / "config.json",
+            dry_run=True,
+            membership_store=str(work / "store.sqlite"),
+            dry_run_output=str(work / "dry-run.jsonl"),
+        )
+        out = work / "target.prof"
+        cmd = [PYTHON, "-m", "cProfile", "-o", str(out), TARGET, "--config", str(config)]
+        r = run("profile", cmd, ds.first, work, env=clean_env())
+        if not r.ok:
+            self.failed("profile", r)
+            return
+        say(f"  {fmt_run(r, ds.n)} (under cProfile)")
+        for order in ("cumulative", "tottime"):
+            buffer = io.StringIO()
+            stats = pstats.Stats(str(out), stream=buffer)
+            stats.sort_stats(order).print_stats(15)
+            text = buffer.getvalue()
+            say(f"  top 15 by {order}:")
+            for line in text[text.find("   ncalls") :].rstrip().splitlines():
+                for prefix in PATH_PREFIXES:
+                    line = line.replace(prefix, "")
+                say("  " + line)
+        if self.args.keep:
+            say(f"  (profile kept at {out})")
+
+
+def code_facts() -> str:
+    """Which code is measured: git commit, local changes, a digest of the package sources."""
+    package = Path(os.environ.get("BENCH_PACKAGE_DIR", REPO / "target_tiktok_audiences"))
+    digest = hashlib.sha256()
+    for path in sorted(package.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "target_tiktok_audiences"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.splitlines()
+    except OSError:
+        head, dirty = "?", []
+    return (
+        f"code: {package} (sources sha256 {digest.hexdigest()[:12]}), git {head or '?'}"
+        f"{f' + {len(dirty)} uncommitted package file(s)' if dirty else ''}"
+    )
+
+
+def freeze(where: Path) -> None:
+    """Copy the package and the fake to `where` and make every subprocess import that copy."""
+    global FAKE_SCRIPT
+    if where.exists():
+        shutil.rmtree(where)
+    shutil.copytree(
+        REPO / "target_tiktok_audiences",
+        where / "target_tiktok_audiences",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    FAKE_SCRIPT = where / "fake_tiktok.py"
+    shutil.copy2(REPO / "tests" / "fake_tiktok.py", FAKE_SCRIPT)
+    # PYTHONPATH comes before the editable install's finder, in the target and in its workers.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        x for x in (str(where), os.environ.get("PYTHONPATH")) if x
+    )
+    os.environ["BENCH_PACKAGE_DIR"] = str(where / "target_tiktok_audiences")
+    imported = subprocess.run(
+        [PYTHON, "-c", "import target_tiktok_audiences as t; print(t.__file__)"],
+        cwd=where.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    say(f"frozen: package and fake copied to {where}; subprocesses import {imported}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the chosen sections, print the summary."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1_000_000, help="people (default 1,000,000)")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections: {', '.join(SECTIONS + OPTIONAL_SECTIONS)}",
+    )
+    parser.add_argument("--keep", type=Path, help="work in DIR and keep it (stores, logs)")
+    parser.add_argument(
+        "--freeze",
+        action="store_true",
+        help="copy the package and the fake into the work dir first and run that copy "
+        "(edits made to the checkout during a long run then do not mix into it)",
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of section 1 (best kept)")
+    parser.add_argument("--batch-size", type=int, default=5000, help="target batch_size")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "tiktok-audiences-bench-data",
+        help="where generated Singer files are cached",
+    )
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(SECTIONS + OPTIONAL_SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        work = args.keep.resolve()
+    else:
+        work = Path(tempfile.mkdtemp(prefix="tiktok-audiences-bench-"))
+    started = time.monotonic()
+    say(f"target-tiktok-audiences benchmark: n={args.n:,}, sections {','.join(only)}")
+    for fact in machine_facts():
+        say(fact)
+    say(f"work dir {work}{' (kept)' if args.keep else ' (removed at the end)'}; data {args.cache}")
+    if args.freeze:
+        freeze(work / "frozen")
+    say(code_facts())
+    bench = Bench(args, work, args.cache)
+    try:
+        bench.data(args.n)
+        for section in (*SECTIONS, *OPTIONAL_SECTIONS):
+            if section in only:
+                getattr(bench, section)()
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    say(
+        f"\n== Summary (n={args.n:,}, {elapsed / 60:.1f} min, load avg now "
+        f"{os.getloadavg()[0]:.2f}) =="
+    )
+    for line in bench.summary:
+        say(line)
+    missed = [name for name, met in bench.verdicts if not met]
+    say(
+        f"  goals met {len(bench.verdicts) - len(missed)}/{len(bench.verdicts)}"
+        + (f"; missed: {', '.join(missed)}" if missed else "")
+    )
+    parts = [f"SUMMARY n={args.n}"] + [
+        bench.line[k]
+        for k in ("target", "baseline", "floor", "pacing", "rerun", "memory")
+        if k in bench.line
+    ]
+    say(" ".join(parts))
+    return 0 if not missed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
