@@ -11,6 +11,15 @@ from target_tiktok_audiences.errors import TikTokAPIError
 from target_tiktok_audiences.target import TargetTikTokAudiences
 from tests.conftest import ADVERTISER, TOKEN, record, schema, sha, state
 
+INTERLEAVED = [
+    schema(),
+    record(id=1, email="a@example.com"),
+    state({"after": 1}),
+    record(id=2, email="b@example.com"),
+    state({"after": 2}),
+    record(id=3, email="c@example.com"),
+]
+
 
 class EagerTarget(TargetTikTokAudiences):
     """Drains every sink, and tries to write STATE, after every record (the SDK's max age)."""
@@ -38,52 +47,26 @@ def config(tmp_path, fake) -> dict:
 
 def test_state_is_held_while_a_snapshot_is_open(config, fake, capsys):
     fake.inject(error_rate=1.0, error_codes=(40001,))
-    messages = [
-        schema(),
-        record(id=1, email="a@example.com"),
-        state({"after": 1}),
-        record(id=2, email="b@example.com"),
-        state({"after": 2}),
-        record(id=3, email="c@example.com"),
-    ]
     with pytest.raises(TikTokAPIError):
-        run_in_process(config, messages)
+        run_in_process(config, INTERLEAVED)
     assert capsys.readouterr().out == ""
 
 
 def test_state_follows_confirmed_snapshot(config, fake, capsys):
-    messages = [
-        schema(),
-        record(id=1, email="a@example.com"),
-        state({"after": 1}),
-        record(id=2, email="b@example.com"),
-        state({"after": 2}),
-    ]
-    run_in_process(config, messages)
+    run_in_process(config, INTERLEAVED)
     out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert out == [{"after": 2}]
-    assert len(fake.requests_log("segment/mapping/")) == 1
+    assert len(fake.requests_log("segment/mapping/")) == 1  # one snapshot, one request
 
 
 def test_incremental_state_is_written_after_each_confirmed_drain(config, fake, capsys):
     config["sync_mode"] = "incremental"
-    messages = [
-        schema(),
-        record(id=1, email="a@example.com"),
-        state({"after": 1}),
-        record(id=2, email="b@example.com"),
-        state({"after": 2}),
-        record(id=3, email="c@example.com"),
-    ]
-    fake.inject(error_rate=0.0)
-    original = fake.requests_log
-
-    run_in_process(config, messages)
+    run_in_process(config, INTERLEAVED)
     out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     # One STATE per drain, each written only after the records before it were confirmed.
     assert out[0] == {"after": 1}
     assert out[-1] == {"after": 2}
-    assert len(original("segment/mapping/")) == 3
+    assert len(fake.requests_log("segment/mapping/")) == 3
 
 
 def test_schema_change_mid_stream_keeps_earlier_records(config, fake):
