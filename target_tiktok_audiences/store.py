@@ -220,6 +220,8 @@ class MembershipStore:
         self._db = backend
         self.path = backend.location
         self._staged_indexed = False
+        # Audiences with rows in each temporary table: clearing the only one is a truncate.
+        self._in_temp: dict[str, set[int]] = {"staged": set(), "plan": set()}
         try:
             version = self._stored_version()  # before any change: a newer store is not touched
             if version is None and not create:
@@ -433,6 +435,7 @@ class MembershipStore:
         people reduced to their last row, when planning.
         """
         self._unindex_staged()
+        self._in_temp["staged"].add(audience)
         self._db.load(
             "staged",
             _STAGED_COLUMNS,
@@ -467,9 +470,12 @@ class MembershipStore:
 
     def clear_staged(self, audience: int) -> None:
         """Forget what was staged and planned for an audience."""
-        for table in ("staged", "plan"):
-            self._db.execute(f"DELETE FROM {table} WHERE audience = ?", (audience,))
-            if not self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
+        for table, audiences in self._in_temp.items():
+            audiences.discard(audience)
+            if audiences:
+                self._db.execute(f"DELETE FROM {table} WHERE audience = ?", (audience,))
+            else:
+                self._db.execute(f"DELETE FROM {table}")  # a truncate, not a scan
                 self._db.reclaim(table)
 
     # Holding back a first upload
@@ -497,6 +503,7 @@ class MembershipStore:
     def release_pending(self, audience: int) -> None:
         """Stage every held person, so the first upload sends them all."""
         self._unindex_staged()
+        self._in_temp["staged"].add(audience)
         self._db.execute("DELETE FROM staged WHERE audience = ?", (audience,))
         self._db.execute(
             f"INSERT INTO staged (audience, person, remove, {_SLOT_LIST}) "
@@ -531,6 +538,7 @@ class MembershipStore:
         db = self._db
         args = {"a": audience}
         self._index_staged(audience)
+        self._in_temp["plan"].add(audience)
         db.execute("DELETE FROM plan WHERE audience = :a", args)
         summary = PlanSummary(confirmed=self.count_members(audience))
         # Leavers, then people whose identifiers changed lose their old hashes.
