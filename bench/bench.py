@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -45,12 +45,17 @@ from datagen import Dataset, dataset  # noqa: E402
 
 from tests.fake_tiktok import FakeTikTok  # noqa: E402
 
+if TYPE_CHECKING:
+    from pgstore import BenchPostgres
+
 PYTHON = sys.executable
 FAKE_SCRIPT = REPO / "tests" / "fake_tiktok.py"  # --freeze points it at a copy
 TARGET = str(Path(PYTHON).parent / "target-tiktok-audiences")
 ADVERTISER = "7000000000000000001"
 TOKEN = "bench-token"
 SECTIONS = ("local", "pacing", "incremental", "memory")
+STORES = ("sqlite", "postgresql")
+STORE_SECTIONS = ("incremental", "memory")  # run once per store in --stores
 OPTIONAL_SECTIONS = ("profile",)
 PROFILE_PEOPLE = 100_000
 PATH_PREFIXES = (
@@ -191,6 +196,7 @@ class Run:
     returncode: int
     stderr_path: Path
     stdout_path: Path
+    server_cpu: float | None = None  # the PostgreSQL server's CPU during the run, if measured
 
     @property
     def ok(self) -> bool:
@@ -213,6 +219,11 @@ class Run:
     def tail(self, lines: int = 8) -> str:
         """The last lines of stderr, for failures."""
         return "\n".join("    | " + x for x in self.stderr().splitlines()[-lines:])
+
+    def cpu_text(self) -> str:
+        """CPU of the target's tree, plus the PostgreSQL server's when measured."""
+        server = "" if self.server_cpu is None else f" + PostgreSQL server {self.server_cpu:.1f} s"
+        return f"cpu {self.cpu:.1f} s{server}"
 
     def memory(self) -> str:
         """Peak RSS, main process and whole tree."""
@@ -437,8 +448,17 @@ def machine_facts() -> list[str]:
 class Bench:
     """Runs the sections and collects the figures for the closing summary."""
 
-    def __init__(self, args: argparse.Namespace, work: Path, cache: Path) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        work: Path,
+        cache: Path,
+        stores: list[str],
+        postgres: BenchPostgres | None = None,
+    ) -> None:
         self.args = args
+        self.stores = stores
+        self.postgres = postgres
         self.work = work
         self.cache = cache
         self.n: int = args.n
@@ -447,8 +467,8 @@ class Bench:
         self.line: dict[str, str] = {}
         self.verdicts: list[tuple[str, bool]] = []
         self._data: dict[int, Dataset] = {}
-        self._first_real: dict[int, dict[str, Any]] = {}
-        self._dry_wall: float | None = None
+        self._first_real: dict[tuple[str, int], dict[str, Any]] = {}
+        self._dry_wall: dict[str, float] = {}  # per store kind: a first sync's dry-run wall
 
     # helpers
 
@@ -477,6 +497,58 @@ class Bench:
         """Record a goal verdict and its summary line."""
         self.verdicts.append((name, met))
         self.summary.append(f"  [{goal(met):>6}] {text}")
+
+    def new_store(self, kind: str, name: str, work: Path) -> str:
+        """A fresh, empty membership store: a file in work, or a database of its own."""
+        if kind == "sqlite":
+            return str(work / "store.sqlite")
+        assert self.postgres is not None
+        return self.postgres.new_store(name)
+
+    def store_stats(self, kind: str, store: str) -> tuple[int, int, str]:
+        """(bytes, stored identifiers, how they were counted) of a store after a run."""
+        if kind == "sqlite":
+            return store_stats(Path(store))
+        from pgstore import store_stats as pg_store_stats
+
+        return pg_store_stats(store)
+
+    def target(self, kind: str, label: str, config: Path, data: Path, work: Path) -> Run:
+        """run_target, plus the PostgreSQL server's CPU during the run for that store."""
+        server = self.postgres if kind == "postgresql" else None
+        before = server.cpu_seconds() if server else None
+        r = run_target(label, config, data, work)
+        after = server.cpu_seconds() if server else None
+        if before is not None and after is not None:
+            r.server_cpu = after - before
+        return r
+
+    @staticmethod
+    def figure(figures: dict[str, dict[str, Any]], key: str) -> dict[str, Any]:
+        """One figure of every store that has it."""
+        return {kind: got.get(key) for kind, got in figures.items()}
+
+    def pair(self, figures: dict[str, dict[str, Any]], key: str, spec: str) -> str:
+        """One figure of every store, `a|b` in --stores order (`-` where missing)."""
+        values = [figures.get(kind, {}).get(key) for kind in self.stores]
+        return "|".join("-" if v is None else spec.format(v) for v in values)
+
+    def compare(self, rows: list[tuple[str, dict[str, Any], str]]) -> None:
+        """Print figures side by side, one column per store, and postgresql / sqlite."""
+        both = len(self.stores) == 2
+        width = max(len(label) for label, _, _ in rows)
+        head = " | ".join(f"{kind:>12}" for kind in self.stores)
+        say(f"  {'side by side':<{width}}  {head}" + ("  postgresql/sqlite" if both else ""))
+        for label, values, spec in rows:
+            cells = []
+            for kind in self.stores:
+                value = values.get(kind)
+                cells.append(f"{'-' if value is None else format(value, spec):>12}")
+            line = f"  {label:<{width}}  {' | '.join(cells)}"
+            a, b = (values.get(kind) for kind in STORES)
+            if both and spec.endswith("f") and a and b is not None and not math.isnan(a + b):
+                line += f"  x{b / a:.2f}"
+            say(line)
 
     def failed(self, section: str, run_: Run) -> None:
         """Report a failed run and note it in the summary."""
@@ -523,7 +595,7 @@ class Bench:
                 if name not in best or r.wall < best[name].wall:
                     best[name] = r
         floor, target, baseline = best["floor"], best["target"], best["baseline"]
-        self._dry_wall = target.wall
+        self._dry_wall["sqlite"] = target.wall
         speedup = baseline.wall / target.wall
         slowdown = target.wall / floor.wall
         say(
@@ -636,28 +708,28 @@ class Bench:
 
     # 3. incremental cost (and the n-people real run that section 4 reuses)
 
-    def first_real(self, n: int, fake: FakeTikTok | None = None) -> dict[str, Any]:
+    def first_real(self, kind: str, n: int, fake: FakeTikTok | None = None) -> dict[str, Any]:
         """A first real sync of n people against a no-latency fake: run, store, RSS."""
-        if n in self._first_real:
-            return self._first_real[n]
+        if (kind, n) in self._first_real:
+            return self._first_real[kind, n]
         ds = self.data(n)
-        work = self.dir(f"real-{n}")
-        store = work / "store.sqlite"
+        work = self.dir(f"real-{kind}-{n}")
+        store = self.new_store(kind, f"real_{n}", work)
 
         def go(fk: FakeTikTok) -> dict[str, Any]:
             config = write_config(
                 work / "config.json",
                 api_url=fk.url,
                 access_token=TOKEN,
-                membership_store=str(store),
+                membership_store=store,
                 batch_size=self.batch,
                 max_requests_per_second=100,
                 max_removal_fraction=1.0,
             )
-            r = run_target(f"real-{n}-first", config, ds.first, work)
-            result: dict[str, Any] = {"run": r, "config": config, "store": store, "ds": ds}
+            r = self.target(kind, f"real-{kind}-{n}-first", config, ds.first, work)
+            result: dict[str, Any] = {"run": r, "config": config, "store": store, "work": work}
             if r.ok:
-                result["store_stats"] = store_stats(store)
+                result["store_stats"] = self.store_stats(kind, store)
             return result
 
         if fake is None:
@@ -665,57 +737,104 @@ class Bench:
                 result = go(own)
         else:
             result = go(fake)
-        self._first_real[n] = result
+        self._first_real[kind, n] = result
         return result
 
     def incremental(self) -> None:
-        """Re-run the same snapshot, then one with 1% changed, against the same store."""
+        """Per store: a first sync, a re-run of the same snapshot, one with 1% changed."""
         say("\n== 3. Incremental cost: real runs, fake without latency, same store ==")
+        figures: dict[str, dict[str, Any]] = {}
+        for kind in self.stores:
+            say(f"  -- {kind} store")
+            got = self._incremental(kind)
+            if got is not None:
+                figures[kind] = got
+        f = self.figure
+        self.compare(
+            [
+                ("dry run, fresh store (local part), s", f(figures, "dry"), ".2f"),
+                ("first sync, real: wall s", f(figures, "first_wall"), ".2f"),
+                ("  requests", f(figures, "first_requests"), "d"),
+                ("  apply (report) s", f(figures, "first_apply"), ".2f"),
+                ("  wall - apply s", f(figures, "first_local"), ".2f"),
+                ("  cpu s, target tree", f(figures, "first_cpu"), ".1f"),
+                ("  cpu s, PostgreSQL server", f(figures, "first_server"), ".1f"),
+                ("  peak RSS MB, target", f(figures, "first_rss"), ".1f"),
+                ("re-run, same snapshot: wall s", f(figures, "rerun_wall"), ".2f"),
+                ("  requests at the fake (goal 0)", f(figures, "rerun_sent"), "d"),
+                ("  re-run / dry run (goal <= 1)", f(figures, "rerun_vs_dry"), ".2f"),
+                ("  cpu s, target tree", f(figures, "rerun_cpu"), ".1f"),
+                ("  cpu s, PostgreSQL server", f(figures, "rerun_server"), ".1f"),
+                ("  peak RSS MB, target", f(figures, "rerun_rss"), ".1f"),
+                ("re-run, 1% changed: wall s", f(figures, "changed_wall"), ".2f"),
+                ("  apply (report) s", f(figures, "changed_apply"), ".2f"),
+                ("  delete requests (actual/expected)", f(figures, "delete"), "s"),
+                ("  add requests (actual/expected)", f(figures, "add"), "s"),
+                ("  audience ids afterwards", f(figures, "ids"), "s"),
+                ("  cpu s, target tree", f(figures, "changed_cpu"), ".1f"),
+                ("  cpu s, PostgreSQL server", f(figures, "changed_server"), ".1f"),
+            ]
+        )
+        self.line["rerun"] = (
+            f"first_real={self.pair(figures, 'first_wall', '{:.1f}s')} "
+            f"rerun={self.pair(figures, 'rerun_sent', '{}')} requests "
+            f"wall {self.pair(figures, 'rerun_wall', '{:.1f}s')} "
+            f"dry {self.pair(figures, 'dry', '{:.1f}s')} "
+            f"changed=delete {self.pair(figures, 'delete', '{}')} "
+            f"add {self.pair(figures, 'add', '{}')}"
+        )
+
+    def _incremental(self, kind: str) -> dict[str, Any] | None:
+        """Section 3 on one store; its figures (None when a run failed)."""
         ds = self.data(self.n)
-        if self._dry_wall is None:
-            work = self.dir("incremental-dry")
+        if kind not in self._dry_wall:
+            work = self.dir(f"incremental-dry-{kind}")
             config = write_config(
                 work / "config.json",
                 dry_run=True,
-                membership_store=str(work / "store.sqlite"),
+                membership_store=self.new_store(kind, f"dry_{self.n}", work),
                 dry_run_output=str(work / "dry-run.jsonl"),
             )
-            r = run_target("incremental-dry", config, ds.first, work)
+            r = self.target(kind, f"incremental-dry-{kind}", config, ds.first, work)
             if not r.ok:
-                self.failed("incremental", r)
-                return
-            self._dry_wall = r.wall
+                self.failed(f"incremental {kind}", r)
+                return None
+            self._dry_wall[kind] = r.wall
             say(f"  first sync, dry run (its local part): {fmt_run(r, ds.n)}")
+        else:
+            say(
+                f"  first sync, dry run (its local part): section 1's, {self._dry_wall[kind]:.2f} s"
+            )
         with fake_in_process() as fake:
-            first = self.first_real(self.n, fake)
+            first = self.first_real(kind, self.n, fake)
             r1: Run = first["run"]
             if not r1.ok:
-                self.failed("incremental", r1)
-                return
+                self.failed(f"incremental {kind}", r1)
+                return None
             rep1 = r1.report() or {}
             apply1 = rep1.get("seconds", float("nan"))
             say(
                 f"  first sync, real: wall {r1.wall:.2f} s, requests "
                 f"{int(rep1.get('requests', -1))}, apply {apply1:.2f} s, wall - apply "
-                f"{r1.wall - apply1:.2f} s, cpu {r1.cpu:.1f} s, {r1.memory()} "
+                f"{r1.wall - apply1:.2f} s, {r1.cpu_text()}, {r1.memory()} "
                 "(max_requests_per_second 100: the fake has no limit)"
             )
             served = fake.stats["requests"]
             fake.reset_log()
             fake.log_bodies = True
-            work = first["store"].parent
-            r2 = run_target("rerun-same", first["config"], ds.first, work)
+            work = first["work"]
+            r2 = self.target(kind, f"rerun-same-{kind}", first["config"], ds.first, work)
             if not r2.ok:
-                self.failed("incremental", r2)
-                return
+                self.failed(f"incremental {kind}", r2)
+                return None
             rep2 = r2.report() or {}
             sent2 = fake.stats["requests"] - served
             mapping2 = sum(mapping_actions(fake).values())
-            local = self._dry_wall
+            local = self._dry_wall[kind]
             say(
                 f"  re-run, same snapshot: wall {r2.wall:.2f} s, report requests "
                 f"{int(rep2.get('requests', -1))}, fake saw {sent2} requests ({mapping2} mapping; "
-                f"goal 0), cpu {r2.cpu:.1f} s, {r2.memory()}"
+                f"goal 0), {r2.cpu_text()}, {r2.memory()}"
             )
             say(
                 f"  re-run wall {r2.wall:.2f} s vs first sync's local part: dry run "
@@ -724,10 +843,10 @@ class Bench:
             )
             served = fake.stats["requests"]
             fake.reset_log()
-            r3 = run_target("rerun-changed", first["config"], ds.changed, work)
+            r3 = self.target(kind, f"rerun-changed-{kind}", first["config"], ds.changed, work)
             if not r3.ok:
-                self.failed("incremental", r3)
-                return
+                self.failed(f"incremental {kind}", r3)
+                return None
             rep3 = r3.report() or {}
             actions = mapping_actions(fake)
             sent3 = fake.stats["requests"] - served
@@ -741,7 +860,8 @@ class Bench:
                 f"{change.new_people:,} new ids): wall {r3.wall:.2f} s, report added "
                 f"{int(rep3.get('added', -1)):,} changed {int(rep3.get('changed', -1)):,} "
                 f"removed {int(rep3.get('removed', -1)):,}, requests "
-                f"{int(rep3.get('requests', -1))} ({sent3} at the fake)"
+                f"{int(rep3.get('requests', -1))} ({sent3} at the fake), apply "
+                f"{rep3.get('seconds', float('nan')):.2f} s, {r3.cpu_text()}"
             )
             for action in ("delete", "add"):
                 rows = change.delete_rows if action == "delete" else change.add_rows
@@ -760,39 +880,98 @@ class Bench:
         zero = sent2 == 0 and int(rep2.get("requests", -1)) == 0
         per_action = all(actions.get(a, 0) == want[a] for a in want) and set(actions) <= set(want)
         self.summary.append(
-            f"  incremental: first real {r1.wall:.2f} s, dry {local:.2f} s, re-run {r2.wall:.2f} s"
-            f" with {sent2} requests; 1% re-run {r3.wall:.2f} s, delete "
+            f"  incremental, {kind}: first real {r1.wall:.2f} s, dry {local:.2f} s, re-run "
+            f"{r2.wall:.2f} s with {sent2} requests; 1% re-run {r3.wall:.2f} s, delete "
             f"{actions.get('delete', 0)}/{want['delete']} add {actions.get('add', 0)}/{want['add']}"
         )
-        self.check("rerun zero", zero, f"re-run requests {sent2} (goal 0)")
+        self.check(f"rerun zero ({kind})", zero, f"{kind}: re-run requests {sent2} (goal 0)")
         self.check(
-            "rerun time", r2.wall <= local, f"re-run {r2.wall:.2f} s <= first local {local:.2f} s"
+            f"rerun time ({kind})",
+            r2.wall <= local,
+            f"{kind}: re-run {r2.wall:.2f} s <= first local {local:.2f} s",
         )
-        self.check("per action", per_action, f"1% re-run requests per action {dict(actions)}")
-        self.check("changed ids", counts_ok, f"audience ids after the 1% change exact: {counts_ok}")
-        self.line["rerun"] = (
-            f"rerun={sent2} requests {r2.wall:.1f}s/{local:.1f}s "
-            f"changed=delete {actions.get('delete', 0)}/{want['delete']} "
-            f"add {actions.get('add', 0)}/{want['add']}"
+        self.check(
+            f"per action ({kind})",
+            per_action,
+            f"{kind}: 1% re-run requests per action {dict(actions)}",
         )
+        self.check(
+            f"changed ids ({kind})",
+            counts_ok,
+            f"{kind}: audience ids after the 1% change exact: {counts_ok}",
+        )
+        return {
+            "dry": local,
+            "first_wall": r1.wall,
+            "first_requests": int(rep1.get("requests", -1)),
+            "first_apply": apply1,
+            "first_local": r1.wall - apply1,
+            "first_cpu": r1.cpu,
+            "first_server": r1.server_cpu,
+            "first_rss": r1.maxrss_mb,
+            "rerun_wall": r2.wall,
+            "rerun_sent": sent2,
+            "rerun_vs_dry": r2.wall / local,
+            "rerun_cpu": r2.cpu,
+            "rerun_server": r2.server_cpu,
+            "rerun_rss": r2.maxrss_mb,
+            "changed_wall": r3.wall,
+            "changed_apply": rep3.get("seconds", float("nan")),
+            "delete": f"{actions.get('delete', 0)}/{want['delete']}",
+            "add": f"{actions.get('add', 0)}/{want['add']}",
+            "ids": "exact" if counts_ok else "MISMATCH",
+            "changed_cpu": r3.cpu,
+            "changed_server": r3.server_cpu,
+        }
 
     # 4. memory and disk
 
     def memory(self) -> None:
-        """Peak RSS of real runs at n/10 and n; store bytes per identifier."""
+        """Per store: peak RSS of real runs at n/10 and n; store bytes per identifier."""
         say("\n== 4. Memory and disk: real runs (dry_run false) against the fake, no latency ==")
+        figures: dict[str, dict[str, Any]] = {}
+        for kind in self.stores:
+            say(f"  -- {kind} store")
+            got = self._memory(kind)
+            if got is not None:
+                figures[kind] = got
+        small_n = max(1, self.n // 10)
+        f = self.figure
+        self.compare(
+            [
+                (f"n={small_n:,}: peak RSS MB, target", f(figures, "small_rss"), ".1f"),
+                ("  tree PSS MB", f(figures, "small_pss"), ".1f"),
+                ("  wall s", f(figures, "small_wall"), ".2f"),
+                (f"n={self.n:,}: peak RSS MB, target", f(figures, "big_rss"), ".1f"),
+                ("  tree PSS MB", f(figures, "big_pss"), ".1f"),
+                ("  wall s", f(figures, "big_wall"), ".2f"),
+                ("peak RSS n / n/10 (goal <= 1.5)", f(figures, "ratio"), ".2f"),
+                ("tree PSS n / n/10 (goal <= 1.5)", f(figures, "tree_ratio"), ".2f"),
+                (f"store at n={self.n:,}: MB", f(figures, "store_mb"), ".1f"),
+                ("  identifiers stored", f(figures, "ids"), ",d"),
+                ("  bytes per identifier (goal <= 150)", f(figures, "per_id"), ".1f"),
+            ]
+        )
+        self.line["memory"] = (
+            f"rss_ratio={self.pair(figures, 'ratio', '{:.2f}')} "
+            f"tree_pss_ratio={self.pair(figures, 'tree_ratio', '{:.2f}')} "
+            f"bytes_per_id={self.pair(figures, 'per_id', '{:.0f}')}"
+        )
+
+    def _memory(self, kind: str) -> dict[str, Any] | None:
+        """Section 4 on one store; its figures (None when a run failed)."""
         small_n = max(1, self.n // 10)
         rows = []
         for n in (small_n, self.n):
-            result = self.first_real(n)
+            result = self.first_real(kind, n)
             r: Run = result["run"]
             if not r.ok:
-                self.failed("memory", r)
-                return
+                self.failed(f"memory {kind}", r)
+                return None
             size, ids, how = result["store_stats"]
             rows.append((n, r, size, ids))
             say(
-                f"  n={n:>10,}: {r.memory()}, wall {r.wall:.2f} s, store "
+                f"  n={n:>10,}: {r.memory()}, wall {r.wall:.2f} s, {r.cpu_text()}, store "
                 f"{size / 1e6:,.1f} MB for {ids:,} ids ({how}) = {size / max(ids, 1):.1f} B/id"
             )
         (_, small, _, _), (_, big, size, ids) = rows
@@ -800,27 +979,48 @@ class Bench:
         tree_ratio = big.tree_pss_mb / small.tree_pss_mb
         per_id = size / max(ids, 1)
         expected_ids = self.data(self.n).expected.total_ids
+        where = (
+            "store file incl. -wal after the run; -shm excluded"
+            if kind == "sqlite"
+            else "pg_total_relation_size of the schema's tables after the run; WAL excluded"
+        )
         say(
             f"  peak at n / peak at n/10: RSS of the target process x{ratio:.2f} (goal <= 1.5); "
             f"PSS of its whole process tree (workers included) x{tree_ratio:.2f}"
         )
         say(
             f"  store: {per_id:.1f} bytes per identifier (goal <= 150); {ids:,} stored, "
-            f"{expected_ids:,} expected (store file incl. -wal after the run; -shm excluded)"
+            f"{expected_ids:,} expected ({where})"
         )
         self.summary.append(
-            f"  memory: peak RSS {small.maxrss_mb:.0f} MB at {small_n:,}, {big.maxrss_mb:.0f} "
-            f"MB at {self.n:,} (tree PSS {small.tree_pss_mb:.0f} / {big.tree_pss_mb:.0f} MB); "
-            f"store {size / 1e6:.1f} MB for {ids:,} ids"
+            f"  memory, {kind}: peak RSS {small.maxrss_mb:.0f} MB at {small_n:,}, "
+            f"{big.maxrss_mb:.0f} MB at {self.n:,} (tree PSS {small.tree_pss_mb:.0f} / "
+            f"{big.tree_pss_mb:.0f} MB); store {size / 1e6:.1f} MB for {ids:,} ids"
         )
-        self.check("rss", ratio <= 1.5, f"peak RSS ratio x{ratio:.2f} (goal <= 1.5)")
         self.check(
-            "tree pss", tree_ratio <= 1.5, f"process-tree PSS ratio x{tree_ratio:.2f} (goal <= 1.5)"
+            f"rss ({kind})", ratio <= 1.5, f"{kind}: peak RSS ratio x{ratio:.2f} (goal <= 1.5)"
         )
-        self.check("bytes/id", per_id <= 150, f"{per_id:.1f} bytes per id (goal <= 150)")
-        self.line["memory"] = (
-            f"rss_ratio={ratio:.2f} tree_pss_ratio={tree_ratio:.2f} bytes_per_id={per_id:.0f}"
+        self.check(
+            f"tree pss ({kind})",
+            tree_ratio <= 1.5,
+            f"{kind}: process-tree PSS ratio x{tree_ratio:.2f} (goal <= 1.5)",
         )
+        self.check(
+            f"bytes/id ({kind})", per_id <= 150, f"{kind}: {per_id:.1f} bytes per id (goal <= 150)"
+        )
+        return {
+            "small_rss": small.maxrss_mb,
+            "small_pss": small.tree_pss_mb,
+            "small_wall": small.wall,
+            "big_rss": big.maxrss_mb,
+            "big_pss": big.tree_pss_mb,
+            "big_wall": big.wall,
+            "ratio": ratio,
+            "tree_ratio": tree_ratio,
+            "store_mb": size / 1e6,
+            "ids": ids,
+            "per_id": per_id,
+        }
 
     # optional: profile
 
@@ -927,6 +1127,12 @@ def main(argv: list[str] | None = None) -> int:
         help="copy the package and the fake into the work dir first and run that copy "
         "(edits made to the checkout during a long run then do not mix into it)",
     )
+    parser.add_argument(
+        "--stores",
+        default=",".join(STORES),
+        help="comma-separated membership stores that sections 3 and 4 run on, side by side: "
+        f"{', '.join(STORES)} (default both; PostgreSQL is tests/postgres.py's throwaway server)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1, help="rounds of section 1 (best kept)")
     parser.add_argument("--batch-size", type=int, default=5000, help="target batch_size")
@@ -941,26 +1147,49 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(only) - set(SECTIONS + OPTIONAL_SECTIONS)
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    if not stores or set(stores) - set(STORES) or len(set(stores)) != len(stores):
+        parser.error(f"--stores: one or both of {', '.join(STORES)}, got {args.stores!r}")
+    stores = [s for s in STORES if s in stores]  # sqlite first: columns in one order
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         work = args.keep.resolve()
     else:
         work = Path(tempfile.mkdtemp(prefix="tiktok-audiences-bench-"))
     started = time.monotonic()
-    say(f"target-tiktok-audiences benchmark: n={args.n:,}, sections {','.join(only)}")
+    say(
+        f"target-tiktok-audiences benchmark: n={args.n:,}, sections {','.join(only)}, "
+        f"stores {','.join(stores)}"
+    )
     for fact in machine_facts():
         say(fact)
     say(f"work dir {work}{' (kept)' if args.keep else ' (removed at the end)'}; data {args.cache}")
     if args.freeze:
         freeze(work / "frozen")
     say(code_facts())
-    bench = Bench(args, work, args.cache)
+    # SIGTERM unwinds like Ctrl-C, so the finally below still stops the PostgreSQL server.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    postgres: BenchPostgres | None = None
     try:
+        if "postgresql" in stores and set(only) & set(STORE_SECTIONS):
+            from pgstore import BenchPostgres, PostgresUnavailable
+
+            postgres = BenchPostgres()
+            try:
+                postgres.start()
+            except PostgresUnavailable as exc:
+                say(f"PostgreSQL server did not start: {exc}")
+                return 2
+            say(postgres.facts())
+        bench = Bench(args, work, args.cache, stores, postgres)
         bench.data(args.n)
         for section in (*SECTIONS, *OPTIONAL_SECTIONS):
             if section in only:
                 getattr(bench, section)()
     finally:
+        if postgres is not None:
+            postgres.stop()
+            say(f"PostgreSQL server stopped, {postgres.root} removed")
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - started
@@ -975,7 +1204,10 @@ def main(argv: list[str] | None = None) -> int:
         f"  goals met {len(bench.verdicts) - len(missed)}/{len(bench.verdicts)}"
         + (f"; missed: {', '.join(missed)}" if missed else "")
     )
-    parts = [f"SUMMARY n={args.n}"] + [
+    parts = [f"SUMMARY n={args.n}"]
+    if set(only) & set(STORE_SECTIONS):
+        parts.append(f"stores={'|'.join(stores)}")
+    parts += [
         bench.line[k]
         for k in ("target", "baseline", "floor", "pacing", "rerun", "memory")
         if k in bench.line
