@@ -7,9 +7,11 @@ beside the store, which the OS frees when the process dies.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -37,16 +39,24 @@ class SQLiteBackend(Backend):
     def __init__(self, path: str, *, throwaway: bool = False, create: bool = True) -> None:
         """Open (creating it, private to the user) the file at `path`.
 
-        `throwaway`: work on a copy in memory of that file (empty if there is none).
+        `throwaway`: work on a private temporary copy of that file (empty if there is none),
+        removed on close: a dry run plans exactly like a real run and changes nothing, and,
+        being on disk rather than in memory, stays flat however large the audience.
         """
         super().__init__(path, throwaway=throwaway)
         self._locks: dict[int, int] = {}
+        self._scratch: str | None = None
         if not create and path != ":memory:" and not Path(path).exists():
             raise self.missing_error()
         try:
-            if throwaway or path == ":memory:":
+            if path == ":memory:":
                 self._db = sqlite3.connect(":memory:", isolation_level=None)
-                if path != ":memory:" and Path(path).exists():
+            elif throwaway:
+                fd, self._scratch = tempfile.mkstemp(prefix="tiktok-audiences-", suffix=".sqlite")
+                os.close(fd)
+                atexit.register(self.close)  # a dry run that fails leaves no copy behind
+                self._db = sqlite3.connect(self._scratch, isolation_level=None)
+                if Path(path).exists():
                     uri = Path(path).resolve().as_uri() + "?mode=ro"
                     source = sqlite3.connect(uri, uri=True)
                     source.backup(self._db)
@@ -116,8 +126,12 @@ class SQLiteBackend(Backend):
         return True
 
     def close(self) -> None:
-        """Close the connection, then let go of the lock files."""
+        """Close the connection, let go of the lock files, remove a dry run's scratch copy."""
         self._db.close()
         for fd in self._locks.values():
             os.close(fd)
         self._locks.clear()
+        if self._scratch:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(self._scratch + suffix).unlink(missing_ok=True)
+            self._scratch = None
