@@ -89,7 +89,6 @@ _SLOT_INDEX: Final[dict[str, tuple[int, int | None]]] = {
 
 MAX_EMAIL_LENGTH: Final = 320
 MAX_PHONE_LENGTH: Final = 64
-MAX_MAID_LENGTH: Final = 64  # implied: only lengths 32, 36 and 64 can be valid
 # An int phone needs at most MAX_PHONE_LENGTH decimal digits; checked before str(),
 # which would otherwise be slow (or raise) on a huge int.
 _PHONE_INT_LIMIT: Final = 10**MAX_PHONE_LENGTH
