@@ -179,7 +179,6 @@ class PlanSummary:
     delete_rows: int = 0
 
 
-
 def _slot_changes(new: str, old: str, differs: str) -> str:
     """SQL select list: store and API slots where `new` has a hash that `old` lacks."""
     cases = [

@@ -291,8 +291,12 @@ class TargetTikTokAudiences(Target):
         """One line per audience on stderr."""
         for sink in self._audience_sinks():
             self.logger.info(
-                audience_line(sink.settings.label, sink.stream_name, sink.report_counts(),
-                              dry_run=self.dry_run)
+                audience_line(
+                    sink.settings.label,
+                    sink.stream_name,
+                    sink.report_counts(),
+                    dry_run=self.dry_run,
+                )
             )
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:

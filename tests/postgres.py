@@ -89,8 +89,16 @@ class PostgresServer:
 
     def start(self) -> None:
         self._run(
-            "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-            "--locale=C", "--no-sync",
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
         )
         for attempt in range(3):
             self.port = _free_port()
@@ -100,8 +108,19 @@ class PostgresServer:
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             )
             try:
-                self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w",
-                          "-t", "60", "-o", options, "start")
+                self._run(
+                    "pg_ctl",
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.log),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    options,
+                    "start",
+                )
                 break
             except PostgresUnavailable:
                 if attempt == 2:

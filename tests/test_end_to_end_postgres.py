@@ -102,9 +102,7 @@ def test_first_syncs_of_one_audience_from_two_workers_at_once(target, fake):
     """Both create the audience row: one row, one TikTok audience, the second run waits."""
     cfg = {"audiences": {"contacts": {"audience_name": "Shared"}}, "batch_size": 10}
     fake.inject(latency=0.05)
-    procs = [
-        _start(target, [schema(), *people(40)], f"w{i}.json", **cfg) for i in range(2)
-    ]
+    procs = [_start(target, [schema(), *people(40)], f"w{i}.json", **cfg) for i in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err

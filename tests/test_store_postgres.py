@@ -94,8 +94,9 @@ def everything(location: str) -> dict[str, list[tuple]]:
         for table in TABLES:
             order = "key" if table == "meta" else ("id" if table == "audiences" else "1, 2")
             found = store._db.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
-            out[table] = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r)
-                          for r in found]
+            out[table] = [
+                tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in found
+            ]
         return out
     finally:
         store.close()
@@ -117,9 +118,7 @@ def test_store_has_a_schema_of_its_own_beside_other_apps(postgres_server):
         store.confirm(aud, "add", [(person("a"), FIRST["same"])])
         store.close()
         assert app.execute("SELECT * FROM public.members").fetchall() == [(1, "another app")]
-        assert app.execute(
-            "SELECT count(*) FROM tiktok_audiences.members"
-        ).fetchone() == (1,)
+        assert app.execute("SELECT count(*) FROM tiktok_audiences.members").fetchone() == (1,)
         # A second store in the same database: `?schema=` keeps them apart.
         other = MembershipStore(url + "?schema=team_b")
         assert other.list_audiences() == []
@@ -468,7 +467,9 @@ def test_copy_out_of_postgres_that_fails_midway_writes_nothing(tmp_path, pg_url,
         copy_store(pg_url, dest)
     monkeypatch.undo()
     assert everything(dest) == {
-        "meta": [("schema_version", str(SCHEMA_VERSION))], "audiences": [], "members": [],
+        "meta": [("schema_version", str(SCHEMA_VERSION))],
+        "audiences": [],
+        "members": [],
         "pending": [],
     }
     assert copy_store(pg_url, dest)["members"] == 5
@@ -507,7 +508,10 @@ def test_copy_from_the_command_line(tmp_path, pg_url):
     )
     out = subprocess.run(
         [sys.executable, "-c", code, source, pg_url, "no"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert json.loads(out.stdout) == {"audiences": 2, "members": 5, "pending": 2}
     back = tmp_path / "back.sqlite"
