@@ -139,6 +139,16 @@ class AudienceSink(BatchSink):
         """Records read since the last drain."""
         return self.people.pending
 
+    @property
+    def is_full(self) -> bool:
+        """Whether a drain is due: in incremental mode every `batch_size_rows` records.
+
+        A snapshot is only applied once complete, and its records are staged as their hashes
+        come back (the queue bounds what is in flight), so a drain would only make reading
+        wait for the workers.
+        """
+        return not self.snapshot and super().is_full
+
     def process_record(self, record: dict, context: dict) -> None:
         """Read one record's key, exit signals and identifier values; hashing comes later."""
         self.owner.progress.record_read()
@@ -302,10 +312,8 @@ class AudienceSink(BatchSink):
         for action in ("delete", "add"):
             store_only: list[tuple[bytes, Slots]] = []
 
-            def confirmed(
-                batch: list[tuple[tuple[bytes, Slots], Slots]], act: str = action
-            ) -> None:
-                store.confirm(audience, act, [tag for tag, _ in batch])
+            def confirmed(batch: list[tuple[int, Slots]], act: str = action) -> None:
+                store.confirm_planned(audience, act, batch[0][0], batch[-1][0])
                 self.owner.progress.changes_confirmed(len(batch))
 
             batches = self._batches(audience, action, store_only)
@@ -321,18 +329,19 @@ class AudienceSink(BatchSink):
 
     def _batches(
         self, audience: int, action: str, store_only: list[tuple[bytes, Slots]]
-    ) -> Iterator[list[tuple[tuple[bytes, Slots], Slots]]]:
-        """Planned rows in batches of the client's current batch size.
+    ) -> Iterator[list[tuple[int, Slots]]]:
+        """Planned rows in batches of the client's current batch size, in plan order.
 
-        Each item is ((person, slots for the store), slots to send). A row whose every hash is
-        kept for another person changes only the store: it goes to `store_only`.
+        Each item is (plan seq, slots to send): a batch is a run of planned rows, confirmed in
+        the store by its first and last seq. A row whose every hash is kept for another
+        person changes only the store: it goes to `store_only`.
         """
-        batch: list[tuple[tuple[bytes, Slots], Slots]] = []
-        for _, person, store_slots, api_slots in self.store.planned(audience, action):
+        batch: list[tuple[int, Slots]] = []
+        for seq, person, store_slots, api_slots in self.store.planned(audience, action):
             if not any(api_slots):
                 store_only.append((person, store_slots))
                 continue
-            batch.append(((person, store_slots), api_slots))
+            batch.append((seq, api_slots))
             if len(batch) >= self.owner.client.batch_size:
                 self.owner.progress.changes_sent(len(batch))
                 yield batch

@@ -45,7 +45,6 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE audiences ADD COLUMN last_change_at {real}",),
 }
 SLOT_COLUMNS = tuple(f"s{i}" for i in range(len(SLOTS)))
-API_COLUMNS = tuple(f"a{i}" for i in range(len(SLOTS)))
 
 # A staged or planned person: (person key digest, *one hash or None per slot).
 Row = tuple[bytes, ...]
@@ -84,6 +83,7 @@ CREATE TABLE IF NOT EXISTS pending (
 """
 
 # Per connection, gone when it closes. `confirming` holds one confirmed batch while it is applied.
+# A plan row's `kept`: a bit per slot whose delete is not sent, another person keeping that hash.
 _TEMP_SCHEMA = """
 CREATE TEMP TABLE IF NOT EXISTS staged (
     seq {row_order},
@@ -98,7 +98,7 @@ CREATE TEMP TABLE IF NOT EXISTS plan (
     action TEXT NOT NULL,
     person {blob} NOT NULL,
     {slots},
-    {api_slots}
+    kept INTEGER NOT NULL DEFAULT 0
 );
 CREATE TEMP TABLE IF NOT EXISTS confirming (
     person {blob} NOT NULL,
@@ -141,7 +141,6 @@ def _sql(template: str, db: Backend) -> list[str]:
     blob = db.words["blob"]
     text = template.format(
         slots=", ".join(f"{c} {blob}" for c in SLOT_COLUMNS),
-        api_slots=", ".join(f"{c} {blob}" for c in API_COLUMNS),
         **db.words,
     )
     return [statement for statement in text.split(";") if statement.strip()]
@@ -180,20 +179,21 @@ class PlanSummary:
 
 
 def _slot_changes(new: str, old: str, differs: str) -> str:
-    """SQL select list: store and API slots where `new` has a hash that `old` lacks."""
-    cases = [
-        f"CASE WHEN {new}.{c} IS NOT NULL AND {new}.{c} {differs} {old}.{c} THEN {new}.{c} END"
-        for c in SLOT_COLUMNS
-    ]
+    """SQL select list: the slots where `new` has a hash that `old` lacks."""
     return ", ".join(
-        [f"{case} AS {c}" for case, c in zip(cases, SLOT_COLUMNS, strict=True)]
-        + [f"{case} AS {c}" for case, c in zip(cases, API_COLUMNS, strict=True)]
+        f"CASE WHEN {new}.{c} IS NOT NULL AND {new}.{c} {differs} {old}.{c} THEN {new}.{c} END "
+        f"AS {c}"
+        for c in SLOT_COLUMNS
     )
 
 
 _ANY_SLOT = " OR ".join(f"{c} IS NOT NULL" for c in SLOT_COLUMNS)
+# A plan row with a hash to send: one not kept for another person.
+_SENDABLE = " OR ".join(
+    f"({c} IS NOT NULL AND (kept & {1 << i}) = 0)" for i, c in enumerate(SLOT_COLUMNS)
+)
 _SLOT_LIST = ", ".join(SLOT_COLUMNS)
-_PLAN_COLUMNS = f"audience, action, person, {_SLOT_LIST}, {', '.join(API_COLUMNS)}"
+_PLAN_COLUMNS = f"audience, action, person, {_SLOT_LIST}"
 _STAGED_COLUMNS = ("audience", "person", "remove", *SLOT_COLUMNS)
 _CONFIRMING_COLUMNS = ("person", *SLOT_COLUMNS)
 
@@ -205,7 +205,7 @@ class MembershipStore:
         """Open the store at `location`: a SQLite path (or ":memory:") or a PostgreSQL URL.
 
         `throwaway`: a dry run's store; it plans exactly like a real run and nothing it
-        writes outlives `close` (SQLite: a copy in memory; PostgreSQL: a transaction that is
+        writes outlives `close` (SQLite: a temporary copy; PostgreSQL: a transaction that is
         rolled back). `create=False`: fail with StoreMissingError rather than create a store.
         """
         backend: Backend
@@ -530,18 +530,30 @@ class MembershipStore:
 
         `snapshot` and `complete`: people confirmed but not staged as members leave. Otherwise
         only people staged with `remove` leave. Delete slots whose hash another member still
-        has are not sent (a shared household phone stays), but still leave the person's row.
-        Rows are planned in person order (free from the indexes in SQLite), so a dry run and
-        the real run, on either database, send the very same batches.
+        has are marked `kept` and not sent, but still leave the person's row. Rows are
+        planned in person order (free from the indexes in SQLite), so a dry run and the real
+        run, on either database, send the very same batches.
         """
         db = self._db
         args = {"a": audience}
+        whole = snapshot and complete
         self._index_staged(audience)
         self._in_temp["plan"].add(audience)
         db.execute("DELETE FROM plan WHERE audience = :a", args)
         summary = PlanSummary(confirmed=self.count_members(audience))
+        if not summary.confirmed:
+            # Nobody confirmed yet (a first sync): everyone staged joins, nobody leaves. Every
+            # staged member has a hash, or it would have been skipped.
+            summary.joined = summary.add_rows = db.execute(
+                f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT :a, 'add', person, {_SLOT_LIST} "
+                "FROM staged WHERE audience = :a AND remove = 0 ORDER BY person",
+                args,
+            ).rowcount
+            summary.people = summary.joined
+            db.analyze("plan")
+            return summary
         # Leavers, then people whose identifiers changed lose their old hashes.
-        if snapshot and complete:
+        if whole:
             leavers = (
                 "NOT EXISTS (SELECT 1 FROM staged st WHERE st.audience = :a "
                 "AND st.person = m.person AND st.remove = 0)"
@@ -551,13 +563,11 @@ class MembershipStore:
                 "EXISTS (SELECT 1 FROM staged st WHERE st.audience = :a "
                 "AND st.person = m.person AND st.remove = 1)"
             )
-        cur = db.execute(
-            f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT :a, 'delete', m.person, "
-            f"{_SLOT_LIST}, {_SLOT_LIST} FROM members m WHERE m.audience = :a AND {leavers} "
-            "ORDER BY m.person",
+        summary.left = db.execute(
+            f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT :a, 'delete', m.person, {_SLOT_LIST} "
+            f"FROM members m WHERE m.audience = :a AND {leavers} ORDER BY m.person",
             args,
-        )
-        summary.left = cur.rowcount
+        ).rowcount
         changed = (
             f"FROM staged st JOIN members m ON m.audience = :a AND m.person = st.person "
             f"WHERE st.audience = :a AND st.remove = 0 AND ({self._differs})"
@@ -568,32 +578,31 @@ class MembershipStore:
             args,
         )
         summary.changed = db.execute(f"SELECT COUNT(*) {changed}", args).fetchone()[0]
-        db.execute(
+        summary.add_rows = db.execute(
             f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT * FROM (SELECT :a, 'add', st.person, "
             f"{self._adds} FROM staged st LEFT JOIN members m "
             f"ON m.audience = :a AND m.person = st.person "
             f"WHERE st.audience = :a AND st.remove = 0 AND (m.person IS NULL OR {self._differs})"
             f") AS x WHERE {_ANY_SLOT} ORDER BY person",
             args,
-        )
+        ).rowcount
         summary.joined = db.execute(
             "SELECT COUNT(*) FROM staged st WHERE st.audience = :a AND st.remove = 0 AND NOT "
             "EXISTS (SELECT 1 FROM members m WHERE m.audience = :a AND m.person = st.person)",
             args,
         ).fetchone()[0]
-        summary.people = self.people_after(audience, snapshot=snapshot and complete)
+        summary.people = self.people_after(audience, snapshot=whole)
         summary.unchanged = summary.people - summary.joined - summary.changed
         db.analyze("plan")
-        self._keep_shared_hashes(audience, snapshot=snapshot and complete)
-        summary.delete_rows = self._count_plan(audience, "delete", api_only=True)
-        summary.add_rows = self._count_plan(audience, "add", api_only=True)
+        self._keep_shared_hashes(audience, snapshot=whole)
+        summary.delete_rows = self._count_sendable(audience, "delete")
         return summary
 
     def _keep_shared_hashes(self, audience: int, *, snapshot: bool) -> None:
         """Do not send the delete of a hash that another person of the audience keeps."""
-        if not self._count_plan(audience, "delete", api_only=True):
+        if not self._count_sendable(audience, "delete"):
             return
-        for slot, api in zip(SLOT_COLUMNS, API_COLUMNS, strict=True):
+        for bit, slot in enumerate(SLOT_COLUMNS):
             kept = f"SELECT {slot} FROM staged WHERE audience = :a AND remove = 0"
             if not snapshot:
                 kept += (
@@ -602,15 +611,14 @@ class MembershipStore:
                     "AND st.person = m.person)"
                 )
             self._db.execute(
-                f"UPDATE plan SET {api} = NULL WHERE audience = :a AND action = 'delete' "
-                f"AND {api} IS NOT NULL AND {api} IN ({kept})",
+                f"UPDATE plan SET kept = kept | {1 << bit} WHERE audience = :a "
+                f"AND action = 'delete' AND {slot} IS NOT NULL AND {slot} IN ({kept})",
                 {"a": audience},
             )
 
-    def _count_plan(self, audience: int, action: str, *, api_only: bool) -> int:
-        cond = f" AND ({' OR '.join(f'{c} IS NOT NULL' for c in API_COLUMNS)})" if api_only else ""
+    def _count_sendable(self, audience: int, action: str) -> int:
         return self._db.execute(
-            f"SELECT COUNT(*) FROM plan WHERE audience = ? AND action = ?{cond}",
+            f"SELECT COUNT(*) FROM plan WHERE audience = ? AND action = ? AND ({_SENDABLE})",
             (audience, action),
         ).fetchone()[0]
 
@@ -624,16 +632,20 @@ class MembershipStore:
         would then fail with "database is locked" once another run has written (and on
         PostgreSQL, the connection cannot run the confirmations while a result is open).
         """
-        n = len(SLOTS)
         last = -1
         while True:
             rows = self._db.execute(
-                f"SELECT seq, person, {_SLOT_LIST}, {', '.join(API_COLUMNS)} FROM plan "
+                f"SELECT seq, person, kept, {_SLOT_LIST} FROM plan "
                 "WHERE audience = ? AND action = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (audience, action, last, page),
             ).fetchall()
-            for row in rows:
-                yield row[0], row[1], tuple(row[2 : 2 + n]), tuple(row[2 + n :])
+            for seq, who, kept, *slots in rows:
+                store_slots = tuple(slots)
+                if kept:
+                    sent = tuple(None if kept >> i & 1 else s for i, s in enumerate(slots))
+                    yield seq, who, store_slots, sent
+                else:
+                    yield seq, who, store_slots, store_slots
             if len(rows) < page:
                 return
             last = rows[-1][0]
@@ -641,51 +653,69 @@ class MembershipStore:
     # Confirmation: TikTok said code 0
 
     def confirm(self, audience: int, action: str, rows: Sequence[tuple[bytes, Slots]]) -> None:
-        """Apply confirmed changes to `members` in one transaction, set-based.
+        """Apply confirmed changes, given as (person, slots), to `members` in one transaction.
 
-        The batch is loaded in bulk into `confirming`, then merged set-based. An add upserts;
-        a delete clears each confirmed hash the member still has (an upsert that only ever
-        meets existing rows: UPDATE ... FROM is newer than some SQLite builds), then a member
-        left with no hash at all is gone.
+        For changes that were not planned here: a row whose hashes are all kept for others.
         """
-        args = {"a": audience}
         with self.transaction() as db:
-            db.execute(
-                "UPDATE audiences SET last_change_at = ? WHERE id = ?", (time.time(), audience)
-            )
             db.load("confirming", _CONFIRMING_COLUMNS, ((p, *slots) for p, slots in rows))
-            if action == "add":
-                merge = ", ".join(
-                    f"{c} = COALESCE(excluded.{c}, members.{c})" for c in SLOT_COLUMNS
-                )
-                db.execute(
-                    f"INSERT INTO members (audience, person, {_SLOT_LIST}) "
-                    f"SELECT :a, person, {_SLOT_LIST} FROM confirming WHERE true "
-                    f"ON CONFLICT (audience, person) DO UPDATE SET {merge}",
-                    args,
-                )
-            else:
-                clear = ", ".join(
-                    f"{c} = CASE WHEN members.{c} = excluded.{c} THEN NULL ELSE members.{c} END"
-                    for c in SLOT_COLUMNS
-                )
-                # `in_batch`: members are reached through their primary key, one probe per
-                # confirmed person, whatever the planner believes about the audience's size.
-                in_batch = db.words["in_batch"]
-                db.execute(
-                    f"INSERT INTO members (audience, person, {_SLOT_LIST}) "
-                    f"SELECT :a, person, {_SLOT_LIST} FROM confirming WHERE person IN "
-                    f"(SELECT person FROM members WHERE audience = :a AND person {in_batch}) "
-                    f"ON CONFLICT (audience, person) DO UPDATE SET {clear}",
-                    args,
-                )
-                db.execute(
-                    f"DELETE FROM members WHERE audience = :a AND person {in_batch} "
-                    f"AND NOT ({_ANY_SLOT})",
-                    args,
-                )
+            self._merge(db, audience, action, "SELECT person, {slots} FROM confirming", {})
             db.execute("DELETE FROM confirming")
             db.reclaim("confirming")
+
+    def confirm_planned(self, audience: int, action: str, first: int, last: int) -> None:
+        """Apply the planned rows with a hash to send and seq from `first` to `last`.
+
+        A batch TikTok confirmed is such a run of planned rows: they are applied from `plan`
+        itself, in one set-based statement, without passing the hashes back in.
+        """
+        rows = (
+            "SELECT person, {slots} FROM plan WHERE audience = :a AND action = :action "
+            f"AND seq BETWEEN :first AND :last AND ({_SENDABLE})"
+        )
+        args = {"action": action, "first": first, "last": last}
+        with self.transaction() as db:
+            self._merge(db, audience, action, rows, args)
+
+    def _merge(
+        self, db: Backend, audience: int, action: str, rows: str, args: dict[str, object]
+    ) -> None:
+        """Merge confirmed rows (a query of person and slots) into `members`, set-based.
+
+        An add upserts; a delete clears each confirmed hash the member still has (an upsert
+        that only ever meets existing rows: UPDATE ... FROM is newer than some SQLite builds),
+        then a member left with no hash at all is gone.
+        """
+        args = {**args, "a": audience}
+        source = rows.format(slots=_SLOT_LIST)
+        db.execute("UPDATE audiences SET last_change_at = ? WHERE id = ?", (time.time(), audience))
+        if action == "add":
+            merge = ", ".join(f"{c} = COALESCE(excluded.{c}, members.{c})" for c in SLOT_COLUMNS)
+            db.execute(
+                f"INSERT INTO members (audience, person, {_SLOT_LIST}) "
+                f"SELECT :a, person, {_SLOT_LIST} FROM ({source}) AS r WHERE true "
+                f"ON CONFLICT (audience, person) DO UPDATE SET {merge}",
+                args,
+            )
+            return
+        clear = ", ".join(
+            f"{c} = CASE WHEN members.{c} = excluded.{c} THEN NULL ELSE members.{c} END"
+            for c in SLOT_COLUMNS
+        )
+        # Members are reached through their primary key, one probe per confirmed person,
+        # whatever the planner believes about the audience's size.
+        in_rows = db.words["in_rows"].format(rows=f"SELECT person FROM ({source}) AS p")
+        db.execute(
+            f"INSERT INTO members (audience, person, {_SLOT_LIST}) "
+            f"SELECT :a, person, {_SLOT_LIST} FROM ({source}) AS r WHERE person IN "
+            f"(SELECT person FROM members WHERE audience = :a AND person {in_rows}) "
+            f"ON CONFLICT (audience, person) DO UPDATE SET {clear}",
+            args,
+        )
+        db.execute(
+            f"DELETE FROM members WHERE audience = :a AND person {in_rows} AND NOT ({_ANY_SLOT})",
+            args,
+        )
 
     def finish_upload(self, audience: int) -> None:
         """The audience has been uploaded: held people are members now, holding is over."""

@@ -1,6 +1,6 @@
 """The membership store in a SQLite file: one machine, no server, the default.
 
-A dry run works on an in-memory copy of the file (SQLite's backup API), so it plans exactly as a
+A dry run works on a temporary copy of the file (SQLite's backup API), so it plans exactly as a
 real run would and leaves the file untouched. Per-audience locks are `flock`s on small files
 beside the store, which the OS frees when the process dies.
 """
@@ -30,7 +30,7 @@ class SQLiteBackend(Backend):
         "row_order": "INTEGER PRIMARY KEY",  # the rowid: free, and in insertion order
         "table_suffix": " WITHOUT ROWID",
         "differs": "IS NOT",
-        "in_batch": "IN (SELECT person FROM confirming)",
+        "in_rows": "IN ({rows})",
     }
     errors = (sqlite3.Error,)
     begin = ("BEGIN IMMEDIATE",)  # take the write lock first: no deadlock between two writers

@@ -248,7 +248,7 @@ class TargetTikTokAudiences(Target):
             msg = f"a record of stream {stream!r} is not a JSON object"
             raise InputError(msg)
         sink.process_record(record, {})
-        if sink.current_size >= sink.max_size:
+        if sink.is_full:
             self.drain_one(sink)
         self._handle_max_record_age()
 
