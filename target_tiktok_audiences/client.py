@@ -349,6 +349,23 @@ class DryRunClient(TikTokClient):
         super().__init__(**kwargs)
         self._output = output
 
+    def map_all(
+        self,
+        action: str,
+        advertiser_ids: Sequence[str],
+        audience_id: str,
+        batches: Iterable[list[tuple[Any, Slots]]],
+        on_confirmed: Callable[[list[tuple[Any, Slots]]], None],
+    ) -> None:
+        """Write each batch in turn, in the calling thread.
+
+        The file's order is then the send order, and no thread holds the GIL while the store
+        reads the next batch (a thread that does makes every database call wait for it).
+        """
+        for batch in batches:
+            self.map_batch(action, advertiser_ids, audience_id, [s for _, s in batch])
+            on_confirmed(batch)
+
     def _send(self, method: str, path: str, params: dict | None, body: dict | None) -> dict:
         record = {"method": method, "path": path, "body": body if body is not None else params}
         line = orjson.dumps(record).decode()

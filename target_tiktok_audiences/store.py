@@ -45,6 +45,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE audiences ADD COLUMN last_change_at {real}",),
 }
 SLOT_COLUMNS = tuple(f"s{i}" for i in range(len(SLOTS)))
+# In `diff`, a person's confirmed slots beside the staged ones.
+OLD_COLUMNS = tuple(f"o{i}" for i in range(len(SLOTS)))
 
 # A staged or planned person: (person key digest, *one hash or None per slot).
 Row = tuple[bytes, ...]
@@ -104,6 +106,12 @@ CREATE TEMP TABLE IF NOT EXISTS confirming (
     person {blob} NOT NULL,
     {slots}
 );
+CREATE TEMP TABLE IF NOT EXISTS diff (
+    person {blob} NOT NULL,
+    joined INTEGER NOT NULL,
+    {slots},
+    {old_slots}
+);
 """
 
 _AUDIENCE_COLUMNS = (
@@ -141,6 +149,7 @@ def _sql(template: str, db: Backend) -> list[str]:
     blob = db.words["blob"]
     text = template.format(
         slots=", ".join(f"{c} {blob}" for c in SLOT_COLUMNS),
+        old_slots=", ".join(f"{c} {blob}" for c in OLD_COLUMNS),
         **db.words,
     )
     return [statement for statement in text.split(";") if statement.strip()]
@@ -178,12 +187,11 @@ class PlanSummary:
     delete_rows: int = 0
 
 
-def _slot_changes(new: str, old: str, differs: str) -> str:
-    """SQL select list: the slots where `new` has a hash that `old` lacks."""
+def _slot_changes(new: Sequence[str], old: Sequence[str], differs: str) -> str:
+    """SQL select list: the slots (named as in SLOT_COLUMNS) where `new` has a hash `old` lacks."""
     return ", ".join(
-        f"CASE WHEN {new}.{c} IS NOT NULL AND {new}.{c} {differs} {old}.{c} THEN {new}.{c} END "
-        f"AS {c}"
-        for c in SLOT_COLUMNS
+        f"CASE WHEN {n} IS NOT NULL AND {n} {differs} {o} THEN {n} END AS {c}"
+        for n, o, c in zip(new, old, SLOT_COLUMNS, strict=True)
     )
 
 
@@ -237,8 +245,8 @@ class MembershipStore:
             raise
         differs = backend.words["differs"]
         self._differs = " OR ".join(f"st.{c} {differs} m.{c}" for c in SLOT_COLUMNS)
-        self._adds = _slot_changes("st", "m", differs)
-        self._drops = _slot_changes("m", "st", differs)
+        self._adds = _slot_changes(SLOT_COLUMNS, OLD_COLUMNS, differs)
+        self._drops = _slot_changes(OLD_COLUMNS, SLOT_COLUMNS, differs)
 
     @classmethod
     def open(
@@ -445,7 +453,8 @@ class MembershipStore:
         """Index what was staged and keep only each person's last row."""
         if not self._staged_indexed:
             self._db.execute(
-                "CREATE INDEX IF NOT EXISTS staged_person ON staged (audience, person)"
+                # `remove` too: "is this member still staged?" is answered from the index alone.
+                "CREATE INDEX IF NOT EXISTS staged_person ON staged (audience, person, remove)"
             )
             self._db.analyze("staged")
             self._staged_indexed = True
@@ -568,29 +577,32 @@ class MembershipStore:
             f"FROM members m WHERE m.audience = :a AND {leavers} ORDER BY m.person",
             args,
         ).rowcount
-        changed = (
-            f"FROM staged st JOIN members m ON m.audience = :a AND m.person = st.person "
-            f"WHERE st.audience = :a AND st.remove = 0 AND ({self._differs})"
-        )
+        # Who joined or changed, in one pass over the staged members: usually few people.
+        db.execute("DELETE FROM diff")
         db.execute(
-            f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT * FROM (SELECT :a, 'delete', m.person, "
-            f"{self._drops} {changed}) AS x WHERE {_ANY_SLOT} ORDER BY person",
+            f"INSERT INTO diff (person, joined, {_SLOT_LIST}, {', '.join(OLD_COLUMNS)}) "
+            "SELECT st.person, CASE WHEN m.person IS NULL THEN 1 ELSE 0 END, "
+            + ", ".join(f"st.{c}" for c in SLOT_COLUMNS)
+            + ", "
+            + ", ".join(f"m.{c}" for c in SLOT_COLUMNS)
+            + " FROM staged st LEFT JOIN members m ON m.audience = :a AND m.person = st.person "
+            f"WHERE st.audience = :a AND st.remove = 0 AND (m.person IS NULL OR {self._differs})",
             args,
         )
-        summary.changed = db.execute(f"SELECT COUNT(*) {changed}", args).fetchone()[0]
+        summary.joined, summary.changed = db.execute(
+            "SELECT COALESCE(SUM(joined), 0), COUNT(*) - COALESCE(SUM(joined), 0) FROM diff"
+        ).fetchone()
+        db.execute(
+            f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT * FROM (SELECT :a, 'delete', person, "
+            f"{self._drops} FROM diff WHERE joined = 0) AS x WHERE {_ANY_SLOT} ORDER BY person",
+            args,
+        )
         summary.add_rows = db.execute(
-            f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT * FROM (SELECT :a, 'add', st.person, "
-            f"{self._adds} FROM staged st LEFT JOIN members m "
-            f"ON m.audience = :a AND m.person = st.person "
-            f"WHERE st.audience = :a AND st.remove = 0 AND (m.person IS NULL OR {self._differs})"
-            f") AS x WHERE {_ANY_SLOT} ORDER BY person",
+            f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT * FROM (SELECT :a, 'add', person, "
+            f"{self._adds} FROM diff) AS x WHERE {_ANY_SLOT} ORDER BY person",
             args,
         ).rowcount
-        summary.joined = db.execute(
-            "SELECT COUNT(*) FROM staged st WHERE st.audience = :a AND st.remove = 0 AND NOT "
-            "EXISTS (SELECT 1 FROM members m WHERE m.audience = :a AND m.person = st.person)",
-            args,
-        ).fetchone()[0]
+        db.execute("DELETE FROM diff")
         summary.people = self.people_after(audience, snapshot=whole)
         summary.unchanged = summary.people - summary.joined - summary.changed
         db.analyze("plan")
@@ -603,12 +615,21 @@ class MembershipStore:
         if not self._count_sendable(audience, "delete"):
             return
         for bit, slot in enumerate(SLOT_COLUMNS):
-            kept = f"SELECT {slot} FROM staged WHERE audience = :a AND remove = 0"
+            # The planned deletes are few next to the audience: look each member's hash up
+            # among them, rather than gather every member's hash to look the deletes up in.
+            deleted = (
+                f"SELECT {slot} FROM plan WHERE audience = :a AND action = 'delete' "
+                f"AND {slot} IS NOT NULL"
+            )
+            kept = (
+                f"SELECT {slot} FROM staged WHERE audience = :a AND remove = 0 "
+                f"AND {slot} IN ({deleted})"
+            )
             if not snapshot:
                 kept += (
-                    f" UNION ALL SELECT m.{slot} FROM members m WHERE m.audience = :a AND NOT "
-                    "EXISTS (SELECT 1 FROM staged st WHERE st.audience = :a "
-                    "AND st.person = m.person)"
+                    f" UNION ALL SELECT m.{slot} FROM members m WHERE m.audience = :a "
+                    f"AND m.{slot} IN ({deleted}) AND NOT EXISTS (SELECT 1 FROM staged st "
+                    "WHERE st.audience = :a AND st.person = m.person)"
                 )
             self._db.execute(
                 f"UPDATE plan SET kept = kept | {1 << bit} WHERE audience = :a "

@@ -91,11 +91,22 @@ class SQLiteBackend(Backend):
         return self._db.execute(sql, params)
 
     def load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        """executemany: in-process, so no round trips to save."""
-        self._db.executemany(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-            rows,
-        )
+        """executemany: in-process, so no round trips to save.
+
+        Outside a transaction it opens one (deferred: a temporary table's rows lock nothing
+        in the file), else every row would be a transaction of its own.
+        """
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        if self._db.in_transaction:
+            self._db.executemany(sql, rows)
+            return
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(sql, rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def dump(self, query: str) -> Iterator[tuple[Any, ...]]:
         """Iterate the cursor: SQLite steps through the rows as they are read."""
