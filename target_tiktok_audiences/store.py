@@ -660,13 +660,13 @@ class MembershipStore:
                 "WHERE audience = ? AND action = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (audience, action, last, page),
             ).fetchall()
-            for seq, who, kept, *slots in rows:
-                store_slots = tuple(slots)
+            for row in rows:
+                slots, kept = row[3:], row[2]
                 if kept:
                     sent = tuple(None if kept >> i & 1 else s for i, s in enumerate(slots))
-                    yield seq, who, store_slots, sent
+                    yield row[0], row[1], slots, sent
                 else:
-                    yield seq, who, store_slots, store_slots
+                    yield row[0], row[1], slots, slots
             if len(rows) < page:
                 return
             last = rows[-1][0]
