@@ -1,9 +1,9 @@
 """Who each record is: a person key and identifier hashes, computed off the reading thread.
 
-Normalising and hashing (phone parsing above all) is most of a sync's local cost, so large
-streams hand it to worker processes in chunks while the main process goes on reading; results
-come back in input order, so the outcome is exactly that of doing it inline. Raw identifiers
-cross to the workers in memory only, and only hashes come back.
+Normalising and hashing is a large part of a sync's local cost, so large streams hand it to
+worker processes in chunks while the main process goes on reading; results come back in input
+order, so the outcome is exactly that of doing it inline. Raw identifiers cross to the workers
+in memory only, and only hashes come back.
 """
 
 from __future__ import annotations
