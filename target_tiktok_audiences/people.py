@@ -17,6 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 from target_tiktok_audiences.identifiers import IdentifierExtractor, NormalizationOptions
+from target_tiktok_audiences.store import Staged
 
 _KEY_PREFIX = b"tiktok-audiences/person-key\x00"
 _IDS_PREFIX = b"tiktok-audiences/person-ids\x00"
@@ -26,8 +27,8 @@ Slots = tuple[bytes | None, ...]
 # One record as the reader sees it: (key values, or None without keys; leaving?; the raw
 # identifier values the extractor read).
 Pending = tuple[tuple[Any, ...] | None, bool, tuple[Any, ...]]
-# What a chunk becomes: staged rows (person, remove flag, slots), skips and rejected values.
-Hashed = tuple[list[tuple[bytes, int, Slots]], Counter, Counter]
+# What a chunk becomes: its people packed for the store, skips and rejected values.
+Hashed = tuple[Staged, Counter, Counter]
 
 
 def person_key(key_values: tuple[Any, ...] | None, slots: Slots) -> bytes | None:
@@ -47,7 +48,7 @@ _EXTRACTORS: dict[tuple, IdentifierExtractor] = {}
 def hash_chunk(
     fields: tuple[tuple[str, str | None], ...], options: NormalizationOptions, chunk: list[Pending]
 ) -> Hashed:
-    """Turn read records into staged rows; skipped records are counted by reason."""
+    """Turn read records into people to stage; skipped records are counted by reason."""
     cache_key = (fields, options)
     extract = _EXTRACTORS.get(cache_key)
     if extract is None:
@@ -67,7 +68,7 @@ def hash_chunk(
             skipped[reasons[0]] += 1
             continue
         rows.append((person, 1 if leaving else 0, slots))
-    return rows, skipped, invalid
+    return Staged.pack(rows), skipped, invalid
 
 
 class HashPool:
@@ -147,7 +148,7 @@ class PeopleQueue:
 
     def _take(self) -> Hashed:
         result = self._futures.popleft().result()
-        self.pending -= sum(result[1].values()) + len(result[0])
+        self.pending -= sum(result[1].values()) + result[0].count
         return result
 
     def drain(self) -> list[Hashed]:

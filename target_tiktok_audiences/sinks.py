@@ -163,12 +163,11 @@ class AudienceSink(BatchSink):
             self._stage(hashed)
 
     def _stage(self, hashed: Hashed) -> None:
-        rows, skipped, invalid = hashed
-        if rows:
-            self.store.stage(self.row.id, rows)
+        people, skipped, invalid = hashed
+        self.store.stage(self.row.id, people)
         self.progress.skipped.update(skipped)
         self.progress.invalid.update(invalid)
-        self.record_counter_metric.increment(len(rows) + sum(skipped.values()))
+        self.record_counter_metric.increment(people.count + sum(skipped.values()))
 
     def _key_values(self, record: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The record key's values (None without key properties).

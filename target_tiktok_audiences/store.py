@@ -33,6 +33,7 @@ __all__ = [
     "AudienceRow",
     "MembershipStore",
     "PlanSummary",
+    "Staged",
     "StoreMissingError",
     "copy_store",
     "is_postgres_url",
@@ -51,6 +52,89 @@ OLD_COLUMNS = tuple(f"o{i}" for i in range(len(SLOTS)))
 # A staged or planned person: (person key digest, *one hash or None per slot).
 Row = tuple[bytes, ...]
 Slots = tuple[bytes | None, ...]
+
+# Staged people travel packed: a fixed-width record each, unpacked by one SQL statement on the
+# database side. Binding nine values per person from Python cost three times as much.
+# A record: person key (16 bytes), remove flag, a bit per present slot (each flag byte is
+# "0" + value, ASCII, so that either database reads it back), then every slot at its full
+# width, zeros where absent.
+_KEY_WIDTH = 16
+_SLOT_WIDTHS = tuple(16 if slot.endswith("_MD5") else 32 for slot in SLOTS)
+_SLOT_OFFSETS = tuple(_KEY_WIDTH + 2 + sum(_SLOT_WIDTHS[:i]) for i in range(len(SLOTS)))
+_RECORD_WIDTH = _KEY_WIDTH + 2 + sum(_SLOT_WIDTHS)
+_ABSENT = tuple(bytes(width) for width in _SLOT_WIDTHS)
+_FLAG = tuple(bytes([48 + value]) for value in range(1 << len(SLOTS)))
+
+
+@dataclass(frozen=True)
+class Staged:
+    """People ready to stage: `count` fixed-width records in `packed` (see `pack`)."""
+
+    packed: bytes
+    count: int
+
+    def __post_init__(self) -> None:
+        """Refuse a torn buffer: the database would read past its end without complaint."""
+        if len(self.packed) != self.count * _RECORD_WIDTH:
+            msg = f"{len(self.packed)} bytes do not hold {self.count} staged records"
+            raise ValueError(msg)
+
+    @classmethod
+    def pack(cls, rows: Iterable[tuple[bytes, int, Slots]]) -> Staged:
+        """Pack (person key, remove flag, slots) rows, in order: a later row of a person wins."""
+        out = bytearray()
+        count = 0
+        for person, remove, slots in rows:
+            if len(person) != _KEY_WIDTH:
+                msg = f"a person key is {_KEY_WIDTH} bytes, not {len(person)}"
+                raise ValueError(msg)
+            mask = 0
+            fields = []
+            for i, digest in enumerate(slots):
+                if digest is None:
+                    fields.append(_ABSENT[i])
+                elif len(digest) == _SLOT_WIDTHS[i]:
+                    mask |= 1 << i
+                    fields.append(digest)
+                else:
+                    msg = f"a {SLOTS[i]} digest is {_SLOT_WIDTHS[i]} bytes, not {len(digest)}"
+                    raise ValueError(msg)
+            if len(fields) != len(SLOTS):
+                msg = f"a person has {len(SLOTS)} slots, not {len(fields)}"
+                raise ValueError(msg)
+            out += person
+            out += _FLAG[1 if remove else 0]
+            out += _FLAG[mask]
+            out += b"".join(fields)
+            count += 1
+        return cls(bytes(out), count)
+
+
+def _unpack_sql(db: Backend) -> str:
+    """INSERT INTO staged the records of `:packed` (`:rows` of them), in order, for `:a`."""
+    width = _RECORD_WIDTH
+
+    def field(offset: int, length: int) -> str:
+        return f"substr(:packed, i * {width} + {offset + 1}, {length})"
+
+    def flag(offset: int) -> str:
+        return (
+            "("
+            + db.words["byte_at"].format(blob=":packed", at=f"i * {width} + {offset}")
+            + " - 48)"
+        )
+
+    slots = ", ".join(
+        f"CASE WHEN (m & {1 << i}) <> 0 THEN {field(offset, length)} END"
+        for i, (offset, length) in enumerate(zip(_SLOT_OFFSETS, _SLOT_WIDTHS, strict=True))
+    )
+    return (
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < :rows) "
+        f"INSERT INTO staged (audience, person, remove, {_SLOT_LIST}) "
+        f"SELECT :a, {field(0, _KEY_WIDTH)}, r, {slots} FROM "
+        f"(SELECT i, {flag(_KEY_WIDTH)} AS r, {flag(_KEY_WIDTH + 1)} AS m FROM n) AS x ORDER BY i"
+    )
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -202,7 +286,6 @@ _SENDABLE = " OR ".join(
 )
 _SLOT_LIST = ", ".join(SLOT_COLUMNS)
 _PLAN_COLUMNS = f"audience, action, person, {_SLOT_LIST}"
-_STAGED_COLUMNS = ("audience", "person", "remove", *SLOT_COLUMNS)
 _CONFIRMING_COLUMNS = ("person", *SLOT_COLUMNS)
 
 
@@ -243,6 +326,7 @@ class MembershipStore:
         except BaseException:
             backend.close()
             raise
+        self._unpack = _unpack_sql(backend)
         differs = backend.words["differs"]
         self._differs = " OR ".join(f"st.{c} {differs} m.{c}" for c in SLOT_COLUMNS)
         self._adds = _slot_changes(SLOT_COLUMNS, OLD_COLUMNS, differs)
@@ -435,18 +519,19 @@ class MembershipStore:
             self._db.execute("DROP INDEX IF EXISTS staged_person")
             self._staged_indexed = False
 
-    def stage(self, audience: int, rows: Iterable[tuple[bytes, int, Slots]]) -> None:
-        """Record people seen in the input: (person, remove flag, slots); the last one wins.
+    def stage(self, audience: int, people: Staged) -> None:
+        """Record people seen in the input, in order (the last row of a person wins).
 
-        Rows are appended in bulk to an unindexed table; the index is built, and repeated
-        people reduced to their last row, when planning.
+        They are appended in bulk to an unindexed table, unpacked there in one statement; the
+        index is built, and repeated people reduced to their last row, when planning.
         """
+        if not people.count:
+            return
         self._unindex_staged()
         self._in_temp["staged"].add(audience)
-        self._db.load(
-            "staged",
-            _STAGED_COLUMNS,
-            ((audience, person, remove, *slots) for person, remove, slots in rows),
+        # One statement: all of it or nothing, and no lock on the store (a temporary table).
+        self._db.execute(
+            self._unpack, {"a": audience, "packed": people.packed, "rows": people.count}
         )
 
     def _index_staged(self, audience: int) -> None:

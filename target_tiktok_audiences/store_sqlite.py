@@ -31,6 +31,8 @@ class SQLiteBackend(Backend):
         "table_suffix": " WITHOUT ROWID",
         "differs": "IS NOT",
         "in_rows": "IN ({rows})",
+        # A byte of a blob as a number: read as one ASCII character (SQLite has no get_byte).
+        "byte_at": "unicode(CAST(substr({blob}, {at} + 1, 1) AS TEXT))",
     }
     errors = (sqlite3.Error,)
     begin = ("BEGIN IMMEDIATE",)  # take the write lock first: no deadlock between two writers
@@ -91,22 +93,11 @@ class SQLiteBackend(Backend):
         return self._db.execute(sql, params)
 
     def load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        """executemany: in-process, so no round trips to save.
-
-        Outside a transaction it opens one (deferred: a temporary table's rows lock nothing
-        in the file), else every row would be a transaction of its own.
-        """
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        if self._db.in_transaction:
-            self._db.executemany(sql, rows)
-            return
-        self._db.execute("BEGIN")
-        try:
-            self._db.executemany(sql, rows)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        """executemany: in-process, so no round trips to save."""
+        self._db.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            rows,
+        )
 
     def dump(self, query: str) -> Iterator[tuple[Any, ...]]:
         """Iterate the cursor: SQLite steps through the rows as they are read."""

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from target_tiktok_audiences.errors import ConfigError, StoreError
 from target_tiktok_audiences.identifiers import SLOTS
 from target_tiktok_audiences.planning import mapping_body, removal_refusal, should_hold
-from target_tiktok_audiences.store import SCHEMA_VERSION, MembershipStore, PlanSummary
+from target_tiktok_audiences.store import SCHEMA_VERSION, MembershipStore, PlanSummary, Staged
 
 N = len(SLOTS)
 SLOT = {name: i for i, name in enumerate(SLOTS)}
@@ -86,7 +86,7 @@ def confirm_plan(store, aud):
 def stage(store, aud, people, remove=()):
     rows = [(person(k), 0, s) for k, s in people.items()]
     rows += [(person(k), 1, NONE) for k in remove]
-    store.stage(aud, rows)
+    store.stage(aud, Staged.pack(rows))
 
 
 def store_location(kind, request, tmp_path=None):
@@ -426,6 +426,75 @@ def test_confirm_that_fails_mid_batch_applies_nothing(store, aud):
     with pytest.raises(store.errors):
         store.confirm(aud, "add", [good, bad])
     assert store.count_members(aud) == 0
+
+
+def test_confirm_planned_applies_the_sent_rows_of_its_range_only(store, aud):
+    household = "+14155550199"
+    first_sync(
+        store,
+        aud,
+        {
+            "leaver": slots(email="a@example.com", phone=household),
+            "stays": slots(email="b@example.com", phone=household),
+            "phone-only-leaver": slots(phone=household),
+        },
+    )
+    stage(store, aud, {"stays": slots(email="b@example.com", phone=household)})
+    store.plan(aud, snapshot=True, complete=True)
+    seqs = [seq for seq, *_ in store.planned(aud, "delete")]
+    # The phone-only leaver's row sends nothing (the phone stays with "stays"): a confirmed
+    # batch's range does not apply it, even when the range spans it.
+    store.confirm_planned(aud, "delete", min(seqs), max(seqs))
+    assert set(members(store, aud)) == {person("stays"), person("phone-only-leaver")}
+    store.confirm(aud, "delete", [(person("phone-only-leaver"), slots(phone=household))])
+    assert set(members(store, aud)) == {person("stays")}
+
+
+def test_confirm_planned_applies_no_row_outside_its_range(store, aud):
+    stage(store, aud, FIRST)
+    store.plan(aud, snapshot=True, complete=True)
+    rows = list(store.planned(aud, "add"))
+    seq, who, store_slots, _ = rows[1]
+    store.confirm_planned(aud, "add", seq, seq)
+    assert members(store, aud) == {who: store_slots}
+    store.confirm_planned(aud, "add", rows[0][0], rows[-1][0])
+    assert store.count_members(aud) == len(FIRST)
+
+
+def test_staged_people_unpack_exactly(store, aud):
+    """Every slot combination and both flags survive packing and the database's unpacking."""
+    digests = [sha(f"slot{i}")[: 32 if "SHA256" in name else 16] for i, name in enumerate(SLOTS)]
+    rows = []
+    for mask in range(1 << N):
+        for remove in (0, 1):
+            kept = tuple(d if mask >> i & 1 else None for i, d in enumerate(digests))
+            rows.append((person(f"{mask}-{remove}"), remove, kept))
+    store.stage(aud, Staged.pack(rows))
+    got = store._db.execute(
+        "SELECT person, remove, s0, s1, s2, s3, s4, s5 FROM staged ORDER BY seq"
+    ).fetchall()
+    assert [
+        (bytes(r[0]), r[1], tuple(None if s is None else bytes(s) for s in r[2:])) for r in got
+    ] == rows
+
+
+@pytest.mark.parametrize(
+    ("person_key", "slots_", "fault"),
+    [
+        (b"short", NONE, "person key"),
+        (bytes(16), (b"x" * 31, *NONE[1:]), "EMAIL_SHA256 digest"),
+        (bytes(16), NONE[:5], "slots"),
+    ],
+)
+def test_staged_pack_refuses_malformed_rows(person_key, slots_, fault):
+    with pytest.raises(ValueError, match=fault):
+        Staged.pack([(person_key, 0, slots_)])
+
+
+def test_staged_refuses_records_of_the_wrong_size():
+    packed = Staged.pack([(bytes(16), 0, NONE)]).packed
+    with pytest.raises(ValueError, match="records"):
+        Staged(packed[:-1], 1)
 
 
 # Holding a first upload (min_audience_size)
