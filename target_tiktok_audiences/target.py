@@ -124,6 +124,8 @@ class TargetTikTokAudiences(Target):
         self._settings: dict[str, AudienceSettings | None] = {}
         self._progress: dict[str, StreamProgress] = {}
         self._held_state = False
+        # Looked up once, not per record: the SDK's `config` wraps the settings on every read.
+        self._stream_maps = bool(self.config.get("stream_maps"))
 
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
@@ -229,7 +231,7 @@ class TargetTikTokAudiences(Target):
         The SDK's general path copies, maps, validates and time-stamps every record; none of
         that matters here, and at millions of records it costs more than the hashing.
         """
-        if self.config.get("stream_maps"):
+        if self._stream_maps:
             super()._process_record_message(message_dict)
             return
         try:
