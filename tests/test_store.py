@@ -283,19 +283,27 @@ def test_incremental_update_replaces_a_persons_slots(store, aud):
 # Shared hashes
 
 
-def test_leavers_shared_phone_is_not_sent_but_the_row_still_goes(store, aud):
-    household = "+14155550199"
+HOUSEHOLD = "+14155550199"
+
+
+def plan_household_leavers(store, aud):
+    """Three people share a phone; the snapshot keeps one: two leave, one of them phone-only."""
     first_sync(
         store,
         aud,
         {
-            "leaver": slots(email="a@example.com", phone=household),
-            "stays": slots(email="b@example.com", phone=household),
-            "phone-only-leaver": slots(phone=household),
+            "leaver": slots(email="a@example.com", phone=HOUSEHOLD),
+            "stays": slots(email="b@example.com", phone=HOUSEHOLD),
+            "phone-only-leaver": slots(phone=HOUSEHOLD),
         },
     )
-    stage(store, aud, {"stays": slots(email="b@example.com", phone=household)})
-    summary = store.plan(aud, snapshot=True, complete=True)
+    stage(store, aud, {"stays": slots(email="b@example.com", phone=HOUSEHOLD)})
+    return store.plan(aud, snapshot=True, complete=True)
+
+
+def test_leavers_shared_phone_is_not_sent_but_the_row_still_goes(store, aud):
+    household = HOUSEHOLD
+    summary = plan_household_leavers(store, aud)
     assert summary.left == 2
     deletes = planned(store, aud, "delete")
     leaver_store, leaver_api = deletes[person("leaver")]
@@ -429,24 +437,13 @@ def test_confirm_that_fails_mid_batch_applies_nothing(store, aud):
 
 
 def test_confirm_planned_applies_the_sent_rows_of_its_range_only(store, aud):
-    household = "+14155550199"
-    first_sync(
-        store,
-        aud,
-        {
-            "leaver": slots(email="a@example.com", phone=household),
-            "stays": slots(email="b@example.com", phone=household),
-            "phone-only-leaver": slots(phone=household),
-        },
-    )
-    stage(store, aud, {"stays": slots(email="b@example.com", phone=household)})
-    store.plan(aud, snapshot=True, complete=True)
+    plan_household_leavers(store, aud)
     seqs = [seq for seq, *_ in store.planned(aud, "delete")]
     # The phone-only leaver's row sends nothing (the phone stays with "stays"): a confirmed
     # batch's range does not apply it, even when the range spans it.
     store.confirm_planned(aud, "delete", min(seqs), max(seqs))
     assert set(members(store, aud)) == {person("stays"), person("phone-only-leaver")}
-    store.confirm(aud, "delete", [(person("phone-only-leaver"), slots(phone=household))])
+    store.confirm(aud, "delete", [(person("phone-only-leaver"), slots(phone=HOUSEHOLD))])
     assert set(members(store, aud)) == {person("stays")}
 
 
