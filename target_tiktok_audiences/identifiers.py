@@ -290,7 +290,7 @@ def _possible(code: int, national: str) -> bool:
 def _phone_fast(s: str, region: str) -> str | None:
     """The E.164 form of a phone in a common shape, exactly as `_phone_parsed` gives it.
 
-    Parsing with phonenumbers costs tens of microseconds and is most of a record's cost. The
+    Parsing with phonenumbers costs tens of microseconds, more than all else a record needs. The
     common shapes (ASCII digits and `( ) . -` or spaces, with or without a leading `+`) need
     only its metadata: the calling code, then a length check. Anything that could take
     another branch of phonenumbers' parser (a national or international dialling prefix, a
