@@ -309,16 +309,15 @@ class AudienceSink(BatchSink):
         if summary.add_rows or summary.delete_rows:
             audience_id = resolve_audience(client, store, self.settings, self.row)
         for action in ("delete", "add"):
-            store_only: list[tuple[bytes, Slots]] = []
 
             def confirmed(batch: list[tuple[int, Slots]], act: str = action) -> None:
                 store.confirm_planned(audience, act, batch[0][0], batch[-1][0])
                 self.owner.progress.changes_confirmed(len(batch))
 
-            batches = self._batches(audience, action, store_only)
+            batches = self._batches(audience, action)
             client.map_all(action, self.settings.advertiser_ids, audience_id, batches, confirmed)
-            if store_only:
-                store.confirm(audience, action, store_only)
+            if action == "delete":
+                store.confirm_kept_deletes(audience)
         store.finish_upload(audience)
         self.row = store.get_audience(audience)
         self.progress.totals["added"] += summary.joined
@@ -326,28 +325,23 @@ class AudienceSink(BatchSink):
         self.progress.totals["changed"] += summary.changed
         self.progress.totals["unchanged"] = summary.unchanged
 
-    def _batches(
-        self, audience: int, action: str, store_only: list[tuple[bytes, Slots]]
-    ) -> Iterator[list[tuple[int, Slots]]]:
-        """Planned rows in batches of the client's current batch size, in plan order.
+    def _batches(self, audience: int, action: str) -> Iterator[list[tuple[int, Slots]]]:
+        """Planned rows with a hash to send, in plan order, a batch at a time.
 
         Each item is (plan seq, slots to send): a batch is a run of planned rows, confirmed in
-        the store by its first and last seq. A row whose every hash is kept for another
-        person changes only the store: it goes to `store_only`.
+        the store by its first and last seq. Its size is the client's at the time, which
+        shrinks if TikTok says a batch is too large.
         """
-        batch: list[tuple[int, Slots]] = []
-        for seq, person, store_slots, api_slots in self.store.planned(audience, action):
-            if not any(api_slots):
-                store_only.append((person, store_slots))
-                continue
-            batch.append((seq, api_slots))
-            if len(batch) >= self.owner.client.batch_size:
+        after = -1
+        while True:
+            size = self.owner.client.batch_size
+            batch = self.store.sendable(audience, action, after, size)
+            if batch:
                 self.owner.progress.changes_sent(len(batch))
                 yield batch
-                batch = []
-        if batch:
-            self.owner.progress.changes_sent(len(batch))
-            yield batch
+            if len(batch) < size:
+                return
+            after = batch[-1][0]
 
     # Reporting
 

@@ -285,6 +285,10 @@ _SENDABLE = " OR ".join(
     f"({c} IS NOT NULL AND (kept & {1 << i}) = 0)" for i, c in enumerate(SLOT_COLUMNS)
 )
 _SLOT_LIST = ", ".join(SLOT_COLUMNS)
+# A plan row's slots as sent: a kept hash is not.
+_SENT_SLOTS = ", ".join(
+    f"CASE WHEN (kept & {1 << i}) = 0 THEN {c} END" for i, c in enumerate(SLOT_COLUMNS)
+)
 _PLAN_COLUMNS = f"audience, action, person, {_SLOT_LIST}"
 _CONFIRMING_COLUMNS = ("person", *SLOT_COLUMNS)
 
@@ -631,21 +635,14 @@ class MembershipStore:
         db = self._db
         args = {"a": audience}
         whole = snapshot and complete
-        self._index_staged(audience)
         self._in_temp["plan"].add(audience)
         db.execute("DELETE FROM plan WHERE audience = :a", args)
         summary = PlanSummary(confirmed=self.count_members(audience))
         if not summary.confirmed:
-            # Nobody confirmed yet (a first sync): everyone staged joins, nobody leaves. Every
-            # staged member has a hash, or it would have been skipped.
-            summary.joined = summary.add_rows = db.execute(
-                f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT :a, 'add', person, {_SLOT_LIST} "
-                "FROM staged WHERE audience = :a AND remove = 0 ORDER BY person",
-                args,
-            ).rowcount
-            summary.people = summary.joined
+            summary.joined = summary.add_rows = summary.people = self._plan_first_sync(audience)
             db.analyze("plan")
             return summary
+        self._index_staged(audience)
         # Leavers, then people whose identifiers changed lose their old hashes.
         if whole:
             leavers = (
@@ -695,6 +692,35 @@ class MembershipStore:
         summary.delete_rows = self._count_sendable(audience, "delete")
         return summary
 
+    def _plan_first_sync(self, audience: int) -> int:
+        """Plan a first sync (nobody confirmed): everyone staged joins; return how many.
+
+        One sort, without the staged index: each person's rows become neighbours in `plan`,
+        their last row last, so repeats are found by comparing each row with the next (a
+        statement numbers its rows consecutively, in SQLite and PostgreSQL alike). Every
+        staged member has a hash, or it would have been skipped.
+        """
+        args = {"a": audience}
+        planned = self._db.execute(
+            f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT :a, "
+            "CASE WHEN remove = 1 THEN 'leave' ELSE 'add' END, person, "
+            f"{_SLOT_LIST} FROM staged WHERE audience = :a ORDER BY person, seq",
+            args,
+        ).rowcount
+        planned -= self._db.execute(
+            "DELETE FROM plan WHERE seq IN (SELECT p.seq FROM plan p JOIN plan n "
+            "ON n.seq = p.seq + 1 AND n.audience = :a AND n.person = p.person "
+            "WHERE p.audience = :a)",
+            args,
+        ).rowcount
+        # Someone whose last word is "leaving" has nothing to leave yet.
+        return (
+            planned
+            - self._db.execute(
+                "DELETE FROM plan WHERE audience = :a AND action = 'leave'", args
+            ).rowcount
+        )
+
     def _keep_shared_hashes(self, audience: int, *, snapshot: bool) -> None:
         """Do not send the delete of a hash that another person of the audience keeps."""
         if not self._count_sendable(audience, "delete"):
@@ -728,15 +754,30 @@ class MembershipStore:
             (audience, action),
         ).fetchone()[0]
 
+    def sendable(
+        self, audience: int, action: str, after: int, limit: int
+    ) -> list[tuple[int, Slots]]:
+        """The next `limit` planned rows after seq `after` with a hash to send, in plan order.
+
+        Each is (seq, slots to send: a kept hash is None), ready for a batch. One query a
+        batch, finished before the batch is sent: a statement left open would pin an old
+        snapshot of the file, and the confirmations written in between would then fail with
+        "database is locked" once another run has written (and on PostgreSQL, the connection
+        cannot run the confirmations while a result is open).
+        """
+        rows = self._db.execute(
+            f"SELECT seq, {_SENT_SLOTS} FROM plan WHERE audience = ? AND action = ? "
+            f"AND seq > ? AND ({_SENDABLE}) ORDER BY seq LIMIT ?",
+            (audience, action, after, limit),
+        ).fetchall()
+        return [(row[0], row[1:]) for row in rows]
+
     def planned(
         self, audience: int, action: str, page: int = 2000
     ) -> Iterator[tuple[int, bytes, Slots, Slots]]:
-        """Planned rows in order: (seq, person, slots for the store, slots to send).
+        """Planned rows in order, for tests and inspection: (seq, person, store slots, sent).
 
-        Read a page at a time, each query finished before rows are yielded: a statement left
-        open would pin an old snapshot of the file, and the confirmations written in between
-        would then fail with "database is locked" once another run has written (and on
-        PostgreSQL, the connection cannot run the confirmations while a result is open).
+        Read a page at a time, for the reason `sendable` gives.
         """
         last = -1
         while True:
@@ -759,10 +800,7 @@ class MembershipStore:
     # Confirmation: TikTok said code 0
 
     def confirm(self, audience: int, action: str, rows: Sequence[tuple[bytes, Slots]]) -> None:
-        """Apply confirmed changes, given as (person, slots), to `members` in one transaction.
-
-        For changes that were not planned here: a row whose hashes are all kept for others.
-        """
+        """Apply confirmed changes, given as (person, slots), to `members` in one transaction."""
         with self.transaction() as db:
             db.load("confirming", _CONFIRMING_COLUMNS, ((p, *slots) for p, slots in rows))
             self._merge(db, audience, action, "SELECT person, {slots} FROM confirming", {})
@@ -782,6 +820,20 @@ class MembershipStore:
         args = {"action": action, "first": first, "last": last}
         with self.transaction() as db:
             self._merge(db, audience, action, rows, args)
+
+    def confirm_kept_deletes(self, audience: int) -> None:
+        """Apply the planned deletes with nothing to send, once the sent ones are confirmed.
+
+        Every hash of such a row is kept for another person: TikTok is not asked to remove
+        it, and only the store forgets this person.
+        """
+        rows = (
+            "SELECT person, {slots} FROM plan WHERE audience = :a AND action = 'delete' "
+            f"AND NOT ({_SENDABLE})"
+        )
+        with self.transaction() as db:
+            if db.execute(rows.format(slots=_SLOT_LIST) + " LIMIT 1", {"a": audience}).fetchone():
+                self._merge(db, audience, "delete", rows, {})
 
     def _merge(
         self, db: Backend, audience: int, action: str, rows: str, args: dict[str, object]

@@ -162,6 +162,52 @@ def test_confirmed_adds_become_members(store, aud):
     assert store.get_audience(aud).uploaded_at is not None
 
 
+def stage_repeats(store, aud):
+    """Stage, over three chunks, people some of whom come more than once; return who stays.
+
+    Each person's last row wins: a later email replaces an earlier one, a later leaving row
+    removes someone staged before, and a later row brings back someone who left.
+    """
+    stage(store, aud, {"changes-twice": slots(email="one@example.com"), "plain": FIRST["same"]})
+    stage(
+        store,
+        aud,
+        {"changes-twice": slots(email="two@example.com"), "comes-back": FIRST["leaver"]},
+        remove=["leaves-later"],
+    )
+    stage(store, aud, {"leaves-later": FIRST["addphone"]})  # back again after leaving
+    stage(
+        store,
+        aud,
+        {"changes-twice": slots(email="three@example.com", phone="+14155550100")},
+        remove=["comes-back"],
+    )
+    return {
+        person("changes-twice"): slots(email="three@example.com", phone="+14155550100"),
+        person("plain"): FIRST["same"],
+        person("leaves-later"): FIRST["addphone"],
+    }
+
+
+def test_first_sync_plans_each_persons_last_row_only(store, aud):
+    stays = stage_repeats(store, aud)
+    summary = store.plan(aud, snapshot=True, complete=True)
+    assert (summary.joined, summary.add_rows, summary.people) == (3, 3, 3)
+    assert planned(store, aud, "add") == {who: (s, s) for who, s in stays.items()}
+    assert planned(store, aud, "delete") == {}
+    confirm_plan(store, aud)
+    assert members(store, aud) == stays
+
+
+def test_rerun_plans_each_persons_last_row_only(store, aud):
+    first_sync(store, aud, {"plain": FIRST["same"], "changes-twice": FIRST["addphone"]})
+    stays = stage_repeats(store, aud)
+    summary = store.plan(aud, snapshot=True, complete=True)
+    assert (summary.joined, summary.changed, summary.unchanged) == (1, 1, 1)
+    confirm_plan(store, aud)
+    assert members(store, aud) == stays
+
+
 def test_same_snapshot_again_plans_nothing(store, aud):
     first_sync(store, aud)
     stage(store, aud, FIRST)
