@@ -7,6 +7,7 @@ is open (records staged, not yet applied) the latest STATE is held back.
 from __future__ import annotations
 
 import copy
+import gc
 import sqlite3
 import sys
 from functools import cached_property
@@ -126,6 +127,10 @@ class TargetTikTokAudiences(Target):
         self._held_state = False
         # Looked up once, not per record: the SDK's `config` wraps the settings on every read.
         self._stream_maps = bool(self.config.get("stream_maps"))
+        # What is alive now (modules, the SDK, settings) lives for the whole run: set it apart
+        # from the collector, whose full passes would otherwise walk it again and again while
+        # the request bodies of a large sync come and go (a tenth of a sync's time at 1M).
+        gc.freeze()
 
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
