@@ -264,9 +264,18 @@ class AudienceSink(BatchSink):
         store, settings = self.store, self.settings
         snapshot = self.snapshot and complete
         uploaded = self.row.uploaded_at is not None
+        summary: PlanSummary | None = None
         if not uploaded and settings.min_audience_size:
-            people = store.hold(audience, snapshot=snapshot)
+            if store.count_pending(audience) or store.count_members(audience):
+                people = store.hold(audience, snapshot=snapshot)  # with those held before
+            else:
+                # Nobody held before: the plan counts the people, who then need not be moved
+                # into `pending` and back (seconds, at a million people).
+                summary = store.plan(audience, snapshot=self.snapshot, complete=complete)
+                people = summary.people
             if should_hold(people, settings.min_audience_size, uploaded=False):
+                if summary is not None:
+                    store.hold(audience, snapshot=snapshot)
                 self.progress.totals["held"] = people
                 self.owner.logger.info(
                     "Audience %s holds %d people, under min_audience_size %d: nothing sent yet.",
@@ -275,7 +284,8 @@ class AudienceSink(BatchSink):
                     settings.min_audience_size,
                 )
                 return
-            store.release_pending(audience)
+            if summary is None:
+                store.release_pending(audience)
         if not uploaded and not self.owner.dry_run and not store.count_members(audience):
             check_unknown_audience(
                 self.owner.client,
@@ -285,7 +295,8 @@ class AudienceSink(BatchSink):
                 self.owner.logger,
                 rebuild=self.snapshot and bool(self.owner.config.get("rebuild_when_store_empty")),
             )
-        summary = store.plan(audience, snapshot=self.snapshot, complete=complete)
+        if summary is None:
+            summary = store.plan(audience, snapshot=self.snapshot, complete=complete)
         refusal = (
             removal_refusal(
                 summary,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+import pytest
+
 from tests.conftest import (
     ADVERTISER,
     OTHER_ADVERTISER,
@@ -193,6 +195,28 @@ def test_min_audience_size_holds_first_upload(target, fake):
     run = target.run(few, min_audience_size=3, max_removal_fraction=1.0)
     assert run.returncode == 0, run.stderr
     assert len(members(fake, only_audience(fake))) == 2
+
+
+@pytest.mark.parametrize("minimum", [2, 3])
+def test_min_audience_size_counts_people_not_records(target, fake, minimum):
+    # Four records, two people: id 1 comes twice (its later email wins), id 3 left.
+    records = [
+        schema(),
+        record(id=1, email="a@example.com"),
+        record(id=2, email="b@example.com"),
+        record(id=1, email="a2@example.com"),
+        record(id=3, email="c@example.com", _sdc_deleted_at="2026-11-01T00:00:00Z"),
+    ]
+    run = target.run(records, min_audience_size=minimum)
+    assert run.returncode == 0, run.stderr
+    if minimum > 2:
+        assert "held 2" in run.stderr
+        assert fake.requests_log() == []
+        return
+    assert members(fake, only_audience(fake)) == {
+        ("EMAIL_SHA256", sha("a2@example.com")),
+        ("EMAIL_SHA256", sha("b@example.com")),
+    }
 
 
 def test_min_audience_size_holds_incremental_people_across_runs(target, fake):

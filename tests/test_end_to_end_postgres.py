@@ -27,6 +27,7 @@ from tests.test_end_to_end import (  # noqa: F401  (collected again, on PostgreS
     test_existing_audience_id_and_two_streams,
     test_first_sync_creates_audience_and_adds_everyone,
     test_incremental_mode_adds_updates_and_removes,
+    test_min_audience_size_counts_people_not_records,
     test_min_audience_size_holds_first_upload,
     test_min_audience_size_holds_incremental_people_across_runs,
     test_records_without_keys_are_identified_by_their_hashes,
