@@ -34,7 +34,10 @@ Hashed = tuple[Staged, Counter, Counter]
 def person_key(key_values: tuple[Any, ...] | None, slots: Slots) -> bytes | None:
     """A 16-byte digest that identifies a person: of the record key, else of its hashes."""
     if key_values is not None:
-        text = _KEY_SEPARATOR.join(str(v) for v in key_values)
+        if len(key_values) == 1:  # the usual key: no join to build
+            text = str(key_values[0])
+        else:
+            text = _KEY_SEPARATOR.join(map(str, key_values))
         return hashlib.sha256(_KEY_PREFIX + text.encode()).digest()[:16]
     if not any(slots):
         return None
