@@ -87,6 +87,8 @@ class SQLiteBackend(Backend):
         # 16 MiB of page cache: enough for the diff's index scans, and memory stays flat
         # however large the audience grows.
         self._db.execute("PRAGMA cache_size=-16384")
+        # A large sort (planning a first sync, building an index) may use a second core.
+        self._db.execute("PRAGMA threads=1")
 
     def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
         """Run one statement (SQLite speaks `?` and `:name` natively)."""
