@@ -55,15 +55,20 @@ Slots = tuple[bytes | None, ...]
 
 # Staged people travel packed: a fixed-width record each, unpacked by one SQL statement on the
 # database side. Binding nine values per person from Python cost three times as much.
-# A record: person key (16 bytes), remove flag, a bit per present slot (each flag byte is
-# "0" + value, ASCII, so that either database reads it back), then every slot at its full
-# width, zeros where absent.
+# A record: person key (16 bytes), a remove byte, a presence byte per slot (each 0 or 1, so
+# that either database tests it by comparing one byte), then every slot at its full width,
+# zeros where absent.
 _KEY_WIDTH = 16
 _SLOT_WIDTHS = tuple(16 if slot.endswith("_MD5") else 32 for slot in SLOTS)
-_SLOT_OFFSETS = tuple(_KEY_WIDTH + 2 + sum(_SLOT_WIDTHS[:i]) for i in range(len(SLOTS)))
-_RECORD_WIDTH = _KEY_WIDTH + 2 + sum(_SLOT_WIDTHS)
+_FLAGS_AT = _KEY_WIDTH + 1
+_SLOT_OFFSETS = tuple(_FLAGS_AT + len(SLOTS) + sum(_SLOT_WIDTHS[:i]) for i in range(len(SLOTS)))
+_RECORD_WIDTH = _FLAGS_AT + len(SLOTS) + sum(_SLOT_WIDTHS)
 _ABSENT = tuple(bytes(width) for width in _SLOT_WIDTHS)
-_FLAG = tuple(bytes([48 + value]) for value in range(1 << len(SLOTS)))
+_REMOVE = (b"\x00", b"\x01")
+# The presence bytes of each combination of present slots, by its bit mask.
+_PRESENT = tuple(
+    bytes((mask >> i) & 1 for i in range(len(SLOTS))) for mask in range(1 << len(SLOTS))
+)
 
 
 @dataclass(frozen=True)
@@ -103,8 +108,8 @@ class Staged:
                 msg = f"a person has {len(SLOTS)} slots, not {len(fields)}"
                 raise ValueError(msg)
             out += person
-            out += _FLAG[1 if remove else 0]
-            out += _FLAG[mask]
+            out += _REMOVE[1 if remove else 0]
+            out += _PRESENT[mask]
             out += b"".join(fields)
             count += 1
         return cls(bytes(out), count)
@@ -118,21 +123,16 @@ def _unpack_sql(db: Backend) -> str:
         return f"substr(:packed, i * {width} + {offset + 1}, {length})"
 
     def flag(offset: int) -> str:
-        return (
-            "("
-            + db.words["byte_at"].format(blob=":packed", at=f"i * {width} + {offset}")
-            + " - 48)"
-        )
+        return db.words["flag_at"].format(blob=":packed", at=f"i * {width} + {offset}")
 
     slots = ", ".join(
-        f"CASE WHEN (m & {1 << i}) <> 0 THEN {field(offset, length)} END"
+        f"CASE WHEN {flag(_FLAGS_AT + i)} = 1 THEN {field(offset, length)} END"
         for i, (offset, length) in enumerate(zip(_SLOT_OFFSETS, _SLOT_WIDTHS, strict=True))
     )
     return (
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < :rows) "
         f"INSERT INTO staged (audience, person, remove, {_SLOT_LIST}) "
-        f"SELECT :a, {field(0, _KEY_WIDTH)}, r, {slots} FROM "
-        f"(SELECT i, {flag(_KEY_WIDTH)} AS r, {flag(_KEY_WIDTH + 1)} AS m FROM n) AS x ORDER BY i"
+        f"SELECT :a, {field(0, _KEY_WIDTH)}, {flag(_KEY_WIDTH)}, {slots} FROM n ORDER BY i"
     )
 
 

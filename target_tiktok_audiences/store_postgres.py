@@ -86,7 +86,7 @@ class PostgresBackend(Backend):
         "table_suffix": "",
         "differs": "IS DISTINCT FROM",
         "in_rows": "= ANY(ARRAY({rows}))",
-        "byte_at": "get_byte({blob}, {at})",
+        "flag_at": "get_byte({blob}, {at})",
     }
     errors = (psycopg.Error,)
     begin_snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"

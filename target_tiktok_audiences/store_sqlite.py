@@ -31,8 +31,8 @@ class SQLiteBackend(Backend):
         "table_suffix": " WITHOUT ROWID",
         "differs": "IS NOT",
         "in_rows": "IN ({rows})",
-        # A byte of a blob as a number: read as one ASCII character (SQLite has no get_byte).
-        "byte_at": "unicode(CAST(substr({blob}, {at} + 1, 1) AS TEXT))",
+        # A byte of a blob that is 0 or 1, as that number (SQLite has no get_byte).
+        "flag_at": "(substr({blob}, {at} + 1, 1) = x'01')",
     }
     errors = (sqlite3.Error,)
     begin = ("BEGIN IMMEDIATE",)  # take the write lock first: no deadlock between two writers
