@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import IO, Any
 
@@ -21,10 +21,17 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from target_tiktok_audiences.errors import TikTokAPIError
-from target_tiktok_audiences.planning import mapping_body
+from target_tiktok_audiences.planning import mapping_body, mapping_json
 from target_tiktok_audiences.store import Slots
+from target_tiktok_audiences.workers import Workers
 
 logger = logging.getLogger("target_tiktok_audiences")
+
+# A request body: a dict, or one already serialised (built by a worker process).
+Body = dict | bytes
+# Bodies of batches this large are built in a worker process, a few batches ahead.
+PARALLEL_BODY_ROWS = 1000
+BODIES_AHEAD = 2
 
 RATE_LIMIT_CODES = frozenset({40100, 40133, 40016, 40132, 61000})
 BATCH_TOO_LARGE_CODES = frozenset({40011, 40061})
@@ -112,6 +119,7 @@ class TikTokClient:
         max_parallel_requests: int = 4,
         batch_size: int = 5000,
         backoff_base: float = 1.0,
+        workers: Workers | None = None,
     ) -> None:
         self.api_url = api_url if api_url.endswith("/") else api_url + "/"
         self.timeout = timeout
@@ -120,6 +128,7 @@ class TikTokClient:
         self.batch_size = batch_size
         self.backoff_base = backoff_base
         self.requests_sent = 0
+        self._workers = workers if workers is not None else Workers(1)
         self._reached = False  # any HTTP answer yet: a refused first connection is no blip
         self._stopping = threading.Event()
         self._pacer = Pacer(max_requests_per_second)
@@ -148,7 +157,7 @@ class TikTokClient:
         path: str,
         *,
         params: dict | None = None,
-        body: dict | None = None,
+        body: Body | None = None,
         idempotent: bool = True,
     ) -> dict:
         """Send one request, retrying what can be retried; return the envelope's `data`.
@@ -190,7 +199,7 @@ class TikTokClient:
         base = self.backoff_base * 2 ** (attempt - 1)
         return min(120.0, base * (0.5 + random.random()))
 
-    def _send(self, method: str, path: str, params: dict | None, body: dict | None) -> dict:
+    def _send(self, method: str, path: str, params: dict | None, body: Body | None) -> dict:
         # Everything costly (a 5,000-row body) is done before the pacer lets the request go, so
         # it reaches TikTok when the pacer said, not whenever this thread next gets the GIL.
         prepared = self._session.prepare_request(
@@ -198,7 +207,7 @@ class TikTokClient:
                 method,
                 self.api_url + path,
                 params=params,
-                data=orjson.dumps(body) if body is not None else None,
+                data=orjson.dumps(body) if isinstance(body, dict) else body,
             )
         )
         # As session.request would: proxies and CA bundle from the environment.
@@ -266,14 +275,22 @@ class TikTokClient:
     # Audience membership
 
     def map_batch(
-        self, action: str, advertiser_ids: Sequence[str], audience_id: str, rows: Sequence[Slots]
+        self,
+        action: str,
+        advertiser_ids: Sequence[str],
+        audience_id: str,
+        rows: Sequence[Slots],
+        body: bytes | None = None,
     ) -> None:
-        """Send one batch of people; halve it while TikTok says it is too large."""
+        """Send one batch of people; halve it while TikTok says it is too large.
+
+        `body`: the batch's request body, if it was built already (`mapping_json`).
+        """
         try:
             self.request(
                 "POST",
                 "segment/mapping/",
-                body=mapping_body(action, advertiser_ids, audience_id, rows),
+                body=body or mapping_body(action, advertiser_ids, audience_id, rows),
             )
         except TikTokAPIError as exc:
             if exc.code not in BATCH_TOO_LARGE_CODES or len(rows) == 1:
@@ -290,6 +307,33 @@ class TikTokClient:
                     self.batch_size = half
             self.map_batch(action, advertiser_ids, audience_id, rows[:half])
             self.map_batch(action, advertiser_ids, audience_id, rows[half:])
+
+    def _with_bodies(
+        self,
+        action: str,
+        advertiser_ids: Sequence[str],
+        audience_id: str,
+        batches: Iterable[list[tuple[Any, Slots]]],
+    ) -> Iterator[tuple[list[tuple[Any, Slots]], list[Slots], Future[bytes]]]:
+        """Each batch with its slots and request body, a few batches ahead.
+
+        A large batch's body is built in a worker process while the batches before it go.
+        """
+        ahead: deque[tuple[list[tuple[Any, Slots]], list[Slots], Future[bytes]]] = deque()
+        for batch in batches:
+            rows = [slots for _, slots in batch]
+            body = self._workers.submit(
+                mapping_json,
+                action,
+                list(advertiser_ids),
+                audience_id,
+                rows,
+                parallel=len(rows) >= PARALLEL_BODY_ROWS,
+            )
+            ahead.append((batch, rows, body))
+            if len(ahead) > BODIES_AHEAD:
+                yield ahead.popleft()
+        yield from ahead
 
     def map_all(
         self,
@@ -321,7 +365,9 @@ class TikTokClient:
                     failure = exc
 
         with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="tiktok") as pool:
-            for batch in batches:
+            for batch, rows, body in self._with_bodies(
+                action, advertiser_ids, audience_id, batches
+            ):
                 settle([f for f in in_flight if f.done()])
                 while len(in_flight) >= limit:
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -329,7 +375,7 @@ class TikTokClient:
                 if failure is not None:
                     break
                 future = pool.submit(
-                    self.map_batch, action, advertiser_ids, audience_id, [s for _, s in batch]
+                    self.map_batch, action, advertiser_ids, audience_id, rows, body.result()
                 )
                 in_flight[future] = batch
             if in_flight:
@@ -362,11 +408,13 @@ class DryRunClient(TikTokClient):
         The file's order is then the send order, and no thread holds the GIL while the store
         reads the next batch (a thread that does makes every database call wait for it).
         """
-        for batch in batches:
-            self.map_batch(action, advertiser_ids, audience_id, [s for _, s in batch])
+        for batch, rows, body in self._with_bodies(action, advertiser_ids, audience_id, batches):
+            self.map_batch(action, advertiser_ids, audience_id, rows, body.result())
             on_confirmed(batch)
 
-    def _send(self, method: str, path: str, params: dict | None, body: dict | None) -> dict:
+    def _send(self, method: str, path: str, params: dict | None, body: Body | None) -> dict:
+        if isinstance(body, bytes):
+            body = orjson.Fragment(body)
         record = {"method": method, "path": path, "body": body if body is not None else params}
         line = orjson.dumps(record).decode()
         with self._lock:

@@ -9,15 +9,16 @@ in memory only, and only hashes come back.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
-import os
 from collections import Counter, deque
 from collections.abc import Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
 
 from target_tiktok_audiences.identifiers import IdentifierExtractor, NormalizationOptions
 from target_tiktok_audiences.store import Staged
+
+if TYPE_CHECKING:
+    from target_tiktok_audiences.workers import Workers
 
 _KEY_PREFIX = b"tiktok-audiences/person-key\x00"
 _IDS_PREFIX = b"tiktok-audiences/person-ids\x00"
@@ -74,56 +75,20 @@ def hash_chunk(
     return Staged.pack(rows), skipped, invalid
 
 
-class HashPool:
-    """Hashes chunks in worker processes (inline while a run is small), in input order."""
-
-    CHUNK = 4096
-    # Inline until a stream has sent this many records: small runs never start workers.
-    PARALLEL_AFTER = 3 * CHUNK
-
-    def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers if workers is not None else min(os.cpu_count() or 1, 4)
-        self._executor: ProcessPoolExecutor | None = None
-
-    def _pool(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            # forkserver: workers never inherit a lock held by another thread of this process.
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["target_tiktok_audiences.people"])
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
-        return self._executor
-
-    def submit(
-        self,
-        fields: Mapping[str, str | None],
-        options: NormalizationOptions,
-        chunk: list[Pending],
-        *,
-        seen: int,
-    ) -> Future[Hashed]:
-        """Hash a chunk: in a worker once `seen` records make it worth it, else right here."""
-        frozen = tuple(sorted(fields.items()))
-        if self.workers > 1 and seen >= self.PARALLEL_AFTER:
-            return self._pool().submit(hash_chunk, frozen, options, chunk)
-        done: Future[Hashed] = Future()
-        done.set_result(hash_chunk(frozen, options, chunk))
-        return done
-
-    def close(self) -> None:
-        """Stop the workers."""
-        if self._executor is not None:
-            self._executor.shutdown(cancel_futures=True)
-            self._executor = None
+# Records hashed per task.
+CHUNK = 4096
+# Hashed inline until a stream has sent this many records: small runs never start workers.
+PARALLEL_AFTER = 3 * CHUNK
 
 
 class PeopleQueue:
     """One stream's chunks in flight, collected strictly in the order they were read."""
 
     def __init__(
-        self, pool: HashPool, fields: Mapping[str, str | None], options: NormalizationOptions
+        self, workers: Workers, fields: Mapping[str, str | None], options: NormalizationOptions
     ) -> None:
-        self._pool = pool
-        self._fields = fields
+        self._workers = workers
+        self._fields = tuple(sorted(fields.items()))
         self._options = options
         self._chunk: list[Pending] = []
         self._futures: deque[Future[Hashed]] = deque()
@@ -134,10 +99,10 @@ class PeopleQueue:
         """Queue one record; return the oldest finished chunk when too many are in flight."""
         self._chunk.append(item)
         self.pending += 1
-        if len(self._chunk) < HashPool.CHUNK:
+        if len(self._chunk) < CHUNK:
             return None
         self._flush()
-        if len(self._futures) > 2 * self._pool.workers:
+        if len(self._futures) > 2 * self._workers.count:
             return self._take()
         return None
 
@@ -145,7 +110,13 @@ class PeopleQueue:
         if self._chunk:
             self._seen += len(self._chunk)
             self._futures.append(
-                self._pool.submit(self._fields, self._options, self._chunk, seen=self._seen)
+                self._workers.submit(
+                    hash_chunk,
+                    self._fields,
+                    self._options,
+                    self._chunk,
+                    parallel=self._seen >= PARALLEL_AFTER,
+                )
             )
             self._chunk = []
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import orjson
+
 from target_tiktok_audiences.identifiers import SLOTS
 from target_tiktok_audiences.store import PlanSummary, Slots
 
@@ -60,3 +62,10 @@ def mapping_body(
         "id_schema": [SLOTS[i] for i in used],
         "batch_data": batch_data,
     }
+
+
+def mapping_json(
+    action: str, advertiser_ids: Sequence[str], audience_id: str, rows: Sequence[Slots]
+) -> bytes:
+    """The body of `mapping_body`, serialised: what a worker process builds for a large batch."""
+    return orjson.dumps(mapping_body(action, advertiser_ids, audience_id, rows))

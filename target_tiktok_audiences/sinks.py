@@ -102,7 +102,7 @@ class AudienceSink(BatchSink):
         )
         self.row = self.store.get_audience(self.row.id)  # another run may have synced meanwhile
         self.people = PeopleQueue(
-            target.hash_pool, settings.identifier_fields, settings.normalization
+            target.workers, settings.identifier_fields, settings.normalization
         )
         self.progress = target.stream_progress(stream_name)
         # A new SCHEMA replaced an earlier sink of this stream: its records come first.

@@ -31,7 +31,6 @@ from singer_sdk.sinks import Sink
 
 from target_tiktok_audiences.client import DryRunClient, TikTokClient
 from target_tiktok_audiences.errors import ConfigError, InputError, TargetError
-from target_tiktok_audiences.people import HashPool
 from target_tiktok_audiences.reporting import Progress, audience_line
 from target_tiktok_audiences.settings import (
     DEFAULT_API_URL,
@@ -45,6 +44,7 @@ from target_tiktok_audiences.settings import (
 )
 from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink, StreamProgress
 from target_tiktok_audiences.store import MembershipStore
+from target_tiktok_audiences.workers import Workers
 
 _SECRET_SETTINGS = ("access_token",)
 
@@ -191,9 +191,9 @@ class TargetTikTokAudiences(Target):
         return Progress(self.logger)
 
     @cached_property
-    def hash_pool(self) -> HashPool:
-        """Worker processes that hash large streams while the reader goes on."""
-        return HashPool()
+    def workers(self) -> Workers:
+        """Worker processes: they hash large streams and build large request bodies."""
+        return Workers()
 
     @cached_property
     def client(self) -> TikTokClient:
@@ -208,6 +208,7 @@ class TargetTikTokAudiences(Target):
             "max_parallel_requests": int(config.get("max_parallel_requests", 4)),
             "batch_size": int(config.get("batch_size", 5000)),
             "backoff_base": float(config.get("retry_backoff_seconds", 1)),
+            "workers": self.workers,
         }
         if self.dry_run:
             path = Path(config.get("dry_run_output") or DEFAULT_DRY_RUN_OUTPUT)
@@ -279,7 +280,7 @@ class TargetTikTokAudiences(Target):
             sink.finish_input(end_proves_snapshot=end_proves)
         super().process_endofpipe()
         self._report()
-        self.hash_pool.close()
+        self.workers.close()
         self.client.close()
         self.store.close()
 

@@ -16,6 +16,7 @@ import requests
 import requests_mock as rm
 
 from target_tiktok_audiences.client import (
+    PARALLEL_BODY_ROWS,
     DryRunClient,
     Pacer,
     TikTokClient,
@@ -25,6 +26,7 @@ from target_tiktok_audiences.client import (
 from target_tiktok_audiences.errors import TikTokAPIError
 from target_tiktok_audiences.identifiers import SLOTS
 from target_tiktok_audiences.planning import mapping_body
+from target_tiktok_audiences.workers import Workers
 
 API = "https://business-api.tiktok.com/open_api/v1.3/"
 MAPPING = API + "segment/mapping/"
@@ -550,7 +552,7 @@ def test_map_all_keeps_max_parallel_requests_in_flight(monkeypatch):
     lock = threading.Lock()
     state = {"now": 0, "max": 0, "threads": set()}
 
-    def fake_map_batch(action, advertiser_ids, audience_id, rows):
+    def fake_map_batch(action, advertiser_ids, audience_id, rows, body=None):
         with lock:
             state["now"] += 1
             state["max"] = max(state["max"], state["now"])
@@ -690,6 +692,31 @@ def test_dry_run_map_all_writes_every_batch(requests_mock):
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["body"]["action"] for line in lines] == ["delete"] * 5
     assert requests_mock.call_count == 0
+
+
+def test_bodies_built_in_worker_processes_are_the_inline_bodies(requests_mock):
+    """Batches of PARALLEL_BODY_ROWS or more get their bodies from a worker process."""
+    batches = batches_of(3, size=PARALLEL_BODY_ROWS)
+    batches[1] = batches[1][:-1]  # one batch stays inline
+    expected = [mapping_body("add", [ADVERTISER], AUDIENCE, [s for _, s in b]) for b in batches]
+    workers = Workers(2)
+    try:
+        requests_mock.post(MAPPING, json=ok())
+        c = make_client(max_parallel_requests=1, workers=workers)
+        c.map_all("add", [ADVERTISER], AUDIENCE, iter(batches), lambda b: None)
+        assert [r.json() for r in requests_mock.request_history] == expected
+        out = io.StringIO()
+        dry = DryRunClient(out, api_url=API, access_token=None, workers=workers)
+        dry.map_all("add", [ADVERTISER], AUDIENCE, iter(batches), lambda b: None)
+        lines = out.getvalue().splitlines()
+        assert [json.loads(line)["body"] for line in lines] == expected
+        inline = io.StringIO()
+        DryRunClient(inline, api_url=API, access_token=None).map_all(
+            "add", [ADVERTISER], AUDIENCE, iter(batches), lambda b: None
+        )
+        assert inline.getvalue().splitlines() == lines  # byte for byte
+    finally:
+        workers.close()
 
 
 # The codes table of tiktok-api.md
