@@ -127,10 +127,6 @@ class TargetTikTokAudiences(Target):
         self._held_state = False
         # Looked up once, not per record: the SDK's `config` wraps the settings on every read.
         self._stream_maps = bool(self.config.get("stream_maps"))
-        # What is alive now (modules, the SDK, settings) lives for the whole run: set it apart
-        # from the collector, whose full passes would otherwise walk it again and again while
-        # the request bodies of a large sync come and go (a tenth of a sync's time at 1M).
-        gc.freeze()
 
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
@@ -323,6 +319,11 @@ class TargetTikTokAudiences(Target):
     @classmethod
     def invoke(cls, *args: Any, **kwargs: Any) -> None:
         """Run the target; expected failures end with one line on stderr and exit 1."""
+        # What is alive now (the modules and what they built) lives for the whole run: set it
+        # apart from the collector, whose full passes would otherwise walk it again and again
+        # while the request bodies of a large sync come and go (a tenth of the apply at 1M).
+        # Here, not in __init__: only the command's own process, never a host that embeds it.
+        gc.freeze()
         try:
             super().invoke(*args, **kwargs)
         except ConfigValidationError as exc:
