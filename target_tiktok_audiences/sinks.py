@@ -327,8 +327,8 @@ class AudienceSink(BatchSink):
 
             batches = self._batches(audience, action)
             client.map_all(action, self.settings.advertiser_ids, audience_id, batches, confirmed)
-            if action == "delete":
-                store.confirm_kept_deletes(audience)
+            if action == "delete" and (summary.left or summary.changed):
+                store.confirm_kept_deletes(audience)  # only leavers and changes plan deletes
         store.finish_upload(audience)
         self.row = store.get_audience(audience)
         self.progress.totals["added"] += summary.joined

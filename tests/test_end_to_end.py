@@ -131,6 +131,25 @@ def test_shared_hash_stays_while_another_member_has_it(target, fake):
     assert target.store_rows("members").__len__() == 1
 
 
+def test_dropping_a_shared_hash_is_remembered_for_when_the_other_leaves(target, fake):
+    cfg = {"sync_mode": "incremental"}
+    household = "+14155550199"
+    b = record(id=2, email="b@x.io", phone=household)
+    assert (
+        target.run([schema(), record(id=1, email="a@x.io", phone=household), b], **cfg).returncode
+        == 0
+    )
+    audience_id = only_audience(fake)
+    # 1 drops the household phone; 2 keeps it, so TikTok is not asked to remove it...
+    run = target.run([schema(), record(id=1, email="a@x.io")], **cfg)
+    assert run.returncode == 0, run.stderr
+    assert ("PHONE_SHA256", sha(household)) in members(fake, audience_id)
+    # ...but the store knows 1 no longer has it: when 2 leaves, the phone goes too.
+    run = target.run([schema(), record(id=2, _sdc_deleted_at="2026-11-20T00:00:00Z")], **cfg)
+    assert run.returncode == 0, run.stderr
+    assert members(fake, audience_id) == {("EMAIL_SHA256", sha("a@x.io"))}
+
+
 def test_incremental_mode_adds_updates_and_removes(target, fake):
     cfg = {"sync_mode": "incremental", "membership_field": "member"}
     assert target.run([schema(), *BASE], **cfg).returncode == 0

@@ -23,6 +23,7 @@ from tests.test_end_to_end import (  # noqa: F401  (collected again, on PostgreS
     only_audience,
     test_activate_version_closes_snapshot_and_absent_records_leave_audience_alone,
     test_audience_created_by_name_once_and_reused,
+    test_dropping_a_shared_hash_is_remembered_for_when_the_other_leaves,
     test_dry_run_writes_what_a_real_run_sends,
     test_existing_audience_id_and_two_streams,
     test_first_sync_creates_audience_and_adds_everyone,
