@@ -782,17 +782,13 @@ class MembershipStore:
         last = -1
         while True:
             rows = self._db.execute(
-                f"SELECT seq, person, kept, {_SLOT_LIST} FROM plan "
+                f"SELECT seq, person, {_SLOT_LIST}, {_SENT_SLOTS} FROM plan "
                 "WHERE audience = ? AND action = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (audience, action, last, page),
             ).fetchall()
+            width = len(SLOT_COLUMNS)
             for row in rows:
-                slots, kept = row[3:], row[2]
-                if kept:
-                    sent = tuple(None if kept >> i & 1 else s for i, s in enumerate(slots))
-                    yield row[0], row[1], slots, sent
-                else:
-                    yield row[0], row[1], slots, slots
+                yield row[0], row[1], row[2 : 2 + width], row[2 + width :]
             if len(rows) < page:
                 return
             last = rows[-1][0]
