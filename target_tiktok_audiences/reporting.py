@@ -28,10 +28,10 @@ class Progress:
         self.sent = 0
         self.confirmed = 0
 
-    def record_read(self) -> None:
-        """One more record read from the tap."""
-        self.read += 1
-        if not self.read & 0xFFF:
+    def records_read(self, count: int = 1) -> None:
+        """More records read from the tap."""
+        before, self.read = self.read, self.read + count
+        if before >> 12 != self.read >> 12:
             self.tick()
 
     def changes_planned(self, count: int) -> None:

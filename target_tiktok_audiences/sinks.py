@@ -10,32 +10,21 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from singer_sdk.exceptions import MissingKeyPropertiesError
 from singer_sdk.sinks import BatchSink
 
 from target_tiktok_audiences.audiences import check_unknown_audience, resolve_audience
-from target_tiktok_audiences.errors import InputError, RemovalGuardError, TargetError
-from target_tiktok_audiences.identifiers import IdentifierExtractor
-from target_tiktok_audiences.people import Hashed, PeopleQueue
+from target_tiktok_audiences.errors import RemovalGuardError, TargetError
+from target_tiktok_audiences.people import Hashed, PeopleQueue, RecordSpec
 from target_tiktok_audiences.planning import removal_refusal, should_hold
 from target_tiktok_audiences.store import PlanSummary, Slots
 
 if TYPE_CHECKING:
     from target_tiktok_audiences.settings import AudienceSettings
     from target_tiktok_audiences.target import TargetTikTokAudiences
-
-
-def _field(record: Mapping[str, Any], path: str) -> Any:
-    value: Any = record
-    for part in path.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
 
 
 @dataclass
@@ -51,16 +40,6 @@ class StreamProgress:
     invalid: Counter[str] = field(default_factory=Counter)
     totals: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
-
-
-class MissingKeyError(InputError, MissingKeyPropertiesError):
-    """A record lacks one of its stream's key properties."""
-
-    def __init__(self, stream: str, keys: list[str]) -> None:
-        super().__init__(
-            f"a record of stream {stream!r} has no value for its key properties "
-            f"{', '.join(keys)}: the tap must send every key (or declare none)"
-        )
 
 
 class IgnoredStreamSink(BatchSink):
@@ -93,7 +72,6 @@ class AudienceSink(BatchSink):
             msg = f"stream {stream_name!r} has no audience"
             raise TargetError(msg)
         self.settings: AudienceSettings = settings
-        self.extract = IdentifierExtractor(settings.identifier_fields, settings.normalization)
         self.snapshot = settings.sync_mode == "snapshot"
         self.store = target.store
         self.row = self.store.audience(stream_name, settings.target_key, settings.advertiser_ids)
@@ -101,9 +79,16 @@ class AudienceSink(BatchSink):
             self.row.id, settings.label, float(target.config.get("store_lock_timeout", 60))
         )
         self.row = self.store.get_audience(self.row.id)  # another run may have synced meanwhile
-        self.people = PeopleQueue(
-            target.workers, settings.identifier_fields, settings.normalization
+        spec = RecordSpec(
+            stream_name,
+            tuple(self.key_properties or ()),
+            settings.membership_field,
+            settings.consent_field,
+            tuple(sorted(settings.identifier_fields.items())),
+            settings.normalization,
         )
+        spec.extractor()  # a bad identifier_fields mapping fails here, before any record
+        self.people = PeopleQueue(target.workers, spec)
         self.progress = target.stream_progress(stream_name)
         # A new SCHEMA replaced an earlier sink of this stream: its records come first.
         for earlier in target.archived_sinks(stream_name):
@@ -151,16 +136,28 @@ class AudienceSink(BatchSink):
 
     def process_record(self, record: dict, context: dict) -> None:
         """Read one record's key, exit signals and identifier values; hashing comes later."""
-        self.owner.progress.record_read()
-        progress = self.progress
-        progress.records_since_close += 1
-        progress.records_since_version += 1
-        progress.totals["records"] += 1
-        hashed = self.people.add(
-            (self._key_values(record), self._is_leaving(record), self.extract.values(record))
-        )
+        self._count_records(1)
+        hashed = self.people.add(record)
         if hashed is not None:
             self._stage(hashed)
+
+    def takes_lines(self, count: int) -> bool:
+        """Whether `count` more records fit before the next drain is due (a snapshot: always)."""
+        return self.snapshot or self.current_size + count <= self.max_size
+
+    def process_lines(self, first: int, lines: bytes, count: int) -> None:
+        """Take RECORD lines of this stream unparsed: the workers parse them with the rest."""
+        self._count_records(count)
+        hashed = self.people.add_lines(first, lines, count)
+        if hashed is not None:
+            self._stage(hashed)
+
+    def _count_records(self, count: int) -> None:
+        self.owner.progress.records_read(count)
+        progress = self.progress
+        progress.records_since_close += count
+        progress.records_since_version += count
+        progress.totals["records"] += count
 
     def _stage(self, hashed: Hashed) -> None:
         people, skipped, invalid = hashed
@@ -168,34 +165,6 @@ class AudienceSink(BatchSink):
         self.progress.skipped.update(skipped)
         self.progress.invalid.update(invalid)
         self.record_counter_metric.increment(people.count + sum(skipped.values()))
-
-    def _key_values(self, record: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The record key's values (None without key properties).
-
-        A record without its key is malformed input, not a person to skip: in a snapshot,
-        skipping would remove whoever that record was.
-        """
-        keys = self.key_properties
-        if not keys:
-            return None
-        if len(keys) == 1:  # the common case, without a generator per record
-            value = record.get(keys[0])
-            if value is None:
-                raise MissingKeyError(self.stream_name, keys)
-            return (value,)
-        values = tuple(record.get(k) for k in keys)
-        if None in values:
-            raise MissingKeyError(self.stream_name, keys)
-        return values
-
-    def _is_leaving(self, record: Mapping[str, Any]) -> bool:
-        """Deleted in the source, membership false, or consent not given."""
-        if record.get("_sdc_deleted_at"):
-            return True
-        settings = self.settings
-        if settings.membership_field and _field(record, settings.membership_field) is False:
-            return True
-        return bool(settings.consent_field and _field(record, settings.consent_field) is not True)
 
     def process_batch(self, context: dict) -> None:
         """Stage the people read since the last drain; in incremental mode send them now."""

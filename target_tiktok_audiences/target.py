@@ -16,7 +16,6 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-import orjson
 from singer_sdk import Target
 from singer_sdk.configuration._dict_config import parse_environment_config
 from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
@@ -25,13 +24,13 @@ from singer_sdk.helpers.capabilities import (
     TARGET_BATCH_SIZE_ROWS_CONFIG,
     PluginCapabilities,
 )
-from singer_sdk.singerlib.encoding.simple import SimpleSingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
-from singer_sdk.singerlib.json import deserialize_json, serialize_json
+from singer_sdk.singerlib.json import serialize_json
 from singer_sdk.sinks import Sink
 
 from target_tiktok_audiences.client import DryRunClient, TikTokClient
 from target_tiktok_audiences.errors import ConfigError, InputError, TargetError
+from target_tiktok_audiences.reader import SafeSingerReader, record_of
 from target_tiktok_audiences.reporting import Progress, audience_line
 from target_tiktok_audiences.settings import (
     DEFAULT_API_URL,
@@ -52,56 +51,6 @@ _SECRET_SETTINGS = ("access_token",)
 
 class RecordBeforeSchemaError(InputError, RecordsWithoutSchemaException):
     """A RECORD came for a stream whose SCHEMA has not been seen."""
-
-
-class SafeSingerReader(SimpleSingerReader):
-    """Reads Singer lines without ever echoing one: input lines carry personal data."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.line_number = 0
-
-    def deserialize_json(self, line: str) -> dict:
-        """Parse one line; a malformed one is a one-line error naming its number only."""
-        self.line_number += 1
-        try:
-            message = orjson.loads(line)
-            if isinstance(message, dict) and message.get("type") == "STATE":
-                message = deserialize_json(line)  # bookmarks stay exact Decimals
-        except orjson.JSONDecodeError:
-            message = self._parse_slowly(line)
-        if not isinstance(message, dict):
-            msg = f"input line {self.line_number} is not a Singer message (a JSON object)"
-            raise InputError(msg)
-        return message
-
-    def _parse_slowly(self, line: str) -> Any:
-        """Parse with the standard library: it takes integers over 64 bits, or names the fault."""
-        try:
-            return deserialize_json(line)
-        except ValueError as exc:
-            msg = (
-                f"input line {self.line_number} is not valid JSON ({type(exc).__name__} at "
-                f"column {getattr(exc, 'colno', '?')}): the tap's output is corrupt; fix or "
-                "re-run the tap"
-            )
-            raise InputError(msg) from None
-
-    @staticmethod
-    def assert_line_requires(line_dict: dict, requires: set[str]) -> None:
-        """Name the missing keys, never the line's content."""
-        if requires <= line_dict.keys():  # every line: no set of its keys to build
-            return
-        missing = requires - set(line_dict)
-        kind = line_dict.get("type", "unknown")
-        msg = (
-            f"a {kind} message lacks required key(s) {', '.join(sorted(missing))}: the "
-            "tap does not follow the Singer spec"
-        )
-        raise InputError(msg)
-
-    def _process_unknown_message(self, message_dict: dict) -> None:
-        """Skip message types this target has no use for (e.g. BATCH from a newer tap)."""
 
 
 class TargetTikTokAudiences(Target):
@@ -129,6 +78,8 @@ class TargetTikTokAudiences(Target):
         self._held_state = False
         # Looked up once, not per record: the SDK's `config` wraps the settings on every read.
         self._stream_maps = bool(self.config.get("stream_maps"))
+        if not self._stream_maps:  # a mapped record must be parsed here, to be mapped
+            self.message_reader.record_lane = self._take_record_lines
 
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
@@ -238,11 +189,7 @@ class TargetTikTokAudiences(Target):
         if self._stream_maps:
             super()._process_record_message(message_dict)
             return
-        try:
-            stream, record = message_dict["stream"], message_dict["record"]
-        except KeyError:
-            self._assert_line_requires(message_dict, requires={"stream", "record"})
-            raise
+        stream, record = record_of(message_dict)
         sink = self._sinks_active.get(stream)
         if sink is None:
             msg = (
@@ -250,10 +197,19 @@ class TargetTikTokAudiences(Target):
                 "the tap does not follow the Singer spec"
             )
             raise RecordBeforeSchemaError(msg)
-        if not isinstance(record, dict):
-            msg = f"a record of stream {stream!r} is not a JSON object"
-            raise InputError(msg)
         sink.process_record(record, {})
+        self._after_record(sink)
+
+    def _take_record_lines(self, stream: str, first: int, lines: bytes, count: int) -> bool:
+        """Take an audience stream's RECORD lines unparsed (see `reader`); False: parse them."""
+        sink = self._sinks_active.get(stream)
+        if type(sink) is not AudienceSink or not sink.takes_lines(count):
+            return False
+        sink.process_lines(first, lines, count)
+        self._after_record(sink)
+        return True
+
+    def _after_record(self, sink: Sink) -> None:
         if sink.is_full:
             self.drain_one(sink)
         # The SDK's own check, without its property and division on every record.

@@ -29,11 +29,11 @@ def test_progress_logs_every_interval_and_not_more_often(clock, caplog):
     caplog.set_level(logging.INFO)
     progress = Progress(logging.getLogger("t"), interval=5)
     for _ in range(10000):
-        progress.record_read()
+        progress.records_read()
     assert caplog.records == []  # under 5 s: silent
     clock.now += 6
     for _ in range(4096):
-        progress.record_read()
+        progress.records_read()
     progress.changes_planned(300)
     progress.changes_sent(200)
     progress.changes_confirmed(100)
