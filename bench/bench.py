@@ -105,27 +105,27 @@ def _cpu_ticks(pid: int) -> int | None:
     return int(fields[11]) + int(fields[12])
 
 
-def _memory_kb(pid: int) -> tuple[int, int] | None:
-    """(PSS, VmHWM) of pid in kB; None once it has exited.
+def _memory_kb(pid: int, *, pss: bool = True) -> tuple[int, int] | None:
+    """(PSS, VmHWM) of pid in kB (PSS 0 unless `pss`); None once it has exited.
 
     PSS (proportional set size) shares each page among the processes that map it, so the PSS
     of a process tree adds up without counting the workers' shared pages once per worker.
     """
     try:
         status = Path(f"/proc/{pid}/status").read_text()
-        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text() if pss else "Pss: 0 kB"
     except OSError:
         return None
-    hwm = pss = None
+    hwm = pss_kb = None
     for line in status.splitlines():
         if line.startswith("VmHWM:"):
             hwm = int(line.split()[1])
     for line in rollup.splitlines():
         if line.startswith("Pss:"):
-            pss = int(line.split()[1])
-    if hwm is None or pss is None:
+            pss_kb = int(line.split()[1])
+    if hwm is None or pss_kb is None:
         return None
-    return pss, hwm
+    return pss_kb, hwm
 
 
 class TreeMonitor(threading.Thread):
@@ -133,12 +133,17 @@ class TreeMonitor(threading.Thread):
 
     The target may hand work to worker processes (a forkserver pool): `os.wait4` on the target
     counts neither their CPU nor their memory, so the whole tree is sampled every `interval`.
+    PSS is read every `pss_every`-th sample only: reading smaps_rollup of five processes costs
+    the monitor about 7 ms of CPU, which at 10 Hz is 7% of a core taken from a target that
+    keeps both cores busy (a single-process floor leaves a core free for it).
     """
 
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
+    def __init__(self, pid: int, interval: float = 0.1, pss_every: int = 1) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.interval = interval
+        self.pss_every = pss_every
+        self._samples = 0
         self.cpu: dict[int, int] = {}
         self.hwm: dict[int, int] = {}
         self.peak_pss_kb = 0
@@ -153,18 +158,22 @@ class TreeMonitor(threading.Thread):
             todo += _children(pid)
         return seen
 
-    def sample(self) -> None:
-        """One sample of every process in the tree."""
+    def sample(self, *, pss: bool | None = None) -> None:
+        """One sample of every process in the tree (PSS too when due, or when `pss`)."""
+        if pss is None:
+            pss = self._samples % self.pss_every == 0
+        self._samples += 1
         total = 0
         for pid in self.pids():
-            memory = _memory_kb(pid)
+            memory = _memory_kb(pid, pss=pss)
             ticks = _cpu_ticks(pid)
             if memory is None or ticks is None:
                 continue
             self.cpu[pid] = ticks
             self.hwm[pid] = max(self.hwm.get(pid, 0), memory[1])
             total += memory[0]
-        self.peak_pss_kb = max(self.peak_pss_kb, total)
+        if pss:
+            self.peak_pss_kb = max(self.peak_pss_kb, total)
 
     def run(self) -> None:
         """Sample until stopped."""
@@ -176,7 +185,7 @@ class TreeMonitor(threading.Thread):
         """Stop sampling (after one last sample) and wait for the thread."""
         self._halt.set()
         self.join()
-        self.sample()
+        self.sample(pss=True)
 
 
 @dataclass
@@ -184,7 +193,8 @@ class Run:
     """One finished subprocess: times, peak RSS, exit status and its stderr.
 
     `maxrss_mb` is the main process's own peak RSS (VmHWM); `cpu` and `tree_pss_mb` (the peak
-    of the summed PSS, sampled every 0.1 s) cover it and every descendant (see TreeMonitor).
+    of the summed PSS, sampled every 0.1 s, or 1 s in the speed section) cover it and every
+    descendant (see TreeMonitor).
     """
 
     label: str
@@ -234,11 +244,18 @@ class Run:
 
 
 def run(
-    label: str, cmd: list[str], stdin: Path, work: Path, *, env: dict[str, str] | None = None
+    label: str,
+    cmd: list[str],
+    stdin: Path,
+    work: Path,
+    *,
+    env: dict[str, str] | None = None,
+    pss_every: int = 1,
 ) -> Run:
     """Run cmd with stdin from a file: wall from start to exit; CPU and memory of its tree.
 
     The process gets its own session, so an interrupted bench kills it and its workers.
+    `pss_every`: see TreeMonitor (the speed section reads PSS once a second, not ten times).
     """
     out, err = work / f"{label}.stdout", work / f"{label}.stderr"
     with stdin.open("rb") as fin, out.open("wb") as fout, err.open("wb") as ferr:
@@ -246,7 +263,7 @@ def run(
         proc = subprocess.Popen(
             cmd, stdin=fin, stdout=fout, stderr=ferr, cwd=work, env=env, start_new_session=True
         )
-        monitor = TreeMonitor(proc.pid)
+        monitor = TreeMonitor(proc.pid, pss_every=pss_every)
         monitor.start()
         try:
             os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
@@ -288,9 +305,10 @@ def write_config(path: Path, **settings: Any) -> Path:
     return path
 
 
-def run_target(label: str, config: Path, data: Path, work: Path) -> Run:
+def run_target(label: str, config: Path, data: Path, work: Path, *, pss_every: int = 1) -> Run:
     """Run the real target's console script on a Singer file."""
-    return run(label, [TARGET, "--config", str(config)], data, work, env=clean_env())
+    cmd = [TARGET, "--config", str(config)]
+    return run(label, cmd, data, work, env=clean_env(), pss_every=pss_every)
 
 
 # --------------------------------------------------------------------------- fakes
@@ -566,12 +584,13 @@ class Bench:
         baseline_config = work / "baseline.json"
         baseline_config.write_text("{}")
         best: dict[str, Run] = {}
+        once_a_second = 10  # PSS samples: the same light monitoring for all three
         for round_ in range(self.args.repeat):
             for name in ("floor", "target", "baseline"):
                 label = f"{name}-{round_}"
                 if name == "floor":
                     cmd = [PYTHON, str(BENCH_DIR / "bare_loop.py")]
-                    r = run(label, cmd, ds.first, work)
+                    r = run(label, cmd, ds.first, work, pss_every=once_a_second)
                 elif name == "target":
                     store = self.dir(f"local/target-{round_}")
                     config = write_config(
@@ -580,10 +599,16 @@ class Bench:
                         membership_store=str(store / "store.sqlite"),
                         dry_run_output=str(store / "dry-run.jsonl"),
                     )
-                    r = run_target(label, config, ds.first, work)
+                    r = run_target(label, config, ds.first, work, pss_every=once_a_second)
                 else:
                     cmd = [PYTHON, str(BENCH_DIR / "baseline_target.py"), "--config"]
-                    r = run(label, [*cmd, str(baseline_config)], ds.first, work)
+                    r = run(
+                        label,
+                        [*cmd, str(baseline_config)],
+                        ds.first,
+                        work,
+                        pss_every=once_a_second,
+                    )
                 if not r.ok:
                     self.failed("local", r)
                     return
