@@ -542,8 +542,11 @@ class MembershipStore:
         """Index what was staged and keep only each person's last row."""
         if not self._staged_indexed:
             self._db.execute(
-                # `remove` too: "is this member still staged?" is answered from the index alone.
-                "CREATE INDEX IF NOT EXISTS staged_person ON staged (audience, person, remove)"
+                # `remove` too: "is this member still staged?" is answered from the index alone;
+                # and the slots: the diff then reads staged people in person order from the
+                # index, not each from a random place in the table (5.2 s -> 1.x s at 1M).
+                "CREATE INDEX IF NOT EXISTS staged_person ON staged "
+                f"(audience, person, remove, {_SLOT_LIST})"
             )
             self._db.analyze("staged")
             self._staged_indexed = True
