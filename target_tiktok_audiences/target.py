@@ -141,7 +141,7 @@ class TargetTikTokAudiences(Target):
 
     @cached_property
     def workers(self) -> Workers:
-        """Worker processes: they hash large streams and build large request bodies."""
+        """Worker processes: they parse and hash large streams and build large request bodies."""
         return Workers()
 
     @cached_property

@@ -1,4 +1,4 @@
-"""Worker processes for the costly pure parts of a run: hashing people, building request bodies.
+"""Worker processes for the costly pure parts of a run: reading people, building request bodies.
 
 One process reads the input and keeps the store; on a machine with more cores, the work that
 needs neither runs beside it. Work is passed in memory only: raw identifiers go to a worker
