@@ -87,7 +87,7 @@ class AudienceSink(BatchSink):
             tuple(sorted(settings.identifier_fields.items())),
             settings.normalization,
         )
-        spec.extractor()  # a bad identifier_fields mapping fails here, before any record
+        # Builds the extractor: a bad identifier_fields mapping fails here, before any record.
         self.people = PeopleQueue(target.workers, spec)
         self.progress = target.stream_progress(stream_name)
         # A new SCHEMA replaced an earlier sink of this stream: its records come first.
