@@ -21,8 +21,8 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from target_tiktok_audiences.errors import TikTokAPIError
-from target_tiktok_audiences.planning import mapping_body, mapping_json
-from target_tiktok_audiences.store import Slots
+from target_tiktok_audiences.planning import batch_json, mapping_body
+from target_tiktok_audiences.store import Batch
 from target_tiktok_audiences.workers import Workers
 
 logger = logging.getLogger("target_tiktok_audiences")
@@ -279,58 +279,58 @@ class TikTokClient:
         action: str,
         advertiser_ids: Sequence[str],
         audience_id: str,
-        rows: Sequence[Slots],
+        batch: Batch,
         body: bytes | None = None,
     ) -> None:
         """Send one batch of people; halve it while TikTok says it is too large.
 
-        `body`: the batch's request body, if it was built already (`mapping_json`).
+        `body`: the batch's request body, if it was built already (`batch_json`).
         """
         try:
             self.request(
                 "POST",
                 "segment/mapping/",
-                body=body or mapping_body(action, advertiser_ids, audience_id, rows),
+                body=body or mapping_body(action, advertiser_ids, audience_id, batch.slots()),
             )
         except TikTokAPIError as exc:
-            if exc.code not in BATCH_TOO_LARGE_CODES or len(rows) == 1:
+            if exc.code not in BATCH_TOO_LARGE_CODES or batch.size == 1:
                 raise
-            half = (len(rows) + 1) // 2
+            half = (batch.size + 1) // 2
             with self._lock:
                 if half < self.batch_size:
                     logger.warning(
                         "TikTok says a batch of %d is too large (%s); batch size is now %d",
-                        len(rows),
+                        batch.size,
                         exc.code,
                         half,
                     )
                     self.batch_size = half
-            self.map_batch(action, advertiser_ids, audience_id, rows[:half])
-            self.map_batch(action, advertiser_ids, audience_id, rows[half:])
+            rows = batch.slots()
+            self.map_batch(action, advertiser_ids, audience_id, Batch.of(rows[:half]))
+            self.map_batch(action, advertiser_ids, audience_id, Batch.of(rows[half:]))
 
     def _with_bodies(
         self,
         action: str,
         advertiser_ids: Sequence[str],
         audience_id: str,
-        batches: Iterable[list[tuple[Any, Slots]]],
-    ) -> Iterator[tuple[list[tuple[Any, Slots]], list[Slots], Future[bytes]]]:
-        """Each batch with its slots and request body, a few batches ahead.
+        batches: Iterable[Batch],
+    ) -> Iterator[tuple[Batch, Future[bytes]]]:
+        """Each batch with its request body, a few batches ahead.
 
         A large batch's body is built in a worker process while the batches before it go.
         """
-        ahead: deque[tuple[list[tuple[Any, Slots]], list[Slots], Future[bytes]]] = deque()
+        ahead: deque[tuple[Batch, Future[bytes]]] = deque()
         for batch in batches:
-            rows = [slots for _, slots in batch]
             body = self._workers.submit(
-                mapping_json,
+                batch_json,
                 action,
                 list(advertiser_ids),
                 audience_id,
-                rows,
-                parallel=len(rows) >= PARALLEL_BODY_ROWS,
+                batch,
+                parallel=batch.size >= PARALLEL_BODY_ROWS,
             )
-            ahead.append((batch, rows, body))
+            ahead.append((batch, body))
             if len(ahead) > BODIES_AHEAD:
                 yield ahead.popleft()
         yield from ahead
@@ -340,18 +340,18 @@ class TikTokClient:
         action: str,
         advertiser_ids: Sequence[str],
         audience_id: str,
-        batches: Iterable[list[tuple[Any, Slots]]],
-        on_confirmed: Callable[[list[tuple[Any, Slots]]], None],
+        batches: Iterable[Batch],
+        on_confirmed: Callable[[Batch], None],
     ) -> None:
         """Send batches with up to `max_parallel_requests` in flight.
 
-        Each batch is a list of (tag, slots); `on_confirmed` runs in the calling thread for
+        `on_confirmed` runs in the calling thread for
         every batch TikTok confirmed, so the store is only ever touched from one thread. The
         first failure stops new sends, waits for those in flight (confirming the ones that
         succeeded), and is raised.
         """
         limit = self.max_parallel_requests
-        in_flight: dict[Future, list[tuple[Any, Slots]]] = {}
+        in_flight: dict[Future, Batch] = {}
         failure: BaseException | None = None
 
         def settle(done: Iterable[Future]) -> None:
@@ -365,9 +365,7 @@ class TikTokClient:
                     failure = exc
 
         with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="tiktok") as pool:
-            for batch, rows, body in self._with_bodies(
-                action, advertiser_ids, audience_id, batches
-            ):
+            for batch, body in self._with_bodies(action, advertiser_ids, audience_id, batches):
                 settle([f for f in in_flight if f.done()])
                 while len(in_flight) >= limit:
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -375,7 +373,7 @@ class TikTokClient:
                 if failure is not None:
                     break
                 future = pool.submit(
-                    self.map_batch, action, advertiser_ids, audience_id, rows, body.result()
+                    self.map_batch, action, advertiser_ids, audience_id, batch, body.result()
                 )
                 in_flight[future] = batch
             if in_flight:
@@ -400,16 +398,16 @@ class DryRunClient(TikTokClient):
         action: str,
         advertiser_ids: Sequence[str],
         audience_id: str,
-        batches: Iterable[list[tuple[Any, Slots]]],
-        on_confirmed: Callable[[list[tuple[Any, Slots]]], None],
+        batches: Iterable[Batch],
+        on_confirmed: Callable[[Batch], None],
     ) -> None:
         """Write each batch in turn, in the calling thread.
 
         The file's order is then the send order, and no thread holds the GIL while the store
         reads the next batch (a thread that does makes every database call wait for it).
         """
-        for batch, rows, body in self._with_bodies(action, advertiser_ids, audience_id, batches):
-            self.map_batch(action, advertiser_ids, audience_id, rows, body.result())
+        for batch, body in self._with_bodies(action, advertiser_ids, audience_id, batches):
+            self.map_batch(action, advertiser_ids, audience_id, batch, body.result())
             on_confirmed(batch)
 
     def _send(self, method: str, path: str, params: dict | None, body: Body | None) -> dict:

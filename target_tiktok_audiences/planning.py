@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import orjson
 
 from target_tiktok_audiences.identifiers import SLOTS
-from target_tiktok_audiences.store import PlanSummary, Slots
+from target_tiktok_audiences.store import Batch, PlanSummary, Slots
 
 
 def should_hold(people: int, min_audience_size: int, *, uploaded: bool) -> bool:
@@ -67,5 +67,13 @@ def mapping_body(
 def mapping_json(
     action: str, advertiser_ids: Sequence[str], audience_id: str, rows: Sequence[Slots]
 ) -> bytes:
-    """The body of `mapping_body`, serialised: what a worker process builds for a large batch."""
+    """The body of `mapping_body`, serialised."""
     return orjson.dumps(mapping_body(action, advertiser_ids, audience_id, rows))
+
+
+def batch_json(action: str, advertiser_ids: Sequence[str], audience_id: str, batch: Batch) -> bytes:
+    """A batch's body, serialised: what a worker process builds while earlier batches go.
+
+    Where the batch has a source rather than rows, the worker reads the rows itself.
+    """
+    return mapping_json(action, advertiser_ids, audience_id, batch.slots())

@@ -20,7 +20,7 @@ from target_tiktok_audiences.audiences import check_unknown_audience, resolve_au
 from target_tiktok_audiences.errors import RemovalGuardError, TargetError
 from target_tiktok_audiences.people import Hashed, PeopleQueue, RecordSpec
 from target_tiktok_audiences.planning import removal_refusal, should_hold
-from target_tiktok_audiences.store import PlanSummary, Slots
+from target_tiktok_audiences.store import Batch, PlanSummary
 
 if TYPE_CHECKING:
     from target_tiktok_audiences.settings import AudienceSettings
@@ -290,9 +290,9 @@ class AudienceSink(BatchSink):
             audience_id = resolve_audience(client, store, self.settings, self.row)
         for action in ("delete", "add"):
 
-            def confirmed(batch: list[tuple[int, Slots]], act: str = action) -> None:
-                store.confirm_planned(audience, act, batch[0][0], batch[-1][0])
-                self.owner.progress.changes_confirmed(len(batch))
+            def confirmed(batch: Batch, act: str = action) -> None:
+                store.confirm_planned(audience, act, batch.first, batch.last)
+                self.owner.progress.changes_confirmed(batch.size)
 
             batches = self._batches(audience, action)
             client.map_all(action, self.settings.advertiser_ids, audience_id, batches, confirmed)
@@ -305,23 +305,24 @@ class AudienceSink(BatchSink):
         self.progress.totals["changed"] += summary.changed
         self.progress.totals["unchanged"] = summary.unchanged
 
-    def _batches(self, audience: int, action: str) -> Iterator[list[tuple[int, Slots]]]:
+    def _batches(self, audience: int, action: str) -> Iterator[Batch]:
         """Planned rows with a hash to send, in plan order, a batch at a time.
 
-        Each item is (plan seq, slots to send): a batch is a run of planned rows, confirmed in
-        the store by its first and last seq. Its size is the client's at the time, which
-        shrinks if TikTok says a batch is too large.
+        A batch is a run of planned rows, confirmed in the store by its first and last seq.
+        Its size is the client's at the time, which shrinks if TikTok says a batch is too
+        large.
         """
         after = -1
         while True:
             size = self.owner.client.batch_size
-            batch = self.store.sendable(audience, action, after, size)
-            if batch:
-                self.owner.progress.changes_sent(len(batch))
-                yield batch
-            if len(batch) < size:
+            batch = self.store.next_batch(audience, action, after, size)
+            if batch is None:
                 return
-            after = batch[-1][0]
+            self.owner.progress.changes_sent(batch.size)
+            yield batch
+            if batch.size < size:
+                return
+            after = batch.last
 
     # Reporting
 

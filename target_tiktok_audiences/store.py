@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,9 @@ from target_tiktok_audiences.store_sqlite import SQLiteBackend
 __all__ = [
     "SCHEMA_VERSION",
     "AudienceRow",
+    "Batch",
     "MembershipStore",
+    "PlanRows",
     "PlanSummary",
     "Staged",
     "StoreMissingError",
@@ -169,6 +172,7 @@ CREATE TABLE IF NOT EXISTS pending (
 """
 
 # Per connection, gone when it closes. `confirming` holds one confirmed batch while it is applied.
+# `plan` is in the run's work file where the backend has one (SQLite), for `PlanRows`.
 # A plan row's `kept`: a bit per slot whose delete is not sent, another person keeping that hash.
 _TEMP_SCHEMA = """
 CREATE TEMP TABLE IF NOT EXISTS staged (
@@ -178,7 +182,7 @@ CREATE TEMP TABLE IF NOT EXISTS staged (
     remove INTEGER NOT NULL,
     {slots}
 );
-CREATE TEMP TABLE IF NOT EXISTS plan (
+CREATE {work_table} IF NOT EXISTS {work}plan (
     seq {id_pk},
     audience INTEGER NOT NULL,
     action TEXT NOT NULL,
@@ -291,6 +295,67 @@ _SENT_SLOTS = ", ".join(
 )
 _PLAN_COLUMNS = f"audience, action, person, {_SLOT_LIST}"
 _CONFIRMING_COLUMNS = ("person", *SLOT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class PlanRows:
+    """Reads batches of one audience's planned rows from a run's work file.
+
+    Picklable, and on a connection of its own: a worker process reads the hashes it builds
+    a body from, rather than the process that keeps the store reading them and passing them.
+    """
+
+    path: str
+    audience: int
+    action: str
+
+    def __call__(self, first: int, last: int) -> list[Slots]:
+        """The slots to send of the planned rows from seq `first` to `last`, in plan order."""
+        db = sqlite3.connect(self.path)
+        try:
+            return db.execute(
+                f"SELECT {_SENT_SLOTS} FROM plan WHERE audience = ? AND action = ? "
+                f"AND seq BETWEEN ? AND ? AND ({_SENDABLE}) ORDER BY seq",
+                (self.audience, self.action, first, last),
+            ).fetchall()
+        finally:
+            db.close()
+
+
+@dataclass(frozen=True)
+class Batch:
+    """People sent in one request: `size` planned rows with a hash to send.
+
+    They are the plan's rows from seq `first` to `last`, and confirmed by that range. Their
+    slots come with the batch (`rows`) or are read where its body is built (`source`).
+    """
+
+    first: int
+    last: int
+    size: int
+    rows: Sequence[Slots] | None = None
+    source: Callable[[int, int], Sequence[Slots]] | None = None
+
+    @classmethod
+    def of(cls, rows: Sequence[Slots]) -> Batch:
+        """A batch of rows not read from a plan (a half of a batch), numbered from 0."""
+        return cls(0, len(rows) - 1, len(rows), rows=rows)
+
+    def slots(self) -> Sequence[Slots]:
+        """One tuple of slots per person, in plan order; a kept hash is None."""
+        if self.rows is not None:
+            return self.rows
+        if self.source is None:
+            msg = "a batch needs its rows or a source to read them from"
+            raise ValueError(msg)
+        rows = self.source(self.first, self.last)
+        if len(rows) != self.size:
+            msg = (
+                f"the plan changed under a batch (seq {self.first} to {self.last}: "
+                f"{len(rows)} rows, not {self.size}): this is a bug, please report it"
+            )
+            raise StoreError(msg)
+        return rows
 
 
 class MembershipStore:
@@ -757,30 +822,39 @@ class MembershipStore:
             (audience, action),
         ).fetchone()[0]
 
-    def sendable(
-        self, audience: int, action: str, after: int, limit: int
-    ) -> list[tuple[int, Slots]]:
-        """The next `limit` planned rows after seq `after` with a hash to send, in plan order.
+    def next_batch(self, audience: int, action: str, after: int, limit: int) -> Batch | None:
+        """The next `limit` planned rows after seq `after` with a hash to send, as a batch.
 
-        Each is (seq, slots to send: a kept hash is None), ready for a batch. One query a
-        batch, finished before the batch is sent: a statement left open would pin an old
-        snapshot of the file, and the confirmations written in between would then fail with
-        "database is locked" once another run has written (and on PostgreSQL, the connection
-        cannot run the confirmations while a result is open).
+        Where the plan is in a work file, only the batch's seq range is read here: a worker
+        process reads its hashes (`PlanRows`) while this one confirms the batch before. Else
+        its rows are read here, in one query finished before the batch is sent: a statement
+        left open would pin an old snapshot of the file, and the confirmations written in
+        between would then fail with "database is locked" once another run has written (and
+        on PostgreSQL, the connection cannot run the confirmations while a result is open).
         """
-        rows = self._db.execute(
-            f"SELECT seq, {_SENT_SLOTS} FROM plan WHERE audience = ? AND action = ? "
-            f"AND seq > ? AND ({_SENDABLE}) ORDER BY seq LIMIT ?",
-            (audience, action, after, limit),
-        ).fetchall()
-        return [(row[0], row[1:]) for row in rows]
+        args = (audience, action, after, limit)
+        sendable = (
+            "FROM plan WHERE audience = ? AND action = ? AND seq > ? "
+            f"AND ({_SENDABLE}) ORDER BY seq LIMIT ?"
+        )
+        if self._db.work_path:
+            first, last, size = self._db.execute(
+                f"SELECT MIN(seq), MAX(seq), COUNT(*) FROM (SELECT seq {sendable}) AS b", args
+            ).fetchone()
+            if not size:
+                return None
+            return Batch(first, last, size, source=PlanRows(self._db.work_path, audience, action))
+        rows = self._db.execute(f"SELECT seq, {_SENT_SLOTS} {sendable}", args).fetchall()
+        if not rows:
+            return None
+        return Batch(rows[0][0], rows[-1][0], len(rows), rows=[row[1:] for row in rows])
 
     def planned(
         self, audience: int, action: str, page: int = 2000
     ) -> Iterator[tuple[int, bytes, Slots, Slots]]:
         """Planned rows in order, for tests and inspection: (seq, person, store slots, sent).
 
-        Read a page at a time, for the reason `sendable` gives.
+        Read a page at a time, for the reason `next_batch` gives.
         """
         last = -1
         while True:

@@ -40,6 +40,9 @@ class Backend:
     def __init__(self, location: str, *, throwaway: bool) -> None:
         self.location = location
         self.throwaway = throwaway
+        # A file holding this run's plan that other connections can read (None: the plan is
+        # private to this connection), so worker processes read batches themselves.
+        self.work_path: str | None = None
 
     def open_error(self, exc: object) -> StoreError:
         """A one-line error for a store that cannot be opened, naming the setting to fix."""

@@ -87,6 +87,9 @@ class PostgresBackend(Backend):
         "differs": "IS DISTINCT FROM",
         "in_rows": "= ANY(ARRAY({rows}))",
         "flag_at": "get_byte({blob}, {at})",
+        # The plan is a temporary table, private to this connection.
+        "work_table": "TEMP TABLE",
+        "work": "",
     }
     errors = (psycopg.Error,)
     begin_snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"

@@ -33,6 +33,9 @@ class SQLiteBackend(Backend):
         "in_rows": "IN ({rows})",
         # A byte of a blob that is 0 or 1, as that number (SQLite has no get_byte).
         "flag_at": "(substr({blob}, {at} + 1, 1) = x'01')",
+        # The plan lives in the attached work file, where worker processes can read it.
+        "work_table": "TABLE",
+        "work": "work.",
     }
     errors = (sqlite3.Error,)
     begin = ("BEGIN IMMEDIATE",)  # take the write lock first: no deadlock between two writers
@@ -47,17 +50,16 @@ class SQLiteBackend(Backend):
         """
         super().__init__(path, throwaway=throwaway)
         self._locks: dict[int, int] = {}
-        self._scratch: str | None = None
+        self._copy: str | None = None
         if not create and path != ":memory:" and not Path(path).exists():
             raise self.missing_error()
         try:
             if path == ":memory:":
                 self._db = sqlite3.connect(":memory:", isolation_level=None)
             elif throwaway:
-                fd, self._scratch = tempfile.mkstemp(prefix="tiktok-audiences-", suffix=".sqlite")
-                os.close(fd)
+                self._copy = _private_file("tiktok-audiences-")
                 atexit.register(self.close)  # a dry run that fails leaves no copy behind
-                self._db = sqlite3.connect(self._scratch, isolation_level=None)
+                self._db = sqlite3.connect(self._copy, isolation_level=None)
                 if Path(path).exists():
                     uri = Path(path).resolve().as_uri() + "?mode=ro"
                     source = sqlite3.connect(uri, uri=True)
@@ -89,6 +91,14 @@ class SQLiteBackend(Backend):
         self._db.execute("PRAGMA cache_size=-16384")
         # A large sort (planning a first sync, building an index) may use a second core.
         self._db.execute("PRAGMA threads=1")
+        # The run's plan goes in a private file of its own, which worker processes read a batch
+        # at a time (`PlanRows`): the hashes need not pass through this process. WAL: they read
+        # while this connection writes; no sync: the file dies with the run.
+        self.work_path = _private_file("tiktok-audiences-work-")
+        atexit.register(self.close)
+        self._db.execute("ATTACH DATABASE ? AS work", (self.work_path,))
+        self._db.execute("PRAGMA work.journal_mode=WAL")
+        self._db.execute("PRAGMA work.synchronous=OFF")
 
     def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
         """Run one statement (SQLite speaks `?` and `:name` natively)."""
@@ -129,12 +139,20 @@ class SQLiteBackend(Backend):
         return True
 
     def close(self) -> None:
-        """Close the connection, let go of the lock files, remove a dry run's scratch copy."""
+        """Close the connection, let go of the lock files, remove the work file and copy."""
         self._db.close()
         for fd in self._locks.values():
             os.close(fd)
         self._locks.clear()
-        if self._scratch:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                Path(self._scratch + suffix).unlink(missing_ok=True)
-            self._scratch = None
+        for path in (self._copy, self.work_path):
+            if path:
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    Path(path + suffix).unlink(missing_ok=True)
+        self._copy = self.work_path = None
+
+
+def _private_file(prefix: str) -> str:
+    """A new empty temporary file only this user may read (it will hold hashes)."""
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".sqlite")
+    os.close(fd)
+    return path

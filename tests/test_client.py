@@ -26,6 +26,7 @@ from target_tiktok_audiences.client import (
 from target_tiktok_audiences.errors import TikTokAPIError
 from target_tiktok_audiences.identifiers import SLOTS
 from target_tiktok_audiences.planning import mapping_body
+from target_tiktok_audiences.store import Batch
 from target_tiktok_audiences.workers import Workers
 
 API = "https://business-api.tiktok.com/open_api/v1.3/"
@@ -450,7 +451,7 @@ def test_backoff_grows_and_a_persistent_rate_limit_waits_minutes():
 
 def test_map_batch_sends_an_aligned_body(requests_mock, client):
     requests_mock.post(MAPPING, json=ok())
-    client.map_batch("add", [ADVERTISER], AUDIENCE, ROWS[:3])
+    client.map_batch("add", [ADVERTISER], AUDIENCE, Batch.of(ROWS[:3]))
     assert requests_mock.call_count == 1
     assert requests_mock.request_history[0].json() == mapping_body(
         "add", [ADVERTISER], AUDIENCE, ROWS[:3]
@@ -468,7 +469,7 @@ def test_map_batch_halves_on_too_large(requests_mock, code):
         return fail(code) if len(request.json()["batch_data"]) > 3 else ok()
 
     requests_mock.post(MAPPING, json=answer)
-    c.map_batch("delete", [ADVERTISER], AUDIENCE, ROWS)
+    c.map_batch("delete", [ADVERTISER], AUDIENCE, Batch.of(ROWS))
     sizes = [len(r.json()["batch_data"]) for r in requests_mock.request_history]
     # 10 -> 5 + 5 -> (3 + 2) + (3 + 2)
     assert sizes == [10, 5, 3, 2, 5, 3, 2]
@@ -480,15 +481,38 @@ def test_map_batch_halves_on_too_large(requests_mock, code):
     assert c.batch_size == 3
     # It stays shrunk after a success.
     requests_mock.post(MAPPING, json=ok())
-    c.map_batch("add", [ADVERTISER], AUDIENCE, ROWS[:2])
+    c.map_batch("add", [ADVERTISER], AUDIENCE, Batch.of(ROWS[:2]))
     assert c.batch_size == 3
+    c.close()
+
+
+def test_a_batch_read_from_its_source_is_read_only_to_be_halved(requests_mock):
+    """A batch whose body was built elsewhere is read here only when TikTok wants halves."""
+    c = make_client(batch_size=10)
+    reads = []
+
+    def source(first, last):
+        reads.append((first, last))
+        return ROWS
+
+    requests_mock.post(MAPPING, [{"json": fail(40011)}, {"json": ok()}, {"json": ok()}])
+    batch = Batch(7, 20, len(ROWS), source=source)
+    body = json.dumps(mapping_body("add", [ADVERTISER], AUDIENCE, ROWS)).encode()
+    c.map_batch("add", [ADVERTISER], AUDIENCE, batch, body)
+    assert reads == [(7, 20)]
+    sent = [r.json() for r in requests_mock.request_history]
+    assert [len(b["batch_data"]) for b in sent] == [10, 5, 5]
+    assert sent[1:] == [
+        mapping_body("add", [ADVERTISER], AUDIENCE, ROWS[:5]),
+        mapping_body("add", [ADVERTISER], AUDIENCE, ROWS[5:]),
+    ]
     c.close()
 
 
 def test_map_batch_does_not_grow_a_smaller_batch_size(requests_mock):
     c = make_client(batch_size=2)
     requests_mock.post(MAPPING, [{"json": fail(40011)}, {"json": ok()}, {"json": ok()}])
-    c.map_batch("add", [ADVERTISER], AUDIENCE, ROWS[:8])
+    c.map_batch("add", [ADVERTISER], AUDIENCE, Batch.of(ROWS[:8]))
     assert c.batch_size == 2
     c.close()
 
@@ -496,7 +520,7 @@ def test_map_batch_does_not_grow_a_smaller_batch_size(requests_mock):
 def test_single_row_batch_still_too_large_raises(requests_mock, client):
     requests_mock.post(MAPPING, json=fail(40011))
     with pytest.raises(TikTokAPIError) as info:
-        client.map_batch("add", [ADVERTISER], AUDIENCE, ROWS[:4])
+        client.map_batch("add", [ADVERTISER], AUDIENCE, Batch.of(ROWS[:4]))
     assert info.value.code == 40011
     sizes = [len(r.json()["batch_data"]) for r in requests_mock.request_history]
     assert sizes == [4, 2, 1]
@@ -506,7 +530,7 @@ def test_single_row_batch_still_too_large_raises(requests_mock, client):
 def test_map_batch_other_errors_are_not_split(requests_mock, client):
     requests_mock.post(MAPPING, json=fail(40001))
     with pytest.raises(TikTokAPIError) as info:
-        client.map_batch("add", [ADVERTISER], AUDIENCE, ROWS)
+        client.map_batch("add", [ADVERTISER], AUDIENCE, Batch.of(ROWS))
     assert info.value.code == 40001
     assert requests_mock.call_count == 1
     assert client.batch_size == 5000
@@ -516,8 +540,12 @@ def test_map_batch_other_errors_are_not_split(requests_mock, client):
 
 
 def batches_of(n, size=1):
+    """n batches of `size` people each, batch i holding plan seqs 100 i to 100 i + size - 1."""
     rows = [row(email=f"batch{i}-{j}@example.com") for i in range(n) for j in range(size)]
-    return [[(f"tag{i}-{j}", rows[i * size + j]) for j in range(size)] for i in range(n)]
+    return [
+        Batch(100 * i, 100 * i + size - 1, size, rows=rows[i * size : (i + 1) * size])
+        for i in range(n)
+    ]
 
 
 def batch_index(request) -> int:
@@ -536,12 +564,12 @@ def test_map_all_sends_every_batch_once_and_confirms_in_calling_thread(requests_
 
     def on_confirmed(batch):
         threads.add(threading.get_ident())
-        confirmed.append([tag for tag, _ in batch])
+        confirmed.append(batch.first)
 
     batches = batches_of(10, size=2)
     c.map_all("add", [ADVERTISER], AUDIENCE, iter(batches), on_confirmed)
     assert sorted(batch_index(r) for r in requests_mock.request_history) == list(range(10))
-    assert sorted(confirmed) == sorted([tag for tag, _ in b] for b in batches)
+    assert sorted(confirmed) == [b.first for b in batches]
     assert threads == {threading.get_ident()}
     c.close()
 
@@ -552,7 +580,7 @@ def test_map_all_keeps_max_parallel_requests_in_flight(monkeypatch):
     lock = threading.Lock()
     state = {"now": 0, "max": 0, "threads": set()}
 
-    def fake_map_batch(action, advertiser_ids, audience_id, rows, body=None):
+    def fake_map_batch(action, advertiser_ids, audience_id, batch, body=None):
         with lock:
             state["now"] += 1
             state["max"] = max(state["max"], state["now"])
@@ -583,13 +611,13 @@ def test_map_all_raises_first_failure_and_stops(requests_mock):
     confirmed = []
     batches = batches_of(10)
     with pytest.raises(TikTokAPIError) as info:
-        c.map_all("add", [ADVERTISER], AUDIENCE, batches, lambda b: confirmed.append(b[0][0]))
+        c.map_all("add", [ADVERTISER], AUDIENCE, batches, lambda b: confirmed.append(b.first))
     assert info.value.code == 40001
     sent = sorted(batch_index(r) for r in requests_mock.request_history)
     assert len(sent) < 10
     assert sent.count(1) == 1
     # Every batch that TikTok confirmed was recorded, the failed one was not.
-    assert sorted(confirmed) == sorted(f"tag{i}-0" for i in sent if i != 1)
+    assert sorted(confirmed) == sorted(100 * i for i in sent if i != 1)
     c.close()
 
 
@@ -663,7 +691,7 @@ def test_dry_run_writes_requests_and_sends_nothing(requests_mock):
     c = DryRunClient(out, api_url=API, access_token=None, batch_size=5000)
     body = {"advertiser_id": ADVERTISER, "action": "create", "custom_audience_name": "Customers"}
     assert c.request("POST", "segment/audience/", body=body, idempotent=False) == {}
-    c.map_batch("add", [ADVERTISER], "dry-run:Customers", ROWS[:2])
+    c.map_batch("add", [ADVERTISER], "dry-run:Customers", Batch.of(ROWS[:2]))
     params = {"advertiser_id": ADVERTISER, "custom_audience_ids": '["888"]'}
     assert c.request("GET", "dmp/custom_audience/get/", params=params) == {}
     assert requests_mock.call_count == 0
@@ -697,8 +725,9 @@ def test_dry_run_map_all_writes_every_batch(requests_mock):
 def test_bodies_built_in_worker_processes_are_the_inline_bodies(requests_mock):
     """Batches of PARALLEL_BODY_ROWS or more get their bodies from a worker process."""
     batches = batches_of(3, size=PARALLEL_BODY_ROWS)
-    batches[1] = batches[1][:-1]  # one batch stays inline
-    expected = [mapping_body("add", [ADVERTISER], AUDIENCE, [s for _, s in b]) for b in batches]
+    shorter = batches[1].rows[:-1]
+    batches[1] = Batch(100, 100 + len(shorter) - 1, len(shorter), rows=shorter)  # stays inline
+    expected = [mapping_body("add", [ADVERTISER], AUDIENCE, b.rows) for b in batches]
     workers = Workers(2)
     try:
         requests_mock.post(MAPPING, json=ok())

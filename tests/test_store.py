@@ -17,8 +17,21 @@ from hypothesis import strategies as st
 
 from target_tiktok_audiences.errors import ConfigError, StoreError
 from target_tiktok_audiences.identifiers import SLOTS
-from target_tiktok_audiences.planning import mapping_body, removal_refusal, should_hold
-from target_tiktok_audiences.store import SCHEMA_VERSION, MembershipStore, PlanSummary, Staged
+from target_tiktok_audiences.planning import (
+    batch_json,
+    mapping_body,
+    mapping_json,
+    removal_refusal,
+    should_hold,
+)
+from target_tiktok_audiences.store import (
+    SCHEMA_VERSION,
+    Batch,
+    MembershipStore,
+    PlanSummary,
+    Staged,
+)
+from target_tiktok_audiences.workers import Workers
 
 N = len(SLOTS)
 SLOT = {name: i for i, name in enumerate(SLOTS)}
@@ -502,6 +515,72 @@ def test_confirm_planned_applies_no_row_outside_its_range(store, aud):
     assert members(store, aud) == {who: store_slots}
     store.confirm_planned(aud, "add", rows[0][0], rows[-1][0])
     assert store.count_members(aud) == len(FIRST)
+
+
+def all_batches(store, aud, action, limit):
+    batches, after = [], -1
+    while (batch := store.next_batch(aud, action, after, limit)) is not None:
+        batches.append(batch)
+        after = batch.last
+    return batches
+
+
+def test_next_batch_gives_every_row_to_send_once_in_plan_order(store, aud):
+    """Batches cover the planned rows with a hash to send, by seq range, kept hashes left out.
+
+    On SQLite a batch carries no rows: they are read from the run's work file, on another
+    connection, exactly as the store's own connection sees them.
+    """
+    stage(store, aud, FIRST)
+    store.plan(aud, snapshot=True, complete=True)
+    adds = [(seq, sent) for seq, _, _, sent in store.planned(aud, "add")]
+    batches = all_batches(store, aud, "add", 2)
+    assert [b.size for b in batches] == [2, 2, 1]
+    assert [(b.first, b.last) for b in batches] == [
+        (adds[i][0], adds[min(i + 1, len(adds) - 1)][0]) for i in range(0, len(adds), 2)
+    ]
+    assert [tuple(r) for b in batches for r in b.slots()] == [sent for _, sent in adds]
+    assert all((b.rows is None) == (store._db.work_path is not None) for b in batches)
+    store.clear_staged(aud)
+
+    plan_household_leavers(store, aud)
+    deletes = list(store.planned(aud, "delete"))
+    assert len(deletes) == 2  # one of them sends nothing: its only hash is kept
+    (batch,) = all_batches(store, aud, "delete", 10)
+    assert batch.size == 1
+    assert list(batch.slots()) == [slots(email="a@example.com")]
+    assert all_batches(store, aud, "add", 10) == []
+
+
+def test_a_worker_process_builds_the_body_from_the_work_file(tmp_path):
+    store = MembershipStore(str(tmp_path / "s.sqlite"))
+    aud = store.audience("contacts", "name:Customers", [ADVERTISER]).id
+    stage(store, aud, {f"p{i}": slots(email=f"p{i}@example.com") for i in range(50)})
+    store.plan(aud, snapshot=True, complete=True)
+    (batch,) = all_batches(store, aud, "add", 100)
+    inline = [sent for _, _, _, sent in store.planned(aud, "add")]
+    workers = Workers(2)
+    try:
+        body = workers.submit(batch_json, "add", [ADVERTISER], "9", batch, parallel=True)
+        assert body.result() == mapping_json("add", [ADVERTISER], "9", inline)
+    finally:
+        workers.close()
+        store.close()
+
+
+def test_the_work_file_is_private_and_gone_after_close(tmp_path):
+    store = MembershipStore(str(tmp_path / "s.sqlite"))
+    work = Path(store._db.work_path)
+    assert work.exists()
+    assert work.stat().st_mode & 0o777 == 0o600
+    store.close()
+    assert not any(work.parent.glob(work.name + "*"))
+
+
+def test_a_batch_whose_plan_changed_is_refused():
+    batch = Batch(1, 3, 3, source=lambda first, last: [NONE, NONE])
+    with pytest.raises(StoreError, match="plan changed under a batch"):
+        batch.slots()
 
 
 def test_staged_people_unpack_exactly(store, aud):
