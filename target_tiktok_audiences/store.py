@@ -3,7 +3,9 @@
 Only hashes live here (raw 32- or 16-byte digests, and a 16-byte digest of the record key), never
 a raw identifier. A run stages what its input says (`staged`), plans the difference against the
 confirmed members (`plan`), and records each change only once TikTok confirmed it. Staging and
-planning are SQL over temporary tables, so memory stays flat however large the audience.
+planning are SQL over temporary tables, so memory stays flat however large the audience. On
+SQLite the plan is in a private work file of the run, from which worker processes read the
+batches they build request bodies of.
 
 Deletes are planned and applied before adds: a person whose email changed loses the old hash,
 then gains the new one, so a run that dies between the two leaves the store exactly in step
@@ -414,7 +416,7 @@ class MembershipStore:
         return self._db.errors
 
     def close(self) -> None:
-        """Close the connection (temporary staging tables go with it) and release locks."""
+        """Close the connection (temporary tables and the work file go with it), release locks."""
         self._db.close()
 
     def lock_audience(self, audience: int, label: str, timeout: float) -> None:
@@ -711,22 +713,6 @@ class MembershipStore:
             db.analyze("plan")
             return summary
         self._index_staged(audience)
-        # Leavers, then people whose identifiers changed lose their old hashes.
-        if whole:
-            leavers = (
-                "NOT EXISTS (SELECT 1 FROM staged st WHERE st.audience = :a "
-                "AND st.person = m.person AND st.remove = 0)"
-            )
-        else:
-            leavers = (
-                "EXISTS (SELECT 1 FROM staged st WHERE st.audience = :a "
-                "AND st.person = m.person AND st.remove = 1)"
-            )
-        summary.left = db.execute(
-            f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT :a, 'delete', m.person, {_SLOT_LIST} "
-            f"FROM members m WHERE m.audience = :a AND {leavers} ORDER BY m.person",
-            args,
-        ).rowcount
         # Who joined or changed, in one pass over the staged members: usually few people.
         db.execute("DELETE FROM diff")
         db.execute(
@@ -742,6 +728,26 @@ class MembershipStore:
         summary.joined, summary.changed = db.execute(
             "SELECT COALESCE(SUM(joined), 0), COUNT(*) - COALESCE(SUM(joined), 0) FROM diff"
         ).fetchone()
+        summary.people = self.people_after(audience, snapshot=whole)
+        summary.unchanged = summary.people - summary.joined - summary.changed
+        # Leavers, then people whose identifiers changed lose their old hashes.
+        if self._may_leave(audience, summary, snapshot=whole):
+            if whole:
+                leavers = (
+                    "NOT EXISTS (SELECT 1 FROM staged st WHERE st.audience = :a "
+                    "AND st.person = m.person AND st.remove = 0)"
+                )
+            else:
+                leavers = (
+                    "EXISTS (SELECT 1 FROM staged st WHERE st.audience = :a "
+                    "AND st.person = m.person AND st.remove = 1)"
+                )
+            summary.left = db.execute(
+                f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT :a, 'delete', m.person, "
+                f"{_SLOT_LIST} FROM members m WHERE m.audience = :a AND {leavers} "
+                "ORDER BY m.person",
+                args,
+            ).rowcount
         db.execute(
             f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT * FROM (SELECT :a, 'delete', person, "
             f"{self._drops} FROM diff WHERE joined = 0) AS x WHERE {_ANY_SLOT} ORDER BY person",
@@ -753,12 +759,26 @@ class MembershipStore:
             args,
         ).rowcount
         db.execute("DELETE FROM diff")
-        summary.people = self.people_after(audience, snapshot=whole)
-        summary.unchanged = summary.people - summary.joined - summary.changed
         db.analyze("plan")
         self._keep_shared_hashes(audience, snapshot=whole)
         summary.delete_rows = self._count_sendable(audience, "delete")
         return summary
+
+    def _may_leave(self, audience: int, summary: PlanSummary, *, snapshot: bool) -> bool:
+        """Whether anyone can leave, told without a pass over every member.
+
+        In a snapshot, the confirmed members staged again are the staged members who did not
+        join: if they are all the confirmed, nobody leaves (a re-run of the same snapshot
+        skips a second of looking each member up at 1M). Otherwise only a staged `remove`
+        makes a leaver.
+        """
+        if snapshot:
+            return summary.confirmed > summary.people - summary.joined
+        return bool(
+            self._db.execute(
+                "SELECT 1 FROM staged WHERE audience = ? AND remove = 1 LIMIT 1", (audience,)
+            ).fetchone()
+        )
 
     def _plan_first_sync(self, audience: int) -> int:
         """Plan a first sync (nobody confirmed): everyone staged joins; return how many.

@@ -517,6 +517,18 @@ def test_confirm_planned_applies_no_row_outside_its_range(store, aud):
     assert store.count_members(aud) == len(FIRST)
 
 
+@pytest.mark.parametrize("swap", [0, 1, 2])
+def test_a_snapshot_of_the_same_size_finds_its_leavers(store, aud, swap):
+    """As many join as leave: the count of people is unchanged, yet the leavers go."""
+    first_sync(store, aud, {f"p{i}": slots(email=f"p{i}@example.com") for i in range(4)})
+    again = {f"p{i}": slots(email=f"p{i}@example.com") for i in range(swap, 4)}
+    again |= {f"n{i}": slots(email=f"n{i}@example.com") for i in range(swap)}
+    stage(store, aud, again)
+    summary = store.plan(aud, snapshot=True, complete=True)
+    assert (summary.left, summary.joined, summary.unchanged) == (swap, swap, 4 - swap)
+    assert set(planned(store, aud, "delete")) == {person(f"p{i}") for i in range(swap)}
+
+
 def all_batches(store, aud, action, limit):
     batches, after = [], -1
     while (batch := store.next_batch(aud, action, after, limit)) is not None:
