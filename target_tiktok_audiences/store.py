@@ -313,7 +313,8 @@ class PlanRows:
 
     def __call__(self, first: int, last: int) -> list[Slots]:
         """The slots to send of the planned rows from seq `first` to `last`, in plan order."""
-        db = sqlite3.connect(self.path)
+        # Read-only, and never creating the file: a body built after the run closed fails.
+        db = sqlite3.connect(Path(self.path).as_uri() + "?mode=ro", uri=True)
         try:
             return db.execute(
                 f"SELECT {_SENT_SLOTS} FROM plan WHERE audience = ? AND action = ? "

@@ -8,6 +8,7 @@ beside the store, which the OS frees when the process dies.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -50,6 +51,7 @@ class SQLiteBackend(Backend):
         """
         super().__init__(path, throwaway=throwaway)
         self._locks: dict[int, int] = {}
+        self._held: list[int] = []  # locks on this run's temporary files
         self._copy: str | None = None
         if not create and path != ":memory:" and not Path(path).exists():
             raise self.missing_error()
@@ -57,7 +59,7 @@ class SQLiteBackend(Backend):
             if path == ":memory:":
                 self._db = sqlite3.connect(":memory:", isolation_level=None)
             elif throwaway:
-                self._copy = _private_file("tiktok-audiences-")
+                self._copy = _run_file(self._held)
                 atexit.register(self.close)  # a dry run that fails leaves no copy behind
                 self._db = sqlite3.connect(self._copy, isolation_level=None)
                 if Path(path).exists():
@@ -94,7 +96,7 @@ class SQLiteBackend(Backend):
         # The run's plan goes in a private file of its own, which worker processes read a batch
         # at a time (`PlanRows`): the hashes need not pass through this process. WAL: they read
         # while this connection writes; no sync: the file dies with the run.
-        self.work_path = _private_file("tiktok-audiences-work-")
+        self.work_path = _run_file(self._held)
         atexit.register(self.close)
         self._db.execute("ATTACH DATABASE ? AS work", (self.work_path,))
         self._db.execute("PRAGMA work.journal_mode=WAL")
@@ -146,13 +148,49 @@ class SQLiteBackend(Backend):
         self._locks.clear()
         for path in (self._copy, self.work_path):
             if path:
-                for suffix in ("", "-wal", "-shm", "-journal"):
-                    Path(path + suffix).unlink(missing_ok=True)
+                _remove_run_file(path.removesuffix(".sqlite"))
+        for fd in self._held:
+            os.close(fd)
+        self._held.clear()
         self._copy = self.work_path = None
 
 
-def _private_file(prefix: str) -> str:
-    """A new empty temporary file only this user may read (it will hold hashes)."""
-    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".sqlite")
-    os.close(fd)
+# A run's temporary databases (its work file, a dry run's copy of the store) hold hashes.
+# Each has a lock file beside it that the run holds (`flock`) while it lives, so a later run
+# removes the files of one killed before it could (SIGKILL, out of memory) and never those of
+# a live one.
+_RUN_FILES = "tiktok-audiences-run-"
+_RUN_FILE_SUFFIXES = (".sqlite", ".sqlite-wal", ".sqlite-shm", ".sqlite-journal", ".lock")
+# A lock file younger than this may not be held yet: its run is between creating and locking it.
+_NEW_RUN_FILE_SECONDS = 60
+
+
+def _run_file(held: list[int]) -> str:
+    """The path of a new empty temporary database only this user may read, held by this run."""
+    _remove_orphaned_run_files()
+    fd, lock = tempfile.mkstemp(prefix=_RUN_FILES, suffix=".lock")
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    held.append(fd)
+    path = lock.removesuffix(".lock") + ".sqlite"
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
     return path
+
+
+def _remove_run_file(base: str) -> None:
+    for suffix in _RUN_FILE_SUFFIXES:
+        Path(base + suffix).unlink(missing_ok=True)
+
+
+def _remove_orphaned_run_files() -> None:
+    """Remove the temporary files of runs that died without removing them."""
+    for lock in Path(tempfile.gettempdir()).glob(f"{_RUN_FILES}*.lock"):
+        # Another user's files, or a file gone meanwhile: not ours to remove.
+        with contextlib.suppress(OSError):
+            if time.time() - lock.stat().st_mtime < _NEW_RUN_FILE_SECONDS:
+                continue
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while its run lives
+                _remove_run_file(str(lock).removesuffix(".lock"))
+            finally:
+                os.close(fd)

@@ -7,7 +7,13 @@ a SQLite store directly (their PostgreSQL counterparts are in test_store_postgre
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -586,7 +592,40 @@ def test_the_work_file_is_private_and_gone_after_close(tmp_path):
     assert work.exists()
     assert work.stat().st_mode & 0o777 == 0o600
     store.close()
-    assert not any(work.parent.glob(work.name + "*"))
+    assert not any(work.parent.glob(work.stem + "*"))
+
+
+def run_files(directory: Path) -> set[str]:
+    return {p.name for p in directory.glob("tiktok-audiences-run-*")}
+
+
+def test_a_killed_runs_files_are_removed_by_a_later_run_never_a_live_runs(tmp_path, monkeypatch):
+    """SIGKILL leaves a dry run's copy and work file behind: a later run removes them."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead_store = str(tmp_path / "dead.sqlite")
+    code = (
+        "import os, signal\n"
+        "from target_tiktok_audiences.store import MembershipStore\n"
+        f"MembershipStore({dead_store!r}, throwaway=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == -signal.SIGKILL
+    dead = run_files(tmp_path)
+    assert len([name for name in dead if name.endswith(".lock")]) == 2  # the copy, the work file
+    live = MembershipStore(str(tmp_path / "live.sqlite"), throwaway=True)
+    live_files = run_files(tmp_path) - dead
+    assert len(live_files) >= 4
+    # A lock file just made may not be held yet: left alone, however it looks.
+    MembershipStore(":memory:").close()
+    assert dead <= run_files(tmp_path)
+    long_ago = time.time() - 3600
+    for path in tmp_path.glob("tiktok-audiences-run-*"):
+        os.utime(path, (long_ago, long_ago))
+    MembershipStore(":memory:").close()
+    assert run_files(tmp_path) == live_files
+    live.close()
+    assert run_files(tmp_path) == set()
 
 
 def test_a_batch_whose_plan_changed_is_refused():
