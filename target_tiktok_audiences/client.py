@@ -85,7 +85,13 @@ class Pacer:
 
     MARGIN = 0.1
 
-    def __init__(self, rate: float) -> None:
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._clock, self._sleep = clock, sleep  # a test's stopped clock makes starts exact
         self._interval = 1.0 / rate
         self._window = max(1, int(rate))
         self._starts: deque[float] = deque(maxlen=self._window)
@@ -95,14 +101,14 @@ class Pacer:
     def wait(self) -> None:
         """Block until this thread may start a request."""
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             start = max(now, self._next)
             if len(self._starts) == self._window:
                 start = max(start, self._starts[0] + 1.0 + self.MARGIN)
             self._starts.append(start)
             self._next = start + self._interval
         if start > now:
-            time.sleep(start - now)
+            self._sleep(start - now)
 
 
 class TikTokClient:
@@ -345,10 +351,9 @@ class TikTokClient:
     ) -> None:
         """Send batches with up to `max_parallel_requests` in flight.
 
-        `on_confirmed` runs in the calling thread for
-        every batch TikTok confirmed, so the store is only ever touched from one thread. The
-        first failure stops new sends, waits for those in flight (confirming the ones that
-        succeeded), and is raised.
+        `on_confirmed` runs in the calling thread for every batch TikTok confirmed, so the
+        store is only ever touched from one thread. The first failure stops new sends, waits
+        for those in flight (confirming the ones that succeeded), and is raised.
         """
         limit = self.max_parallel_requests
         in_flight: dict[Future, Batch] = {}

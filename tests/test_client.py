@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import itertools
 import json
 import threading
 import time
@@ -644,18 +643,55 @@ def test_map_all_with_no_batches_sends_nothing(requests_mock, client):
 # Pacer
 
 
-def test_pacer_spaces_starts_across_threads():
+class StoppedClock:
+    """A clock that never moves: each start a pacer schedules is now + what it sleeps."""
+
+    NOW = 1000.0
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.NOW
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.starts.append(self.NOW + seconds)
+
+
+def pace(pacer: Pacer, threads: int, calls: int) -> None:
+    def worker() -> None:
+        for _ in range(calls):
+            pacer.wait()
+
+    started = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join()
+
+
+def test_pacer_spaces_starts_evenly_across_threads():
+    clock = StoppedClock()
+    pace(Pacer(50.0, clock=clock, sleep=clock.sleep), threads=4, calls=5)
+    # The first start is now (no sleep); each later one 1/50 s after the one before.
+    assert sorted([StoppedClock.NOW, *clock.starts]) == pytest.approx(
+        [StoppedClock.NOW + k / 50.0 for k in range(20)]
+    )
+
+
+def test_pacer_really_waits():
     rate = 50.0
     pacer = Pacer(rate)
-    times = []
+    times: list[float] = []
     lock = threading.Lock()
 
-    def worker():
+    def worker() -> None:
         for _ in range(5):
             pacer.wait()
-            now = time.monotonic()
             with lock:
-                times.append(now)
+                times.append(time.monotonic())
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
     started = time.monotonic()
@@ -663,14 +699,11 @@ def test_pacer_spaces_starts_across_threads():
         t.start()
     for t in threads:
         t.join()
-    assert len(times) == 20
     times.sort()
-    # The k-th return cannot come before the k-th start, k / rate after the first.
+    # The k-th return cannot come before the k-th start, k / rate after the first (a busy
+    # machine only makes returns later, so only lower bounds are checked here).
+    assert len(times) == 20
     assert all(t >= started + k / rate - 1e-6 for k, t in enumerate(times))
-    assert times[-1] - started >= 19 / rate - 0.002
-    assert times[-1] - times[0] >= 19 / rate - 0.01
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 1 / rate - 0.01
 
 
 def test_client_requests_are_paced(requests_mock):
@@ -821,21 +854,12 @@ def test_describe_code_fixes(code, word):
 
 
 def test_pacer_never_starts_more_than_rate_in_any_sliding_second():
-    pacer = Pacer(20)
-    starts: list[float] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        for _ in range(10):
-            pacer.wait()
-            with lock:
-                starts.append(time.monotonic())
-
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    starts.sort()
-    # Any 21 consecutive starts span more than a second: TikTok never sees 21 in one second.
-    assert all(b - a > 1.0 for a, b in zip(starts, starts[20:], strict=False))
+    clock = StoppedClock()
+    pace(Pacer(20, clock=clock, sleep=clock.sleep), threads=4, calls=10)
+    starts = sorted([StoppedClock.NOW, *clock.starts])
+    assert len(starts) == 40
+    # Any 21 consecutive starts span more than a second, with the pacer's margin for the
+    # jitter between leaving it and arriving at TikTok: TikTok never sees 21 in one second.
+    assert all(
+        b - a >= 1.0 + Pacer.MARGIN - 1e-9 for a, b in zip(starts, starts[20:], strict=False)
+    )
