@@ -1,9 +1,10 @@
 """Worker processes for the costly pure parts of a run: reading people, building request bodies.
 
 One process reads the input and keeps the store; on a machine with more cores, the work that
-needs neither runs beside it. Work is passed in memory only: raw identifiers go to a worker
-and hashes come back, and a worker never writes anywhere. A small run never starts a worker:
-its work is done inline, at once.
+needs neither runs beside it. Raw identifiers go to a worker in memory only and hashes come
+back; a worker never writes anywhere, and reads only a run's plan from its work file (a
+batch's hashes, `store.PlanRows`). A small run never starts a worker: its work is done
+inline, at once.
 """
 
 from __future__ import annotations
