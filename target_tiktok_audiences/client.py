@@ -123,7 +123,7 @@ class TikTokClient:
         max_retries: int = 8,
         max_requests_per_second: float = 10,
         max_parallel_requests: int = 4,
-        batch_size: int = 5000,
+        batch_size: int = 10000,
         backoff_base: float = 1.0,
         workers: Workers | None = None,
     ) -> None:

@@ -45,6 +45,8 @@ _IDENTIFIER_FIELDS_TYPE = th.ObjectType(
             ("phone", "phone number"),
             ("idfa", "iOS advertising id (IDFA)"),
             ("aaid", "Android advertising id (AAID/GAID)"),
+            ("idfa_md5", "IDFA already hashed with MD5 (32 hex)"),
+            ("aaid_md5", "AAID already hashed with MD5 (32 hex)"),
         )
     ),
     additional_properties=False,
@@ -76,6 +78,7 @@ _AUDIENCE_SPEC = th.ObjectType(
     th.Property("membership_field", th.StringType),
     th.Property("consent_field", th.StringType),
     th.Property("min_audience_size", th.IntegerType(minimum=0)),
+    th.Property("max_removal_fraction", th.NumberType(minimum=0, maximum=1)),
     additional_properties=False,
 )
 
@@ -184,9 +187,9 @@ config_schema = th.PropertiesList(
     th.Property(
         "batch_size",
         th.IntegerType(minimum=1),
-        default=5000,
+        default=10000,
         description="People per mapping request; halved automatically when TikTok says the "
-        "batch is too large.",
+        "batch is too large (a TikTok partner documents 10,000 per request).",
     ),
     th.Property(
         "max_requests_per_second",
@@ -234,6 +237,20 @@ config_schema = th.PropertiesList(
         default=60,
         description="Seconds to wait for another run that is syncing the same audience on the "
         "same store before giving up with an error.",
+    ),
+    th.Property(
+        "store_timeout",
+        th.NumberType(exclusive_minimum=0),
+        default=300,
+        description="Seconds one store operation may take before the run ends with an error "
+        "(a database that stops answering).",
+    ),
+    th.Property(
+        "allow_key_change",
+        th.BooleanType,
+        default=False,
+        description="One-off: when a stream's key properties changed since its last sync, "
+        "re-match its people by their identifier hashes instead of refusing the sync.",
     ),
     th.Property(
         "dry_run",

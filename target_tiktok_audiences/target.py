@@ -155,7 +155,7 @@ class TargetTikTokAudiences(Target):
             "max_retries": int(config.get("max_retries", 8)),
             "max_requests_per_second": float(config.get("max_requests_per_second", 10)),
             "max_parallel_requests": int(config.get("max_parallel_requests", 4)),
-            "batch_size": int(config.get("batch_size", 5000)),
+            "batch_size": int(config.get("batch_size", 10000)),
             "backoff_base": float(config.get("retry_backoff_seconds", 1)),
             "workers": self.workers,
         }

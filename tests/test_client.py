@@ -532,7 +532,7 @@ def test_map_batch_other_errors_are_not_split(requests_mock, client):
         client.map_batch("add", [ADVERTISER], AUDIENCE, Batch.of(ROWS))
     assert info.value.code == 40001
     assert requests_mock.call_count == 1
-    assert client.batch_size == 5000
+    assert client.batch_size == 10000
 
 
 # map_all
