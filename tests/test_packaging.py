@@ -65,14 +65,32 @@ def test_sdist_runs_its_own_tests(dist, tmp_path):
     with tarfile.open(_one(dist, "*.tar.gz")) as sdist:
         sdist.extractall(tmp_path, filter="data")
     root = next(tmp_path.iterdir())
-    for needed in ("tests/conftest.py", "tests/fake_tiktok.py", "tests/postgres.py",
-                   "examples/contacts.singer", "meltano.yml", "LICENSE", "CHANGELOG.md"):
+    for needed in (
+        "tests/conftest.py",
+        "tests/fake_tiktok.py",
+        "tests/postgres.py",
+        "examples/contacts.singer",
+        "meltano.yml",
+        "LICENSE",
+        "CHANGELOG.md",
+    ):
         assert (root / needed).is_file(), needed
     # The unpacked sdist's own package and tests, not this checkout's.
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         "tests/test_reporting.py", "tests/test_identifiers.py"],
-        capture_output=True, text=True, cwd=root, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_reporting.py",
+            "tests/test_identifiers.py",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=False,
         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -92,8 +110,10 @@ def test_wheel_installs_cleanly_and_runs_the_dry_run(dist, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     proc = _run(
         env_dir / "bin" / "target-tiktok-audiences",
-        "--config", tmp_path / "config.json",
-        "--input", REPO / "examples" / "contacts.singer",
+        "--config",
+        tmp_path / "config.json",
+        "--input",
+        REPO / "examples" / "contacts.singer",
         cwd=tmp_path,
     )
     assert "[dry run]: added" in proc.stderr
