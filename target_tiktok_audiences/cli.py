@@ -33,7 +33,7 @@ from target_tiktok_audiences.console import (
 )
 from target_tiktok_audiences.errors import ConfigError, StoreError, TargetError, TikTokAPIError
 from target_tiktok_audiences.identifiers import NormalizationOptions
-from target_tiktok_audiences.redaction import mask_url
+from target_tiktok_audiences.redaction import mask_url, remember_secret
 from target_tiktok_audiences.settings import (
     DEFAULT_API_URL,
     check_global_settings,
@@ -41,6 +41,7 @@ from target_tiktok_audiences.settings import (
     prepare_config,
     read_config_files,
     resolve_settings,
+    store_passwords,
 )
 from target_tiktok_audiences.store import (
     AudienceRow,
@@ -575,6 +576,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_auth(args: argparse.Namespace) -> int:
     """Exchange the auth code; print the token and its advertisers on stdout."""
+    remember_secret(args.secret)
+    remember_secret(args.auth_code)
     api_url = args.api_url or os.environ.get(f"{ENV_PREFIX}API_URL") or DEFAULT_API_URL
     if not api_url.startswith(("http://", "https://")):
         raise ConfigError(f"--api-url must start with http:// or https://, got {api_url!r}")
@@ -621,6 +624,9 @@ def err(message: str) -> None:
 
 def cmd_store_copy(args: argparse.Namespace) -> int:
     """Copy a membership store to another database (`tiktok-audiences store copy`)."""
+    for location in (args.source, args.dest):
+        for password in store_passwords(location):
+            remember_secret(password)
     counts = copy_store(args.source, args.dest, force=args.force)
     print(
         f"copied {counts['audiences']} audiences, {counts['members']} members and "

@@ -181,6 +181,46 @@ def test_a_store_setting_of_the_wrong_type_never_shows_its_password(tmp_path, ta
     assert_clean(PASSWORD, tmp_path, run.stdout, run.stderr, done.stdout, done.stderr)
 
 
+def test_a_store_copy_that_fails_never_shows_either_password(tmp_path, target):
+    assert target.run(PEOPLE).returncode == 0
+    urls = [
+        f"postgresql://app:{PASSWORD}@{UNREACHABLE}/audiences",
+        f"postgresql://app@{UNREACHABLE}/audiences?password={PASSWORD}",
+    ]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_TIKTOK_AUDIENCES_")}
+    outputs = []
+    for url in urls:
+        for source, dest in ((url, str(tmp_path / "copy.sqlite")), (str(target.store_path), url)):
+            done = subprocess.run(
+                [CLI, "store", "copy", "--from", source, "--to", dest],
+                capture_output=True,
+                text=True,
+                cwd=tmp_path,
+                env=base,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 1
+            assert "Traceback" not in done.stderr
+            outputs += [done.stdout, done.stderr]
+    assert_clean(PASSWORD, tmp_path, *outputs)
+
+
+def test_a_refused_auth_never_shows_the_app_secret(tmp_path, fake):
+    fake.add_app("app-1", "app-secret-9d1e")
+    done = subprocess.run(
+        [CLI, "auth", "--app-id", "app-1", "--secret", "app-secret-9d1e", "--auth-code", "nope"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "TARGET_TIKTOK_AUDIENCES_API_URL": fake.url},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert_clean("app-secret-9d1e", tmp_path, done.stdout, done.stderr)
+
+
 # The stderr wrapper
 
 
