@@ -251,3 +251,21 @@ def test_a_reader_that_goes_away_is_one_line(target, fake):
     errors = [line for line in stderr.splitlines() if "| ERROR" in line]
     assert len(errors) == 1, stderr
     assert "stdout was closed by its reader" in errors[0]
+
+
+def test_stream_maps_and_their_settings_work_as_in_the_sdk(target, fake):
+    messages = [schema(), *(record(id=i, name=f"P{i}@Example.com") for i in range(1, 4))]
+    run = target.run(
+        messages,
+        stream_maps={"contacts": {"email": "name.lower()", "__filter__": "id != config['skip']"}},
+        stream_map_config={"skip": 2},
+        faker_config={"seed": 1},
+        batch_size_rows=1,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "singer-sdk setting" not in run.stderr
+    [audience] = fake.audiences()
+    assert fake.members(str(audience["audience_id"]))["EMAIL_SHA256"] == {
+        sha("p1@example.com"),
+        sha("p3@example.com"),
+    }
