@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from target_tiktok_audiences.redaction import scrub
 
@@ -61,7 +61,7 @@ class ScrubbedStream:
 def install_stderr_scrubber() -> None:
     """Make `sys.stderr` a `ScrubbedStream` (once); a closed stderr stays closed."""
     if sys.stderr is not None and not isinstance(sys.stderr, ScrubbedStream):
-        sys.stderr = ScrubbedStream(sys.stderr)
+        sys.stderr = cast("TextIO", ScrubbedStream(sys.stderr))
 
 
 def stdout_is_closed() -> bool:

@@ -332,7 +332,6 @@ class TargetTikTokAudiences(Target):
             return _ConfigInput(config=read_config_files(value), parse_env=True)
         except ConfigError as exc:
             cls._fail(str(exc))
-            raise  # not reached: _fail exits
 
     @classmethod
     def invoke(cls, *args: Any, **kwargs: Any) -> None:
