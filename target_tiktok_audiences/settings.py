@@ -616,6 +616,36 @@ def store_passwords(location: str) -> Iterator[str]:
 
 ENV_PREFIX = "TARGET_TIKTOK_AUDIENCES_"
 _UNESCAPED_DOT = re.compile(r"(?<!\\)\.")
+ENV_TRUE = ("true", "1", "yes", "on")  # the singer-sdk's spellings of true
+ENV_FALSE = ("false", "0", "no", "off")
+_WHOLE_NUMBER = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def check_env_values(schema: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """Refuse a variable that the SDK would misread, naming it.
+
+    The SDK takes every boolean spelling but true's as false (`DRY_RUN=ture` would sync for
+    real), and fails on a bad integer or object with a bare ValueError that names nothing.
+    """
+    for name, spec in schema.get("properties", {}).items():
+        variable = ENV_PREFIX + name.upper()
+        if variable not in environ:
+            continue
+        value = environ[variable]
+        types = spec.get("type")
+        types = types if isinstance(types, list) else [types]
+        if "boolean" in types and value.strip().lower() not in (*ENV_TRUE, *ENV_FALSE):
+            msg = f"{variable} is {value!r}, neither true nor false: set it to true or false"
+            raise ConfigError(msg)
+        if "integer" in types and not _WHOLE_NUMBER.fullmatch(value):
+            msg = f"{variable} is {value!r}, not a whole number: fix the variable"
+            raise ConfigError(msg)
+        if "object" in types:
+            try:
+                json.loads(value)
+            except ValueError as exc:
+                msg = f"{variable} is not valid JSON ({exc}): fix the variable"
+                raise ConfigError(msg) from None
 
 
 def coerce_env_settings(raw: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:

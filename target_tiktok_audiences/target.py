@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import os
 import sqlite3
 import sys
 import time
@@ -47,6 +48,7 @@ from target_tiktok_audiences.settings import (
     DEFAULT_DRY_RUN_OUTPUT,
     DEFAULT_STORE,
     AudienceSettings,
+    check_env_values,
     check_global_settings,
     check_setting_names,
     coerce_env_settings,
@@ -132,7 +134,13 @@ class TargetTikTokAudiences(Target):
         """Settings from the environment, as the target (and the operator commands) read them."""
         schema = copy.deepcopy(cls.config_jsonschema)
         cls.append_builtin_config(schema)
-        return coerce_env_settings(parse_environment_config(schema, cls._env_var_prefix), schema)
+        try:
+            raw = parse_environment_config(schema, cls._env_var_prefix)
+        except ValueError:
+            check_env_values(schema, os.environ)  # names the variable the SDK could not read
+            raise
+        check_env_values(schema, os.environ)
+        return coerce_env_settings(raw, schema)
 
     # Settings and shared resources
 

@@ -727,3 +727,28 @@ def test_a_closed_stdout_is_one_line(tmp_path, target, synced):
         "tiktok-audiences: status: stdout is closed, and the answer goes there: redirect it "
         "(> FILE, or > /dev/null) instead of closing it\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("DRY_RUN", "ture", "TARGET_TIKTOK_AUDIENCES_DRY_RUN is 'ture', neither true nor false"),
+        ("MIN_AUDIENCE_SIZE", "lots", "TARGET_TIKTOK_AUDIENCES_MIN_AUDIENCE_SIZE is 'lots', not a"),
+        ("AUDIENCES", '{"c": ', "TARGET_TIKTOK_AUDIENCES_AUDIENCES is not valid JSON"),
+    ],
+)
+def test_a_variable_the_sdk_would_misread_is_one_line_in_both_scripts(
+    tmp_path, target, check_config, variable, value, expected
+):
+    env = {f"TARGET_TIKTOK_AUDIENCES_{variable}": value}
+    for command in ("check", "status"):
+        run = cli(command, "--config", write_config(tmp_path, check_config), cwd=tmp_path, env=env)
+        assert run.returncode == 1
+        assert run.stderr.startswith(f"tiktok-audiences: {command}: {expected}")
+        assert run.stderr.count("\n") == 1
+    sync = target.run(people("contacts", 2), env=env)
+    assert sync.returncode == 1
+    assert "Traceback" not in sync.stderr
+    [error] = sync.errors
+    assert expected in error
+    assert sync.states == []
