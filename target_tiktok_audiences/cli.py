@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
+from importlib import metadata
 from typing import Any
 
 import requests
@@ -25,12 +25,23 @@ from singer_sdk.plugin_base import JSONSchemaValidator
 
 from target_tiktok_audiences.audiences import DRY_RUN_PREFIX, read_audiences
 from target_tiktok_audiences.client import TikTokClient
+from target_tiktok_audiences.console import (
+    SIGPIPE_EXIT,
+    discard_stdout,
+    install_stderr_scrubber,
+    stdout_is_closed,
+)
 from target_tiktok_audiences.errors import ConfigError, StoreError, TargetError, TikTokAPIError
 from target_tiktok_audiences.identifiers import NormalizationOptions
+from target_tiktok_audiences.redaction import mask_url, remember_secret
 from target_tiktok_audiences.settings import (
     DEFAULT_API_URL,
     check_global_settings,
+    check_setting_names,
+    prepare_config,
+    read_config_files,
     resolve_settings,
+    store_passwords,
 )
 from target_tiktok_audiences.store import (
     AudienceRow,
@@ -41,6 +52,7 @@ from target_tiktok_audiences.store import (
 from target_tiktok_audiences.target import TargetTikTokAudiences, redact_config_error
 
 PROG = "tiktok-audiences"
+DISTRIBUTION = "target-tiktok-audiences"
 ENV_PREFIX = "TARGET_TIKTOK_AUDIENCES_"
 CHECK_RETRIES = 2  # an operator waiting at a terminal wants an answer, not minutes of backoff
 CALCULATING_SECONDS = 48 * 3600  # TikTok matches within 24-48 hours of a change
@@ -89,41 +101,23 @@ authorisation.
 def load_config(sources: Sequence[str]) -> dict[str, Any]:
     """The target's config: files merged in order, then `TARGET_TIKTOK_AUDIENCES_*` variables.
 
-    Validated against the target's schema, which also fills in defaults, so a command sees the
-    same values a run would. `ENV` as a source is accepted (the target's own spelling for
-    "environment only"); the environment is always read.
+    Prepared, name-checked and validated against the target's schema (which also fills in
+    defaults) as the target does it, so a command sees the same values a run would. `ENV` as
+    a source is accepted (the target's own spelling for "environment only"); the environment
+    is always read.
     """
-    config: dict[str, Any] = {}
-    for source in sources:
-        if source != "ENV":
-            config.update(_read_config_file(Path(source)))
+    config = read_config_files(sources)
     config.update(TargetTikTokAudiences.env_settings())
+    config = prepare_config(config)
     schema = copy.deepcopy(TargetTikTokAudiences.config_jsonschema)
     TargetTikTokAudiences.append_builtin_config(schema)
+    for warning in check_setting_names(config, schema):
+        err(warning)
     errors = [_schema_error(e) for e in JSONSchemaValidator(schema).iter_errors(config)]
     if errors:
         hint = "" if sources else f" (no --config given: settings come from {ENV_PREFIX}*)"
         raise ConfigError(f"invalid settings{hint}: {redact_config_error(errors)}")
     return config
-
-
-def _read_config_file(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        msg = f"config file {path} does not exist: pass the target's config JSON with --config"
-        raise ConfigError(msg) from None
-    except OSError as exc:
-        msg = f"config file {path} cannot be read ({exc.strerror}): check its permissions"
-        raise ConfigError(msg) from None
-    except ValueError as exc:
-        line = getattr(exc, "lineno", "?")
-        msg = f"config file {path} is not valid JSON (line {line}): fix the file"
-        raise ConfigError(msg) from None
-    if not isinstance(data, dict):
-        msg = f"config file {path} must hold a JSON object of settings"
-        raise ConfigError(msg)
-    return data
 
 
 def _schema_error(error: Any) -> str:
@@ -498,7 +492,7 @@ def _read_store(location: str) -> list[tuple[AudienceRow, int, int]]:
     try:
         store = MembershipStore.open(location, create=False)
     except StoreMissingError as exc:
-        err(f"{exc}; a dry run never stores anything")
+        err(f"{mask_url(str(exc))}; a dry run never stores anything")
         return []
     try:
         return [
@@ -506,7 +500,10 @@ def _read_store(location: str) -> list[tuple[AudienceRow, int, int]]:
             for row in store.list_audiences()
         ]
     except store.errors as exc:
-        msg = f"membership store {location!r} cannot be read ({exc}): check `membership_store`"
+        msg = (
+            f"membership store {mask_url(location)!r} cannot be read ({mask_url(str(exc))}): "
+            "check `membership_store`"
+        )
         raise StoreError(msg) from None
     finally:
         store.close()
@@ -579,6 +576,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_auth(args: argparse.Namespace) -> int:
     """Exchange the auth code; print the token and its advertisers on stdout."""
+    remember_secret(args.secret)
+    remember_secret(args.auth_code)
     api_url = args.api_url or os.environ.get(f"{ENV_PREFIX}API_URL") or DEFAULT_API_URL
     if not api_url.startswith(("http://", "https://")):
         raise ConfigError(f"--api-url must start with http:// or https://, got {api_url!r}")
@@ -625,6 +624,9 @@ def err(message: str) -> None:
 
 def cmd_store_copy(args: argparse.Namespace) -> int:
     """Copy a membership store to another database (`tiktok-audiences store copy`)."""
+    for location in (args.source, args.dest):
+        for password in store_passwords(location):
+            remember_secret(password)
     counts = copy_store(args.source, args.dest, force=args.force)
     print(
         f"copied {counts['audiences']} audiences, {counts['members']} members and "
@@ -639,6 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Operator commands for target-tiktok-audiences: check a connection, see "
         "audiences, get a token.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {metadata.version(DISTRIBUTION)}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     config_help = (
@@ -715,10 +720,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; expected failures are one line on stderr and exit status 1."""
+    """Run one command; expected failures are one line on stderr and exit status 1.
+
+    stderr is scrubbed of secrets before anything is written to it. A reader that stops
+    reading stdout (`| head -1`) ends the command quietly, as it ends any Unix tool.
+    """
+    install_stderr_scrubber()
     args = build_parser().parse_args(argv)
+    if stdout_is_closed():
+        err(
+            f"{args.command}: stdout is closed, and the answer goes there: redirect it "
+            "(> FILE, or > /dev/null) instead of closing it"
+        )
+        return 1
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, so that a reader gone early is a quiet end, not a traceback
+        return code
+    except BrokenPipeError:
+        discard_stdout()
+        return SIGPIPE_EXIT
     except TargetError as exc:
         err(f"{args.command}: {exc}")
     except requests.RequestException as exc:

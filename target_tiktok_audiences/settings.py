@@ -7,13 +7,27 @@ config into one frozen `AudienceSettings` per stream, so the sink never reads ra
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import phonenumbers
 from singer_sdk import typing as th
+from singer_sdk.helpers.capabilities import (
+    ACTIVATE_VERSION_CONFIG,
+    ADD_RECORD_METADATA_CONFIG,
+    BATCH_CONFIG,
+    FLATTENING_CONFIG,
+    TARGET_HARD_DELETE_CONFIG,
+    TARGET_LOAD_METHOD_CONFIG,
+    TARGET_SCHEMA_CONFIG,
+    TARGET_VALIDATE_RECORDS_CONFIG,
+)
 
 from target_tiktok_audiences.errors import ConfigError
 from target_tiktok_audiences.identifiers import (
@@ -21,6 +35,7 @@ from target_tiktok_audiences.identifiers import (
     ID_TYPES,
     NormalizationOptions,
 )
+from target_tiktok_audiences.redaction import remember_secret
 
 DEFAULT_API_URL = "https://business-api.tiktok.com/open_api/v1.3/"
 DEFAULT_STORE = ".tiktok-audiences/membership.sqlite"
@@ -282,6 +297,7 @@ class AudienceSettings:
     membership_field: str | None
     consent_field: str | None
     min_audience_size: int
+    max_removal_fraction: float
     normalization: NormalizationOptions = field(default_factory=NormalizationOptions)
 
     @property
@@ -290,6 +306,23 @@ class AudienceSettings:
         if self.audience_id:
             return f"id:{self.audience_id}"
         return f"name:{','.join(sorted(self.advertiser_ids))}:{self.audience_name}"
+
+    @property
+    def tiktok_audience(self) -> tuple[str, ...]:
+        """Which audience TikTok holds: its id, or its name in the advertiser that creates it.
+
+        An audience by name is created in (and, after a lost store, adopted from) the first of
+        its `advertiser_ids`; two specs equal here would sync one audience from two streams.
+        """
+        if self.audience_id:
+            return ("id", self.audience_id)
+        return ("name", self.advertiser_ids[0], self.audience_name or self.stream)
+
+    def describe_tiktok_audience(self) -> str:
+        """The TikTok audience, as a message names it."""
+        if self.audience_id:
+            return f"TikTok audience {self.audience_id}"
+        return f"TikTok audience {self.audience_name!r} in advertiser {self.advertiser_ids[0]}"
 
     @property
     def label(self) -> str:
@@ -305,6 +338,7 @@ def tiktok_audience_name(name: str) -> str:
 
 
 _ADVERTISER_ID = re.compile(r"^\d{1,32}$")
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what a token can be
 
 
 def _check_advertisers(ids: Any, setting: str) -> tuple[str, ...]:
@@ -334,6 +368,13 @@ def check_global_settings(config: Mapping[str, Any]) -> NormalizationOptions:
     if not api_url.startswith(("http://", "https://")):
         msg = f"`api_url` must start with http:// or https://, got {api_url!r}."
         raise ConfigError(msg)
+    token = config.get("access_token")
+    if isinstance(token, str) and token.strip() and not _HEADER_SAFE.fullmatch(token.strip()):
+        msg = (
+            "`access_token` holds a space or control character inside it, which an HTTP header "
+            "cannot carry: copy the token again, as one line"
+        )
+        raise ConfigError(msg)
     region = str(config.get("phone_default_region") or "US").upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         msg = (
@@ -341,11 +382,13 @@ def check_global_settings(config: Mapping[str, Any]) -> NormalizationOptions:
             "ISO 3166 code such as US, GB or DE."
         )
         raise ConfigError(msg)
-    return NormalizationOptions(
+    normalization = NormalizationOptions(
         phone_default_region=region,
         phone_format=config.get("phone_format", "e164"),
         email_normalization=config.get("email_normalization", "standard"),
     )
+    check_distinct_audiences(config, normalization)
+    return normalization
 
 
 def _identifier_fields(value: Any, setting: str) -> dict[str, str | None]:
@@ -396,12 +439,213 @@ def resolve_settings(
         membership_field=spec.get("membership_field", config.get("membership_field")),
         consent_field=spec.get("consent_field", config.get("consent_field")),
         min_audience_size=int(spec.get("min_audience_size", config.get("min_audience_size", 1000))),
+        max_removal_fraction=float(
+            spec.get("max_removal_fraction", config.get("max_removal_fraction", 0.5))
+        ),
         normalization=normalization,
     )
 
 
+def duplicate_audience_error(first: str, second: str, settings: AudienceSettings) -> ConfigError:
+    """Two specs (or streams, named as messages name them) that would sync one TikTok audience.
+
+    Each stream's snapshot would remove the other's people, and a person who leaves one stream
+    but stays in the other would be deleted and never re-added.
+    """
+    msg = (
+        f"{first} and {second} both sync {settings.describe_tiktok_audience()}: keep one spec "
+        "per TikTok audience, since each stream's snapshot would remove the other's people"
+    )
+    return ConfigError(msg)
+
+
+def check_distinct_audiences(
+    config: Mapping[str, Any], normalization: NormalizationOptions
+) -> None:
+    """Refuse two audience specs that resolve to the same TikTok audience (see `tiktok_audience`).
+
+    Resolving every spec here also reports a bad spec at start, before any input is read.
+    """
+    seen: dict[tuple[str, ...], str] = {}
+    for key in config.get("audiences") or {}:
+        settings = resolve_settings(config, key, normalization)
+        if settings is None:
+            continue
+        first = seen.setdefault(settings.tiktok_audience, key)
+        if first != key:
+            raise duplicate_audience_error(f"`audiences.{first}`", f"`audiences.{key}`", settings)
+
+
+# Names of settings
+
+# The singer-sdk's built-in target settings: Meltano and SDK users pass them to any SDK target,
+# but none of them changes what this target does (`batch_wait_limit_seconds` comes from other
+# singer-sdk releases). `batch_size_rows` and the stream-map settings do work: they are in the
+# schema.
+SDK_INERT_SETTINGS: frozenset[str] = frozenset(
+    name
+    for builtin in (
+        ADD_RECORD_METADATA_CONFIG,
+        TARGET_LOAD_METHOD_CONFIG,
+        TARGET_VALIDATE_RECORDS_CONFIG,
+        TARGET_HARD_DELETE_CONFIG,
+        TARGET_SCHEMA_CONFIG,
+        FLATTENING_CONFIG,
+        BATCH_CONFIG,
+        ACTIVATE_VERSION_CONFIG,
+    )
+    for name in builtin["properties"]
+) | {"batch_wait_limit_seconds"}
+
+
+def check_setting_names(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """Refuse an unknown setting name; return one warning per inert singer-sdk setting.
+
+    Names are checked at the top level, in each audience spec and in each `identifier_fields`.
+    The known names are the schema's (`schema` with the SDK's built-ins appended), so a
+    setting the schema gains is known here at once. Values are the schema's business.
+    """
+    warnings = []
+    known = schema.get("properties", {})
+    for name in config:
+        if name in known:
+            continue
+        if name not in SDK_INERT_SETTINGS:
+            raise ConfigError(_unknown_setting(name, known, ""))
+        warnings.append(
+            f"`{name}` is a singer-sdk setting that has no effect on this target: it is ignored"
+        )
+    field_names = _IDENTIFIER_FIELDS_TYPE.to_dict()["properties"]
+    _check_names(config.get("identifier_fields"), field_names, "identifier_fields.")
+    audiences = config.get("audiences")
+    if isinstance(audiences, Mapping):
+        spec_names = _AUDIENCE_SPEC.to_dict()["properties"]
+        for key, spec in audiences.items():
+            _check_names(spec, spec_names, f"audiences.{key}.")
+            if isinstance(spec, Mapping):
+                fields = spec.get("identifier_fields")
+                _check_names(fields, field_names, f"audiences.{key}.identifier_fields.")
+    return warnings
+
+
+def _check_names(value: Any, known: Collection[str], prefix: str) -> None:
+    if not isinstance(value, Mapping):
+        return
+    for name in value:
+        if name not in known:
+            raise ConfigError(_unknown_setting(str(name), known, prefix))
+
+
+def _unknown_setting(name: str, known: Collection[str], prefix: str) -> str:
+    """`unknown setting `x`: did you mean `y`?`, or how to find the names when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    if close:
+        return f"unknown setting `{prefix}{name}`: did you mean `{prefix}{close[0]}`?"
+    return (
+        f"unknown setting `{prefix}{name}`: remove it (`target-tiktok-audiences --about` lists "
+        "every setting)"
+    )
+
+
+# Reading the config
+
+
+def read_config_files(sources: Sequence[str]) -> dict[str, Any]:
+    """The config files merged in order (later files win); `ENV` names no file and is skipped."""
+    config: dict[str, Any] = {}
+    for source in sources:
+        if source != "ENV":
+            config.update(_read_config_file(Path(source)))
+    return config
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        msg = f"config file {path} does not exist: pass the target's config JSON with --config"
+        raise ConfigError(msg) from None
+    except OSError as exc:
+        msg = f"config file {path} cannot be read ({exc.strerror}): check its permissions"
+        raise ConfigError(msg) from None
+    except ValueError as exc:
+        line = getattr(exc, "lineno", "?")
+        msg = f"config file {path} is not valid JSON (line {line}): fix the file"
+        raise ConfigError(msg) from None
+    if not isinstance(data, dict):
+        msg = f"config file {path} must hold a JSON object of settings"
+        raise ConfigError(msg)
+    return data
+
+
+def prepare_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The merged config as both console scripts use it: the token trimmed, secrets remembered.
+
+    A token read from a secret file keeps its trailing newline; TikTok would refuse it. The
+    token (as given and trimmed) and any password in `membership_store` are registered with
+    `redaction.remember_secret`, so that no later text carries them.
+    """
+    prepared = dict(config)
+    token = prepared.get("access_token")
+    if isinstance(token, str):
+        remember_secret(token)
+        prepared["access_token"] = token.strip()
+    store = prepared.get("membership_store")
+    if isinstance(store, str):
+        for password in store_passwords(store):
+            remember_secret(password)
+    return prepared
+
+
+def store_passwords(location: str) -> Iterator[str]:
+    """Every password a store URL holds (user info, `password=`), as written and decoded."""
+    if "://" not in location:
+        return
+    parts = urlsplit(location)
+    written = [parts.netloc.rpartition("@")[0].partition(":")[2]] if parts.password else []
+    written += [
+        raw.partition("=")[2]
+        for raw in parts.query.split("&")
+        if raw.partition("=")[0].lower() == "password"
+    ]
+    decoded = [value for key, value in parse_qsl(parts.query) if key.lower() == "password"]
+    for password in (*written, *(unquote(w) for w in written), *decoded):
+        if password:
+            yield password
+
+
 ENV_PREFIX = "TARGET_TIKTOK_AUDIENCES_"
 _UNESCAPED_DOT = re.compile(r"(?<!\\)\.")
+ENV_TRUE = ("true", "1", "yes", "on")  # the singer-sdk's spellings of true
+ENV_FALSE = ("false", "0", "no", "off")
+_WHOLE_NUMBER = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def check_env_values(schema: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """Refuse a variable that the SDK would misread, naming it.
+
+    The SDK takes every boolean spelling but true's as false (`DRY_RUN=ture` would sync for
+    real), and fails on a bad integer or object with a bare ValueError that names nothing.
+    """
+    for name, spec in schema.get("properties", {}).items():
+        variable = ENV_PREFIX + name.upper()
+        if variable not in environ:
+            continue
+        value = environ[variable]
+        types = spec.get("type")
+        types = types if isinstance(types, list) else [types]
+        if "boolean" in types and value.strip().lower() not in (*ENV_TRUE, *ENV_FALSE):
+            msg = f"{variable} is {value!r}, neither true nor false: set it to true or false"
+            raise ConfigError(msg)
+        if "integer" in types and not _WHOLE_NUMBER.fullmatch(value):
+            msg = f"{variable} is {value!r}, not a whole number: fix the variable"
+            raise ConfigError(msg)
+        if "object" in types:
+            try:
+                json.loads(value)
+            except ValueError as exc:
+                msg = f"{variable} is not valid JSON ({exc}): fix the variable"
+                raise ConfigError(msg) from None
 
 
 def coerce_env_settings(raw: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:

@@ -269,7 +269,7 @@ class AudienceSink(BatchSink):
         refusal = (
             removal_refusal(
                 summary,
-                self.owner.config.get("max_removal_fraction", 0.5),
+                settings.max_removal_fraction,
                 first_sync=not uploaded,
                 label=settings.label,
             )

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import copy
 import gc
+import os
 import sqlite3
 import sys
 import time
 from functools import cached_property
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
+import click
 from singer_sdk import Target
+from singer_sdk._logging import _setup_console_logging
+from singer_sdk.cli import plugin_cli
 from singer_sdk.configuration._dict_config import parse_environment_config
 from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
 from singer_sdk.helpers._classproperty import classproperty
@@ -24,22 +28,34 @@ from singer_sdk.helpers.capabilities import (
     TARGET_BATCH_SIZE_ROWS_CONFIG,
     PluginCapabilities,
 )
+from singer_sdk.plugin_base import _ConfigInput, _plugin_log_level
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.singerlib.json import serialize_json
 from singer_sdk.sinks import Sink
 
 from target_tiktok_audiences.client import DryRunClient, TikTokClient
+from target_tiktok_audiences.console import (
+    discard_stdout,
+    install_stderr_scrubber,
+    stdout_is_closed,
+)
 from target_tiktok_audiences.errors import ConfigError, InputError, TargetError
 from target_tiktok_audiences.reader import SafeSingerReader, record_of
+from target_tiktok_audiences.redaction import mask_url
 from target_tiktok_audiences.reporting import Progress, audience_line
 from target_tiktok_audiences.settings import (
     DEFAULT_API_URL,
     DEFAULT_DRY_RUN_OUTPUT,
     DEFAULT_STORE,
     AudienceSettings,
+    check_env_values,
     check_global_settings,
+    check_setting_names,
     coerce_env_settings,
     config_schema,
+    duplicate_audience_error,
+    prepare_config,
+    read_config_files,
     resolve_settings,
 )
 from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink, StreamProgress
@@ -74,6 +90,7 @@ class TargetTikTokAudiences(Target):
         self.max_parallelism = 1
         self.normalization = check_global_settings(self.config)
         self._settings: dict[str, AudienceSettings | None] = {}
+        self._streams_by_audience: dict[tuple[str, ...], str] = {}
         self._progress: dict[str, StreamProgress] = {}
         self._held_state = False
         # Looked up once, not per record: the SDK's `config` wraps the settings on every read.
@@ -92,6 +109,21 @@ class TargetTikTokAudiences(Target):
         config_jsonschema["properties"].setdefault("batch_size_rows", spec)
         super(Target, cls).append_builtin_config(config_jsonschema)
 
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """Check the merged config (files, then the environment) before the SDK's schema does.
+
+        The SDK calls this once, in `__init__`, right after merging: the one place where the
+        whole config is seen before it is used. The token is trimmed and the secrets are
+        remembered for scrubbing (`prepare_config`); an unknown setting name is refused, and
+        each inert singer-sdk setting earns one warning.
+        """
+        self._config = prepare_config(self._config)
+        schema = copy.deepcopy(self.config_jsonschema)
+        self.append_builtin_config(schema)
+        for warning in check_setting_names(self._config, schema):
+            self.logger.warning(warning)
+        return super()._validate_config(raise_errors=raise_errors)
+
     @classproperty
     def _env_var_config(cls) -> dict[str, Any]:
         """Settings from `TARGET_TIKTOK_AUDIENCES_*` variables, numbers and objects included."""
@@ -102,7 +134,13 @@ class TargetTikTokAudiences(Target):
         """Settings from the environment, as the target (and the operator commands) read them."""
         schema = copy.deepcopy(cls.config_jsonschema)
         cls.append_builtin_config(schema)
-        return coerce_env_settings(parse_environment_config(schema, cls._env_var_prefix), schema)
+        try:
+            raw = parse_environment_config(schema, cls._env_var_prefix)
+        except ValueError:
+            check_env_values(schema, os.environ)  # names the variable the SDK could not read
+            raise
+        check_env_values(schema, os.environ)
+        return coerce_env_settings(raw, schema)
 
     # Settings and shared resources
 
@@ -119,6 +157,12 @@ class TargetTikTokAudiences(Target):
                 self.logger.warning(
                     "Stream %s is not listed in `audiences`: its records are ignored.", stream
                 )
+            else:  # listed specs were compared at start; streams named after themselves now
+                first = self._streams_by_audience.setdefault(settings.tiktok_audience, stream)
+                if first != stream:
+                    raise duplicate_audience_error(
+                        f"stream {first!r}", f"stream {stream!r}", settings
+                    )
             self._settings[stream] = settings
         return self._settings[stream]
 
@@ -276,9 +320,35 @@ class TargetTikTokAudiences(Target):
 
     # CLI
 
+    @plugin_cli
+    def cli(cls) -> click.Command:
+        """The console script: stderr is scrubbed of secrets before logging writes to it."""
+        install_stderr_scrubber()
+        _setup_console_logging(log_level=_plugin_log_level(plugin_name=cls.name))
+        return cls.get_singer_command()
+
+    @classmethod
+    def cb_config(
+        cls, ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+    ) -> _ConfigInput:
+        """`--config` files, merged; the environment is read with or without `--config ENV`.
+
+        A variable overrides the files (the SDK merges it last), so the target sees what
+        `tiktok-audiences` sees. A missing or malformed file is one line, exit 1.
+        """
+        try:
+            return _ConfigInput(config=read_config_files(value), parse_env=True)
+        except ConfigError as exc:
+            cls._fail(str(exc))
+
     @classmethod
     def invoke(cls, *args: Any, **kwargs: Any) -> None:
         """Run the target; expected failures end with one line on stderr and exit 1."""
+        if stdout_is_closed() and not kwargs.get("about"):
+            cls._fail(
+                "stdout is closed: the target writes the tap's STATE there; redirect it to a "
+                "file (> state.json) or to /dev/null"
+            )
         # What is alive now (the modules and what they built) lives for the whole run: set it
         # apart from the collector, whose full passes would otherwise walk it again and again
         # while the request bodies of a large sync come and go (a tenth of the apply at 1M).
@@ -286,6 +356,12 @@ class TargetTikTokAudiences(Target):
         gc.freeze()
         try:
             super().invoke(*args, **kwargs)
+        except BrokenPipeError:
+            discard_stdout()
+            cls._fail(
+                "stdout was closed by its reader: the last STATE may not have been delivered; "
+                "what TikTok confirmed is in the store, so re-running the same input is safe"
+            )
         except ConfigValidationError as exc:
             cls._fail(f"invalid settings: {redact_config_error(exc.errors)}")
         except (TargetError, RecordsWithoutSchemaException, InvalidInputLine) as exc:
@@ -294,12 +370,13 @@ class TargetTikTokAudiences(Target):
             if not isinstance(exc, _store_driver_errors()):
                 raise
             cls._fail(
-                f"the membership store failed ({type(exc).__name__}: {exc}); nothing unconfirmed "
-                "was recorded: check `membership_store` and the database, then re-run"
+                f"the membership store failed ({type(exc).__name__}: {mask_url(str(exc))}); "
+                "nothing unconfirmed was recorded: check `membership_store` and the database, "
+                "then re-run"
             )
 
     @classmethod
-    def _fail(cls, message: str) -> None:
+    def _fail(cls, message: str) -> NoReturn:
         cls.logger.error(message)
         sys.exit(1)
 

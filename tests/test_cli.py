@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -636,3 +637,118 @@ def test_store_copy_to_postgresql_and_back(target, fake, tmp_path, pg_url):
     run = target.run([schema(), *people], membership_store=str(back))
     assert run.returncode == 0, run.stderr
     assert fake.requests_log("segment/mapping/") == []
+
+
+# Settings, the environment and stdout, as the target sees them
+
+
+def test_an_unknown_setting_is_one_line_in_every_command(tmp_path, check_config):
+    config = {**check_config, "consent_feild": "consent"}
+    for command in ("check", "status"):
+        run = cli(command, "--config", write_config(tmp_path, config), cwd=tmp_path)
+        assert run.returncode == 1
+        assert run.stderr == (
+            f"tiktok-audiences: {command}: unknown setting `consent_feild`: did you mean "
+            "`consent_field`?\n"
+        )
+
+
+def test_an_inert_sdk_setting_is_one_warning(tmp_path, check_config):
+    config = {**check_config, "hard_delete": True}
+    run = cli("check", "--config", write_config(tmp_path, config), cwd=tmp_path)
+    assert run.returncode == 0, run.output
+    assert run.stderr == (
+        "tiktok-audiences: `hard_delete` is a singer-sdk setting that has no effect on this "
+        "target: it is ignored\n"
+    )
+
+
+def test_check_refuses_two_specs_of_one_audience(tmp_path, check_config, fake):
+    buyers = check_config["audiences"]["buyers"]["audience_id"]
+    config = {
+        **check_config,
+        "audiences": {"a": {"audience_id": buyers}, "b": {"audience_id": buyers}},
+    }
+    run = cli("check", "--config", write_config(tmp_path, config), cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1
+    assert "`audiences.a` and `audiences.b` both sync" in run.stderr
+    assert fake.requests_log() == []
+
+
+def test_check_and_the_sync_read_the_same_environment(tmp_path, target, check_config):
+    """The token from the environment wins over a stale one in the file, in both scripts."""
+    config = {**check_config, "access_token": "stale-token", "audiences": None}
+    env = {"TARGET_TIKTOK_AUDIENCES_ACCESS_TOKEN": TOKEN}
+    run = cli("check", "--config", write_config(tmp_path, config), cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.output
+    sync = target.run(people("contacts", 3), env=env, access_token="stale-token")
+    assert sync.returncode == 0, sync.stderr
+
+
+@pytest.mark.parametrize("where", ["file", "environment"])
+def test_a_token_with_surrounding_whitespace_is_trimmed(tmp_path, check_config, where):
+    padded = f" {TOKEN}\n"
+    config = {**check_config, "access_token": padded if where == "file" else None}
+    env = {"TARGET_TIKTOK_AUDIENCES_ACCESS_TOKEN": padded} if where == "environment" else {}
+    run = cli("check", "--config", write_config(tmp_path, config), cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.output
+    assert run.stdout.splitlines()[0] == "ok   token works (user: fake user)"
+
+
+def test_version_is_the_installed_packages():
+    proc = subprocess.run([_SCRIPT, "--version"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0
+    assert proc.stdout == f"tiktok-audiences {metadata.version('target-tiktok-audiences')}\n"
+
+
+def test_status_ends_quietly_when_its_reader_goes_away(tmp_path, target, synced):
+    path = write_config(tmp_path, target.config)
+    proc = subprocess.Popen(
+        [_SCRIPT, "status", "--config", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # as `| head -1` does once it has its line
+    _, stderr = proc.communicate(timeout=60)
+    assert stderr == b""
+    assert proc.returncode == 141  # 128 + SIGPIPE, like any Unix tool
+
+
+def test_a_closed_stdout_is_one_line(tmp_path, target, synced):
+    path = write_config(tmp_path, target.config)
+    proc = subprocess.run(
+        ["bash", "-c", f'exec "{_SCRIPT}" status --config "{path}" >&-'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "tiktok-audiences: status: stdout is closed, and the answer goes there: redirect it "
+        "(> FILE, or > /dev/null) instead of closing it\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("DRY_RUN", "ture", "TARGET_TIKTOK_AUDIENCES_DRY_RUN is 'ture', neither true nor false"),
+        ("MIN_AUDIENCE_SIZE", "lots", "TARGET_TIKTOK_AUDIENCES_MIN_AUDIENCE_SIZE is 'lots', not a"),
+        ("AUDIENCES", '{"c": ', "TARGET_TIKTOK_AUDIENCES_AUDIENCES is not valid JSON"),
+    ],
+)
+def test_a_variable_the_sdk_would_misread_is_one_line_in_both_scripts(
+    tmp_path, target, check_config, variable, value, expected
+):
+    env = {f"TARGET_TIKTOK_AUDIENCES_{variable}": value}
+    for command in ("check", "status"):
+        run = cli(command, "--config", write_config(tmp_path, check_config), cwd=tmp_path, env=env)
+        assert run.returncode == 1
+        assert run.stderr.startswith(f"tiktok-audiences: {command}: {expected}")
+        assert run.stderr.count("\n") == 1
+    sync = target.run(people("contacts", 2), env=env)
+    assert sync.returncode == 1
+    assert "Traceback" not in sync.stderr
+    [error] = sync.errors
+    assert expected in error
+    assert sync.states == []

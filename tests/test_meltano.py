@@ -31,7 +31,9 @@ LOADER = "target-tiktok-audiences"
 KINDS = {
     "string": "string",
     "integer": "integer",
-    "number": "decimal",
+    # Not `decimal`: Meltano 4.4 makes an environment value of a decimal setting a Decimal,
+    # which it cannot write to the config file (see meltano.yml). The target reads a number.
+    "number": "string",
     "boolean": "boolean",
     "array": "array",
     "object": "object",
@@ -99,6 +101,36 @@ def test_loader_commands_and_sample_pipeline_config():
     assert len(consenting) >= config["min_audience_size"], "the sample run must not be held"
 
 
+def test_gitignore_keeps_secrets_stores_and_dry_run_output_out_of_git():
+    """`.env` is where `meltano config set` puts the token; stores and dry runs are local."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = [
+        ".env",
+        ".tiktok-audiences/membership.sqlite",
+        "membership.sqlite",
+        "stores/audiences.sqlite",
+        "tiktok-audiences-dry-run.jsonl",
+        "plans/contacts-dry-run.jsonl",
+        "dry-run-2026.jsonl",
+    ]
+    proc = subprocess.run(
+        ["git", "-C", str(REPO), "check-ignore", "--no-index", *ignored],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert sorted(proc.stdout.split()) == sorted(ignored)
+    kept = ["examples/contacts.jsonl", "meltano.yml", "target_tiktok_audiences/store.py"]
+    proc = subprocess.run(
+        ["git", "-C", str(REPO), "check-ignore", "--no-index", *kept],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.stdout == ""
+
+
 # Slow: a real Meltano project
 
 
@@ -155,7 +187,9 @@ class Project:
         self.meltano = meltano
         self.env = env
 
-    def __call__(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, timeout: float = 180, ok: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [str(self.meltano), *args],
             cwd=self.root,
@@ -166,7 +200,9 @@ class Project:
             check=False,
         )
         assert TOKEN not in proc.stdout + proc.stderr, "the token must never be printed"
-        assert proc.returncode == 0, f"meltano {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+        assert (proc.returncode == 0) is ok, (
+            f"meltano {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+        )
         return proc
 
 
@@ -200,7 +236,8 @@ def test_meltano_run_syncs_and_resumes_from_stored_state(tmp_path, meltano):
             "TARGET_TIKTOK_AUDIENCES_ADVERTISER_IDS": json.dumps([ADVERTISER]),
             "TARGET_TIKTOK_AUDIENCES_DRY_RUN": "false",
             "TARGET_TIKTOK_AUDIENCES_MIN_AUDIENCE_SIZE": "0",
-            # No `decimal` setting here: Meltano 4.4 cannot write one given as an env var.
+            # A number setting from the environment, which Meltano 4.4 cannot pass as `decimal`.
+            "TARGET_TIKTOK_AUDIENCES_MAX_REMOVAL_FRACTION": "0.4",
         }
         project = Project(root, meltano, env)
         project("install", timeout=400)
@@ -249,6 +286,16 @@ def test_meltano_run_syncs_and_resumes_from_stored_state(tmp_path, meltano):
         assert row["status"] == "TOO_SMALL"
         check = project("invoke", f"{LOADER}:check")
         assert check.stdout.splitlines()[0] == "ok   token works (user: fake user)"
+
+        # Run 4: 9 of the 20 people leave (45%): over the 0.4 from the environment, under the
+        # default 0.5, so the refusal proves that the variable reached the target as a number.
+        leaving = [r["id"] for r in rows if r["marketing_consent"]][:9]
+        write_jsonl(data, [r for r in rows if r["id"] not in leaving])
+        sent = len(fake.requests_log("segment/mapping/"))
+        refused = project("run", "tap-jsonl", LOADER, ok=False)
+        assert "over max_removal_fraction 0.4" in refused.stderr, refused.stderr[-2000:]
+        assert len(fake.requests_log("segment/mapping/")) == sent
+        assert fake.members(audience_id) == expected_members(rows)
     finally:
         fake.stop()
     print(
