@@ -6,6 +6,7 @@ Slow (a build and a fresh virtual environment): one module-scoped build serves e
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -28,8 +29,18 @@ def _run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProc
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Built from a copy (with .git, for the version): a build writes its egg-info into the
+    # tree it builds, and this checkout's must stay that of the installed package.
+    source = tmp_path_factory.mktemp("source") / "repo"
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+        ),
+    )
     out = tmp_path_factory.mktemp("dist")
-    _run(sys.executable, "-m", "build", "--outdir", out, REPO)
+    _run(sys.executable, "-m", "build", "--outdir", out, source)
     return out
 
 
