@@ -39,17 +39,26 @@ RecordLane = Callable[[str, int, bytes, int], bool]
 def parse_line(line: bytes, number: int, *, long_numbers: bool = True) -> dict:
     """Parse one line; a malformed one is a one-line error naming its number only.
 
+    A STATE keeps its decimals exact (Decimal), and NaN, Infinity and -Infinity as floats, so
+    that it is written back as sent. Nesting too deep to read is an error naming the line.
     `long_numbers=False` promises the line holds no run of 19 digits, which spares a scan.
     """
     try:
-        message = orjson.loads(line)
-        if isinstance(message, dict):
-            if message.get("type") == "STATE":
-                message = deserialize_json(line)  # bookmarks stay exact Decimals
-            elif long_numbers and long_number(line):
-                message = json.loads(line)  # integers over 64 bits stay exact (orjson: floats)
-    except orjson.JSONDecodeError:
-        message = _parse_slowly(line, number)
+        try:
+            message = orjson.loads(line)
+            if isinstance(message, dict):
+                if message.get("type") == "STATE":
+                    message = deserialize_json(line)  # bookmarks stay exact Decimals
+                elif long_numbers and long_number(line):
+                    message = json.loads(line)  # integers over 64 bits stay exact (orjson: floats)
+        except orjson.JSONDecodeError:
+            message = _parse_slowly(line, number)
+    except RecursionError:
+        msg = (
+            f"input line {number} is nested too deep to read (arrays or objects within each "
+            "other, over a thousand levels): the tap's output is corrupt; fix or re-run the tap"
+        )
+        raise InputError(msg) from None
     if not isinstance(message, dict):
         msg = f"input line {number} is not a Singer message (a JSON object)"
         raise InputError(msg)
@@ -62,7 +71,10 @@ def long_number(text: bytes) -> bool:
 
 
 def _parse_slowly(line: bytes, number: int) -> Any:
-    """Parse with the standard library: it takes integers over 64 bits, or names the fault."""
+    """Parse with the standard library: it takes integers over 64 bits, or names the fault.
+
+    orjson also refuses NaN and Infinity, and nesting over 1024 levels (RecursionError here).
+    """
     try:
         return deserialize_json(line)
     except ValueError as exc:
