@@ -1,7 +1,9 @@
 """The Singer target: reads the tap's stream, routes streams to audiences, and writes STATE.
 
 STATE goes to stdout only once every change before it is confirmed by TikTok: while a snapshot
-is open (records staged, not yet applied) the latest STATE is held back.
+is open (records staged, not yet applied) the latest STATE is held back. It is written exactly
+as the tap sent it (decimals, NaN and infinities included). A dry run confirms nothing and
+writes no STATE, so an orchestrator's bookmark does not move on without a real sync.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+import simplejson
 from singer_sdk import Target
 from singer_sdk.configuration._dict_config import parse_environment_config
 from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
@@ -25,7 +28,6 @@ from singer_sdk.helpers.capabilities import (
     PluginCapabilities,
 )
 from singer_sdk.singerlib.exceptions import InvalidInputLine
-from singer_sdk.singerlib.json import serialize_json
 from singer_sdk.sinks import Sink
 
 from target_tiktok_audiences.client import DryRunClient, TikTokClient
@@ -76,6 +78,7 @@ class TargetTikTokAudiences(Target):
         self._settings: dict[str, AudienceSettings | None] = {}
         self._progress: dict[str, StreamProgress] = {}
         self._held_state = False
+        self._told_dry_run_state = False
         # Looked up once, not per record: the SDK's `config` wraps the settings on every read.
         self._stream_maps = bool(self.config.get("stream_maps"))
         if not self._stream_maps:  # a mapped record must be parsed here, to be mapped
@@ -241,14 +244,27 @@ class TargetTikTokAudiences(Target):
         self.store.close()
 
     def _write_state_message(self, state: dict) -> None:
-        """Write STATE only when no change before it is unconfirmed; Decimal-safe."""
+        """Write STATE only when no change before it is unconfirmed, exactly as the tap sent it.
+
+        The reader keeps its numbers as Decimal (NaN and infinities too), written back as they
+        were read; the SDK's own writer would turn NaN and infinities into null. A dry run
+        writes none.
+        """
+        if self.dry_run:
+            if not self._told_dry_run_state:
+                self.logger.info(
+                    "Dry run: the tap's STATE is not written (nothing was confirmed), so the "
+                    "next real run reads the same input again."
+                )
+                self._told_dry_run_state = True
+            return
         if any(sink.has_unconfirmed_work for sink in self._audience_sinks()):
             if not self._held_state:
                 self.logger.info("Holding STATE until the open snapshot is confirmed.")
             self._held_state = True
             return
         self._held_state = False
-        sys.stdout.write(serialize_json(state) + "\n")
+        sys.stdout.write(_state_json(state) + "\n")
         sys.stdout.flush()
 
     def _report(self) -> None:
@@ -302,6 +318,11 @@ class TargetTikTokAudiences(Target):
     def _fail(cls, message: str) -> None:
         cls.logger.error(message)
         sys.exit(1)
+
+
+def _state_json(state: dict) -> str:
+    """A STATE value as one JSON line: Decimal exact, NaN and +/-Infinity kept as the tap wrote."""
+    return simplejson.dumps(state, use_decimal=True, allow_nan=True, separators=(",", ":"))
 
 
 def _store_driver_errors() -> tuple[type[Exception], ...]:
