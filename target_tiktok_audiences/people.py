@@ -72,7 +72,9 @@ class MissingKeyError(InputError, MissingKeyPropertiesError):
     def __init__(
         self, stream: str, keys: list[str], record: int | None = None, line: int | None = None
     ) -> None:
-        where = f"record {record} of stream {stream!r}" if record else f"a record of {stream!r}"
+        where = (
+            f"record {record} of stream {stream!r}" if record else f"a record of stream {stream!r}"
+        )
         if line:
             where += f" (input line {line})"
         super().__init__(
