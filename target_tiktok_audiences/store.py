@@ -648,9 +648,10 @@ class MembershipStore:
             )
 
     def staged_people(self, audience: int) -> tuple[int, int, int]:
-        """(people, leavers, leavers for want of consent) staged, once `hold` or `plan` ran.
+        """(people, leavers, leavers for want of consent) staged, once `hold` ran.
 
-        Each of those reduces a person's rows to the last one.
+        `hold` (and `plan` with confirmed members) reduces each person's rows to the last one;
+        a first sync's `plan` does not, and counts in its summary instead.
         """
         people, leaving, no_consent = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(remove), 0), COALESCE(SUM(no_consent), 0) "
