@@ -54,15 +54,19 @@ def parse_line(line: bytes, number: int, *, long_numbers: bool = True) -> dict:
         except orjson.JSONDecodeError:
             message = _parse_slowly(line, number)
     except RecursionError:
-        msg = (
-            f"input line {number} is nested too deep to read (arrays or objects within each "
-            "other, over a thousand levels): the tap's output is corrupt; fix or re-run the tap"
-        )
-        raise InputError(msg) from None
+        raise too_deep(number) from None
     if not isinstance(message, dict):
         msg = f"input line {number} is not a Singer message (a JSON object)"
         raise InputError(msg)
     return message
+
+
+def too_deep(number: int) -> InputError:
+    """The error for a line nested too deep to read or to process."""
+    return InputError(
+        f"input line {number} is nested too deep to read (arrays or objects within each "
+        "other, hundreds of levels deep): fix the tap's output, or flatten that field in the tap"
+    )
 
 
 def long_number(text: bytes) -> bool:
@@ -206,10 +210,13 @@ class SafeSingerReader(SimpleSingerReader):
         line_dict = self.deserialize_json(line)
         self.assert_line_requires(line_dict, requires={"type"})
         kind = line_dict["type"]
-        if callback := callbacks.get(kind):
-            callback(line_dict)
-        else:
-            self._process_unknown_message(line_dict)
+        try:
+            if callback := callbacks.get(kind):
+                callback(line_dict)
+            else:
+                self._process_unknown_message(line_dict)
+        except RecursionError:  # read, but too deep for the SDK (a SCHEMA it copies, say)
+            raise too_deep(self.line_number) from None
         stats[kind] += 1
 
     def deserialize_json(self, line: bytes) -> dict:

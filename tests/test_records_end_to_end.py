@@ -244,6 +244,18 @@ def test_input_nested_too_deep_is_one_line_naming_it(target, fake, line):
     assert run.states == []
 
 
+def test_a_schema_too_deep_for_the_sdk_is_one_line(target, fake):
+    """It reads, but the SDK copies a SCHEMA recursively: before, a RecursionError traceback."""
+    deep = '{"type":"object","properties":{"x":' * 450 + '{"type":"string"}' + "}}" * 450
+    message = schema()
+    message["schema"]["properties"]["deep"] = "DEEP"
+    run = target.run([json.dumps(message).replace('"DEEP"', deep), OK])
+    assert run.returncode == 1
+    assert len(run.errors) == 1, run.stderr[-2000:]
+    assert "input line 1 is nested too deep" in run.errors[0]
+    assert "Traceback" not in run.stderr
+
+
 # STATE as the tap sent it
 
 
