@@ -243,12 +243,23 @@ class TargetTikTokAudiences(Target):
         self.client.close()
         self.store.close()
 
-    def _write_state_message(self, state: dict) -> None:
+    def _process_state_message(self, message_dict: dict) -> None:
+        """Keep the latest STATE as the JSON text it will be written as (see `_state_json`).
+
+        Serialised once, as it is read: a value too deep to write fails here, naming its
+        line, and the SDK later copies a string rather than the tap's nested value. A value
+        that is empty or null is kept as it is and, as the SDK does, never written.
+        """
+        self._assert_line_requires(message_dict, requires={"value"})
+        value = message_dict["value"]
+        self._latest_state = _state_json(value) if value else value
+
+    def _write_state_message(self, state: str) -> None:  # type: ignore[override]
         """Write STATE only when no change before it is unconfirmed, exactly as the tap sent it.
 
-        The reader keeps its numbers as Decimal (NaN and infinities too), written back as they
-        were read; the SDK's own writer would turn NaN and infinities into null. A dry run
-        writes none.
+        `state` is the text `_process_state_message` made. The reader keeps numbers as
+        Decimal, NaN and infinities as floats, and they are written back as read (the SDK's
+        own writer turns NaN and infinities into null). A dry run writes none.
         """
         if self.dry_run:
             if not self._told_dry_run_state:
@@ -264,7 +275,7 @@ class TargetTikTokAudiences(Target):
             self._held_state = True
             return
         self._held_state = False
-        sys.stdout.write(_state_json(state) + "\n")
+        sys.stdout.write(state + "\n")
         sys.stdout.flush()
 
     def _report(self) -> None:

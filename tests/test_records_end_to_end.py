@@ -266,6 +266,14 @@ def test_state_is_written_back_exactly_nan_and_infinities_included(target, fake)
     assert run.stdout == value + "\n"
 
 
+def test_a_deep_state_that_reads_is_written_back(target, fake):
+    """Before: the SDK's copy of it, at the end of input, ended in a RecursionError traceback."""
+    value = '{"a":' + "[" * 600 + "]" * 600 + "}"
+    run = target.run([schema(), OK, '{"type":"STATE","value":' + value + "}"])
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout == value + "\n"
+
+
 # A dry run confirms nothing: no STATE
 
 
