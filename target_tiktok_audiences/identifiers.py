@@ -12,10 +12,12 @@ SHA-256"):
 
 * email: trim, lowercase; optionally drop a ``+tag`` and dots in the local part;
 * phone: E.164 via ``phonenumbers`` (``+`` form by default, digits-only option);
-* IDFA / AAID: trim, lowercase, keep hyphens; UUID-shaped and not all zeros;
+* IDFA / AAID: trim, lowercase, keep hyphens; UUID-shaped and not all zeros; a
+  UUID written without hyphens (32 hex characters) has them restored first;
 * a value that already is 64 hex characters is taken as a SHA-256 hash and
-  passed through lowercased; for IDFA / AAID, 32 hex characters are taken as
-  an MD5 hash.
+  passed through lowercased;
+* only the ``idfa_md5`` / ``aaid_md5`` fields hold MD5 hashes (32 hex
+  characters, passed through); anything else there is invalid.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from phonenumbers import NumberParseException, PhoneMetadata, ValidationResult
 __all__ = [
     "DEFAULT_IDENTIFIER_FIELDS",
     "EMAIL_NORMALIZATIONS",
+    "FIELD_TYPES",
     "ID_TYPES",
     "INVALID_AAID",
     "INVALID_EMAIL",
@@ -58,6 +61,8 @@ SLOTS: Final[tuple[str, ...]] = (
     "AAID_MD5",
 )
 ID_TYPES: Final[tuple[str, ...]] = ("email", "phone", "idfa", "aaid")
+# What `identifier_fields` may map: the identifier types, and fields of MD5-hashed device ids.
+FIELD_TYPES: Final[tuple[str, ...]] = (*ID_TYPES, "idfa_md5", "aaid_md5")
 DEFAULT_IDENTIFIER_FIELDS: Final[dict[str, str]] = {
     "email": "email",
     "phone": "phone",
@@ -78,13 +83,17 @@ _REASONS: Final[dict[str, str]] = {
     "phone": INVALID_PHONE,
     "idfa": INVALID_IDFA,
     "aaid": INVALID_AAID,
+    "idfa_md5": INVALID_IDFA,
+    "aaid_md5": INVALID_AAID,
 }
-# Index into SLOTS of each type's (SHA-256 slot, MD5 slot or None).
-_SLOT_INDEX: Final[dict[str, tuple[int, int | None]]] = {
-    "email": (0, None),
-    "phone": (1, None),
-    "idfa": (2, 3),
-    "aaid": (4, 5),
+# Index into SLOTS of the slot each field type fills.
+_SLOT_INDEX: Final[dict[str, int]] = {
+    "email": 0,
+    "phone": 1,
+    "idfa": 2,
+    "idfa_md5": 3,
+    "aaid": 4,
+    "aaid_md5": 5,
 }
 
 MAX_EMAIL_LENGTH: Final = 320
@@ -371,8 +380,13 @@ def _phone_parsed(s: str, region: str) -> str | None:
 
 
 def _norm_maid(s: str) -> str | None:
-    """Normalise a stripped, non-empty IDFA/AAID; None unless a non-zero UUID."""
-    if len(s) != 36 or _UUID_RE.fullmatch(s) is None:
+    """Normalise a stripped, non-empty IDFA/AAID; None unless a non-zero UUID.
+
+    A UUID without hyphens (32 hex characters) gets them back (8-4-4-4-12).
+    """
+    if len(s) == 32 and _HEX32_RE.fullmatch(s) is not None:
+        s = f"{s[:8]}-{s[8:12]}-{s[12:16]}-{s[16:20]}-{s[20:]}"
+    elif len(s) != 36 or _UUID_RE.fullmatch(s) is None:
         return None
     s = s.lower()
     return None if s == _ZERO_UUID else s
@@ -408,7 +422,7 @@ def normalize_phone(value: str, region: str = "US", fmt: str = "e164") -> str | 
 
 
 def normalize_maid(value: str) -> str | None:
-    """Return the lowercased IDFA/AAID, or None unless UUID-shaped and not all zeros."""
+    """Return the lowercased, hyphenated IDFA/AAID; None unless a UUID and not all zeros."""
     if not isinstance(value, str):
         return None
     s = value.strip(_STRIP)
@@ -448,8 +462,8 @@ def _keep_hashed(
 
 
 def _make_handler(id_type: str, options: NormalizationOptions) -> _Handler:
-    """Build the value handler for ``id_type`` under ``options``."""
-    sha_slot, md5_slot = _SLOT_INDEX[id_type]
+    """Build the value handler for the field type ``id_type`` under ``options``."""
+    slot = _SLOT_INDEX[id_type]
 
     if id_type == "email":
         strip_local = options.email_normalization == "strip_local"
@@ -462,11 +476,11 @@ def _make_handler(id_type: str, options: NormalizationOptions) -> _Handler:
             if not s:
                 return _ABSENT
             if len(s) == 64 and _HEX64_RE.fullmatch(s) is not None:
-                return _keep_hashed(s, _BAD_SHA256, hashes, sha_slot)
+                return _keep_hashed(s, _BAD_SHA256, hashes, slot)
             norm = _norm_email(s, strip_local)
             if norm is None:
                 return _REJECTED
-            hashes[sha_slot] = _sha256(norm.encode()).digest()
+            hashes[slot] = _sha256(norm.encode()).digest()
             return _OK
 
         return handle_email
@@ -482,7 +496,7 @@ def _make_handler(id_type: str, options: NormalizationOptions) -> _Handler:
                 if not s:
                     return _ABSENT
                 if len(s) == 64 and _HEX64_RE.fullmatch(s) is not None:
-                    return _keep_hashed(s, _BAD_SHA256, hashes, sha_slot)
+                    return _keep_hashed(s, _BAD_SHA256, hashes, slot)
             elif type(value) is int:  # not bool, not an int subclass
                 if value < 0 or value >= _PHONE_INT_LIMIT:
                     return _REJECTED
@@ -492,32 +506,45 @@ def _make_handler(id_type: str, options: NormalizationOptions) -> _Handler:
             norm = _norm_phone(s, region, digits)
             if norm is None:
                 return _REJECTED
-            hashes[sha_slot] = _sha256(norm.encode()).digest()
+            hashes[slot] = _sha256(norm.encode()).digest()
             return _OK
 
         return handle_phone
 
-    assert md5_slot is not None  # idfa / aaid
+    if id_type.endswith("_md5"):
+
+        def handle_maid_md5(value: Any, hashes: list[bytes | None]) -> int:
+            """Keep one IDFA/AAID already hashed with MD5 in its MD5 slot."""
+            if not isinstance(value, str):
+                return _REJECTED
+            s = value.strip(_STRIP)
+            if not s:
+                return _ABSENT
+            if len(s) == 32 and _HEX32_RE.fullmatch(s) is not None:
+                return _keep_hashed(s, _BAD_MAID_MD5, hashes, slot)
+            return _REJECTED
+
+        return handle_maid_md5
 
     def handle_maid(value: Any, hashes: list[bytes | None]) -> int:
-        """Hash one IDFA/AAID value into its SHA256 slot (or a pre-hash into MD5)."""
+        """Hash one IDFA/AAID value (a UUID, hyphens optional) into its SHA256 slot.
+
+        A 64-hex value is a SHA-256 hash already, kept as it is.
+        """
         if not isinstance(value, str):
             return _REJECTED
         s = value.strip(_STRIP)
         if not s:
             return _ABSENT
         n = len(s)
-        if n == 36:
-            norm = _norm_maid(s)
-            if norm is None:
-                return _REJECTED
-            hashes[sha_slot] = _sha256(norm.encode()).digest()
-            return _OK
         if n == 64 and _HEX64_RE.fullmatch(s) is not None:
-            return _keep_hashed(s, _BAD_MAID_SHA256, hashes, sha_slot)
-        if n == 32 and _HEX32_RE.fullmatch(s) is not None:
-            return _keep_hashed(s, _BAD_MAID_MD5, hashes, md5_slot)
-        return _REJECTED  # wrong length for a UUID or a hash (includes absurdly long)
+            return _keep_hashed(s, _BAD_MAID_SHA256, hashes, slot)
+        if n == 36 or n == 32:
+            norm = _norm_maid(s)
+            if norm is not None:
+                hashes[slot] = _sha256(norm.encode()).digest()
+                return _OK
+        return _REJECTED  # not a UUID, or the wrong length for one or a hash
 
     return handle_maid
 
@@ -540,7 +567,7 @@ def _parse_path(id_type: str, field: object) -> tuple[str, ...]:
 class IdentifierExtractor:
     """Built once per stream from the identifier_fields mapping and options; called per record.
 
-    ``fields`` maps an identifier type (one of :data:`ID_TYPES`) to a record field,
+    ``fields`` maps a field type (one of :data:`FIELD_TYPES`) to a record field,
     a dotted path walking nested objects; a type mapped to None, or left out, is
     not read (merging with :data:`DEFAULT_IDENTIFIER_FIELDS` is the caller's job).
     Construction raises ValueError for an unknown type, a malformed field or a
@@ -560,10 +587,10 @@ class IdentifierExtractor:
             if id_type not in _REASONS:
                 raise ValueError(
                     f"identifier_fields: unknown identifier type {id_type!r}; "
-                    f"allowed: {', '.join(ID_TYPES)}"
+                    f"allowed: {', '.join(FIELD_TYPES)}"
                 )
         plan: list[tuple[str, tuple[str, ...], _Handler, str]] = []
-        for id_type in ID_TYPES:  # fixed order, so reasons come in a stable order
+        for id_type in FIELD_TYPES:  # fixed order, so reasons come in a stable order
             field = fields.get(id_type)
             if field is None:
                 continue

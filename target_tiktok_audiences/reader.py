@@ -39,21 +39,34 @@ RecordLane = Callable[[str, int, bytes, int], bool]
 def parse_line(line: bytes, number: int, *, long_numbers: bool = True) -> dict:
     """Parse one line; a malformed one is a one-line error naming its number only.
 
+    A STATE keeps its decimals exact (Decimal), and NaN, Infinity and -Infinity as floats, so
+    that it is written back as sent. Nesting too deep to read is an error naming the line.
     `long_numbers=False` promises the line holds no run of 19 digits, which spares a scan.
     """
     try:
-        message = orjson.loads(line)
-        if isinstance(message, dict):
-            if message.get("type") == "STATE":
-                message = deserialize_json(line)  # bookmarks stay exact Decimals
-            elif long_numbers and long_number(line):
-                message = json.loads(line)  # integers over 64 bits stay exact (orjson: floats)
-    except orjson.JSONDecodeError:
-        message = _parse_slowly(line, number)
+        try:
+            message = orjson.loads(line)
+            if isinstance(message, dict):
+                if message.get("type") == "STATE":
+                    message = deserialize_json(line)  # bookmarks stay exact Decimals
+                elif long_numbers and long_number(line):
+                    message = json.loads(line)  # integers over 64 bits stay exact (orjson: floats)
+        except orjson.JSONDecodeError:
+            message = _parse_slowly(line, number)
+    except RecursionError:
+        raise too_deep(number) from None
     if not isinstance(message, dict):
         msg = f"input line {number} is not a Singer message (a JSON object)"
         raise InputError(msg)
     return message
+
+
+def too_deep(number: int) -> InputError:
+    """The error for a line nested too deep to read or to process."""
+    return InputError(
+        f"input line {number} is nested too deep to read (arrays or objects within each "
+        "other, hundreds of levels deep): fix the tap's output, or flatten that field in the tap"
+    )
 
 
 def long_number(text: bytes) -> bool:
@@ -62,7 +75,10 @@ def long_number(text: bytes) -> bool:
 
 
 def _parse_slowly(line: bytes, number: int) -> Any:
-    """Parse with the standard library: it takes integers over 64 bits, or names the fault."""
+    """Parse with the standard library: it takes integers over 64 bits, or names the fault.
+
+    orjson also refuses NaN and Infinity, and nesting over 1024 levels (RecursionError here).
+    """
     try:
         return deserialize_json(line)
     except ValueError as exc:
@@ -194,10 +210,13 @@ class SafeSingerReader(SimpleSingerReader):
         line_dict = self.deserialize_json(line)
         self.assert_line_requires(line_dict, requires={"type"})
         kind = line_dict["type"]
-        if callback := callbacks.get(kind):
-            callback(line_dict)
-        else:
-            self._process_unknown_message(line_dict)
+        try:
+            if callback := callbacks.get(kind):
+                callback(line_dict)
+            else:
+                self._process_unknown_message(line_dict)
+        except RecursionError:  # read, but too deep for the SDK (a SCHEMA it copies, say)
+            raise too_deep(self.line_number) from None
         stats[kind] += 1
 
     def deserialize_json(self, line: bytes) -> dict:

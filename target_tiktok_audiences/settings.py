@@ -32,7 +32,7 @@ from singer_sdk.helpers.capabilities import (
 from target_tiktok_audiences.errors import ConfigError
 from target_tiktok_audiences.identifiers import (
     DEFAULT_IDENTIFIER_FIELDS,
-    ID_TYPES,
+    FIELD_TYPES,
     NormalizationOptions,
 )
 from target_tiktok_audiences.redaction import remember_secret
@@ -394,9 +394,9 @@ def check_global_settings(config: Mapping[str, Any]) -> NormalizationOptions:
 def _identifier_fields(value: Any, setting: str) -> dict[str, str | None]:
     fields = dict(DEFAULT_IDENTIFIER_FIELDS)
     fields.update(value or {})
-    unknown = set(fields) - set(ID_TYPES)
+    unknown = set(fields) - set(FIELD_TYPES)
     if unknown:
-        msg = f"`{setting}` names {sorted(unknown)}: identifier types are {', '.join(ID_TYPES)}."
+        msg = f"`{setting}` names {sorted(unknown)}: identifier types are {', '.join(FIELD_TYPES)}."
         raise ConfigError(msg)
     if not any(fields.values()):
         msg = f"`{setting}` maps every identifier type to null: nothing could be sent."

@@ -18,7 +18,7 @@ from singer_sdk.sinks import BatchSink
 
 from target_tiktok_audiences.audiences import check_unknown_audience, resolve_audience
 from target_tiktok_audiences.errors import RemovalGuardError, TargetError
-from target_tiktok_audiences.people import Hashed, PeopleQueue, RecordSpec
+from target_tiktok_audiences.people import NO_CONSENT_REASON, Hashed, PeopleQueue, RecordSpec
 from target_tiktok_audiences.planning import removal_refusal, should_hold
 from target_tiktok_audiences.store import Batch, PlanSummary
 
@@ -27,12 +27,20 @@ if TYPE_CHECKING:
     from target_tiktok_audiences.target import TargetTikTokAudiences
 
 
+DUPLICATE = "duplicate"
+
+
 @dataclass
 class StreamProgress:
-    """One stream's progress through a run; outlives a sink replaced by a new SCHEMA."""
+    """One stream's progress through a run; outlives a sink replaced by a new SCHEMA.
+
+    `totals` counts for the report, where every record read is counted once (see
+    `AudienceSink.report_counts`). `staged_rows`: records staged since the last apply.
+    """
 
     records_since_close: int = 0
     records_since_version: int = 0
+    staged_rows: int = 0
     last_version: int | None = None
     seen_version: bool = False
     closed_any: bool = False
@@ -87,9 +95,9 @@ class AudienceSink(BatchSink):
             tuple(sorted(settings.identifier_fields.items())),
             settings.normalization,
         )
-        # Builds the extractor: a bad identifier_fields mapping fails here, before any record.
-        self.people = PeopleQueue(target.workers, spec)
         self.progress = target.stream_progress(stream_name)
+        # Builds the extractor: a bad identifier_fields mapping fails here, before any record.
+        self.people = PeopleQueue(target.workers, spec, self.progress.totals["records"])
         # A new SCHEMA replaced an earlier sink of this stream: its records come first.
         for earlier in target.archived_sinks(stream_name):
             target.drain_one(earlier)
@@ -137,7 +145,7 @@ class AudienceSink(BatchSink):
     def process_record(self, record: dict, context: dict) -> None:
         """Read one record's key, exit signals and identifier values; hashing comes later."""
         self._count_records(1)
-        hashed = self.people.add(record)
+        hashed = self.people.add(record, self.owner.message_reader.line_number)
         if hashed is not None:
             self._stage(hashed)
 
@@ -162,6 +170,7 @@ class AudienceSink(BatchSink):
     def _stage(self, hashed: Hashed) -> None:
         people, skipped, invalid = hashed
         self.store.stage(self.row.id, people)
+        self.progress.staged_rows += people.count
         self.progress.skipped.update(skipped)
         self.progress.invalid.update(invalid)
         self.record_counter_metric.increment(people.count + sum(skipped.values()))
@@ -223,6 +232,7 @@ class AudienceSink(BatchSink):
             raise
         finally:
             self.store.clear_staged(audience)
+            self.progress.staged_rows = 0
             self.progress.records_since_close = 0
             self.progress.closed_any = True
             self.progress.totals["requests"] += self.owner.client.requests_sent - requests_before
@@ -234,18 +244,21 @@ class AudienceSink(BatchSink):
         snapshot = self.snapshot and complete
         uploaded = self.row.uploaded_at is not None
         summary: PlanSummary | None = None
+        # This apply's records as people (see `_count_apply`), when `hold` reduced them first.
+        tally: tuple[int, int, int] | None = None
         if not uploaded and settings.min_audience_size:
             if store.count_pending(audience) or store.count_members(audience):
                 people = store.hold(audience, snapshot=snapshot)  # with those held before
+                tally = store.staged_people(audience)
             else:
                 # Nobody held before: the plan counts the people, who then need not be moved
                 # into `pending` and back (seconds, at a million people).
                 summary = store.plan(audience, snapshot=self.snapshot, complete=complete)
-                people = summary.people
+                people, tally = summary.people, _tally(summary)
             if should_hold(people, settings.min_audience_size, uploaded=False):
                 if summary is not None:
                     store.hold(audience, snapshot=snapshot)
-                self.progress.totals["held"] = people
+                self._count_apply(tally, held=people)
                 self.owner.logger.info(
                     "Audience %s holds %d people, under min_audience_size %d: nothing sent yet.",
                     settings.label,
@@ -278,9 +291,51 @@ class AudienceSink(BatchSink):
         )
         if refusal:
             raise RemovalGuardError(refusal)
-        self.progress.totals["held"] = 0
         self.owner.progress.changes_planned(summary.add_rows + summary.delete_rows)
         self._send(audience, summary)
+        self._count_apply(tally or _tally(summary), summary=summary)
+
+    def _count_apply(
+        self,
+        tally: tuple[int, int, int],
+        *,
+        held: int | None = None,
+        summary: PlanSummary | None = None,
+    ) -> None:
+        """Count one apply's records: people held, or sent (`summary`), leavers, repeats.
+
+        `tally` is (people, leavers, leavers for want of consent) among the records staged
+        since the last apply, each person's last record only: the other records are
+        duplicates. Leavers for want of consent count as `no_consent`, the other leavers as
+        `removed`; a sent plan also removes its absent people. `carried` counts the people
+        held or sent (in `held` or `added`) whose records came in an earlier run: the
+        people placed less this apply's members and those held by an earlier apply of this
+        run. A negative difference is people held earlier in this run whose records came
+        again: duplicates too.
+        """
+        totals, skipped = self.progress.totals, self.progress.skipped
+        people, leavers, no_consent = tally
+        duplicates = self.progress.staged_rows - people
+        if no_consent:
+            skipped[NO_CONSENT_REASON] += no_consent
+        totals["removed"] += leavers - no_consent
+        if summary is None:
+            placed = held or 0
+        else:
+            placed = summary.joined + summary.changed + summary.unchanged
+            totals["added"] += summary.joined
+            totals["changed"] += summary.changed
+            totals["unchanged"] += summary.unchanged
+            totals["removed"] += summary.absent
+            totals["absent"] += summary.absent
+        carried = placed - (people - leavers) - totals["held"]
+        totals["held"] = held or 0
+        if carried < 0:
+            duplicates -= carried
+        else:
+            totals["carried"] += carried
+        if duplicates:
+            skipped[DUPLICATE] += duplicates
 
     def _send(self, audience: int, summary: PlanSummary) -> None:
         """Deletes, then adds, each confirmed in the store batch by batch."""
@@ -300,10 +355,6 @@ class AudienceSink(BatchSink):
                 store.confirm_kept_deletes(audience)  # only leavers and changes plan deletes
         store.finish_upload(audience)
         self.row = store.get_audience(audience)
-        self.progress.totals["added"] += summary.joined
-        self.progress.totals["removed"] += summary.left
-        self.progress.totals["changed"] += summary.changed
-        self.progress.totals["unchanged"] = summary.unchanged
 
     def _batches(self, audience: int, action: str) -> Iterator[Batch]:
         """Planned rows with a hash to send, in plan order, a batch at a time.
@@ -327,16 +378,41 @@ class AudienceSink(BatchSink):
     # Reporting
 
     def report_counts(self) -> dict[str, Any]:
-        """Counts for the run report and the store's last-sync record."""
+        """Counts for the run report and the store's last-sync record.
+
+        Every record read counts once, so that, with S the sum of `skipped`:
+
+            records = added + changed + unchanged + held + removed + S - absent - carried
+
+        `records`: the stream's RECORD messages this audience's sink received in this run.
+        A record counts as the person it adds, changes, leaves unchanged or holds; as a
+        removal (`_sdc_deleted_at`, membership false), in `removed`, whether or not the
+        person was a member; or in `skipped` by reason (a person's earlier records in one
+        apply as `duplicate`: the last one wins; consent false, missing or null as
+        `no_consent`, even where it removes a member). Two counts in the report are people
+        rather than records, and the sum takes them out again: `absent`, the people a
+        complete snapshot removes because no record of theirs was staged (in `removed`; a
+        skipped record stages nothing), and `carried`, the people held by an earlier run
+        and now held again or sent (in `held` or `added`). `held` is the people waiting
+        for `min_audience_size` after the last apply.
+        """
+        totals = self.progress.totals
         return {
-            "records": self.progress.totals["records"],
-            "added": self.progress.totals["added"],
-            "removed": self.progress.totals["removed"],
-            "changed": self.progress.totals["changed"],
-            "unchanged": self.progress.totals["unchanged"],
-            "held": self.progress.totals["held"],
+            "records": totals["records"],
+            "added": totals["added"],
+            "removed": totals["removed"],
+            "changed": totals["changed"],
+            "unchanged": totals["unchanged"],
+            "held": totals["held"],
+            "absent": totals["absent"],
+            "carried": totals["carried"],
             "skipped": dict(self.progress.skipped),
             "invalid_values": dict(self.progress.invalid),
-            "requests": self.progress.totals["requests"],
+            "requests": totals["requests"],
             "seconds": round(self.progress.seconds, 3),
         }
+
+
+def _tally(summary: PlanSummary) -> tuple[int, int, int]:
+    """(people, leavers, leavers for want of consent) a plan found staged."""
+    return summary.staged, summary.removals, summary.no_consent

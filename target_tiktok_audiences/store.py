@@ -23,7 +23,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from target_tiktok_audiences.errors import StoreError
@@ -60,16 +60,19 @@ Slots = tuple[bytes | None, ...]
 
 # Staged people travel packed: a fixed-width record each, unpacked by one SQL statement on the
 # database side. Binding nine values per person from Python cost three times as much.
-# A record: person key (16 bytes), a remove byte, a presence byte per slot (each 0 or 1, so
-# that either database tests it by comparing one byte), then every slot at its full width,
-# zeros where absent.
+# A record: person key (16 bytes), a remove byte, a no-consent byte, a presence byte per slot
+# (each 0 or 1, so that either database tests it by comparing one byte), then every slot at its
+# full width, zeros where absent.
 _KEY_WIDTH = 16
 _SLOT_WIDTHS = tuple(16 if slot.endswith("_MD5") else 32 for slot in SLOTS)
-_FLAGS_AT = _KEY_WIDTH + 1
+_FLAGS_AT = _KEY_WIDTH + 2
 _SLOT_OFFSETS = tuple(_FLAGS_AT + len(SLOTS) + sum(_SLOT_WIDTHS[:i]) for i in range(len(SLOTS)))
 _RECORD_WIDTH = _FLAGS_AT + len(SLOTS) + sum(_SLOT_WIDTHS)
 _ABSENT = tuple(bytes(width) for width in _SLOT_WIDTHS)
-_REMOVE = (b"\x00", b"\x01")
+# A staged row stays (a member), leaves, or leaves because consent is not given: the remove and
+# no-consent bytes of each, by `Staged.pack`'s remove value.
+STAYS, LEAVES, NO_CONSENT = 0, 1, 2
+_REMOVE = (b"\x00\x00", b"\x01\x00", b"\x01\x01")
 # The presence bytes of each combination of present slots, by its bit mask.
 _PRESENT = tuple(
     bytes((mask >> i) & 1 for i in range(len(SLOTS))) for mask in range(1 << len(SLOTS))
@@ -91,7 +94,10 @@ class Staged:
 
     @classmethod
     def pack(cls, rows: Iterable[tuple[bytes, int, Slots]]) -> Staged:
-        """Pack (person key, remove flag, slots) rows, in order: a later row of a person wins."""
+        """Pack (person key, STAYS/LEAVES/NO_CONSENT, slots) rows, in order.
+
+        A later row of a person wins.
+        """
         out = bytearray()
         count = 0
         for person, remove, slots in rows:
@@ -113,7 +119,7 @@ class Staged:
                 msg = f"a person has {len(SLOTS)} slots, not {len(fields)}"
                 raise ValueError(msg)
             out += person
-            out += _REMOVE[1 if remove else 0]
+            out += _REMOVE[remove]
             out += _PRESENT[mask]
             out += b"".join(fields)
             count += 1
@@ -136,8 +142,9 @@ def _unpack_sql(db: Backend) -> str:
     )
     return (
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < :rows) "
-        f"INSERT INTO staged (audience, person, remove, {_SLOT_LIST}) "
-        f"SELECT :a, {field(0, _KEY_WIDTH)}, {flag(_KEY_WIDTH)}, {slots} FROM n ORDER BY i"
+        f"INSERT INTO staged (audience, person, remove, no_consent, {_SLOT_LIST}) "
+        f"SELECT :a, {field(0, _KEY_WIDTH)}, {flag(_KEY_WIDTH)}, {flag(_KEY_WIDTH + 1)}, "
+        f"{slots} FROM n ORDER BY i"
     )
 
 
@@ -182,6 +189,7 @@ CREATE TEMP TABLE IF NOT EXISTS staged (
     audience INTEGER NOT NULL,
     person {blob} NOT NULL,
     remove INTEGER NOT NULL,
+    no_consent INTEGER NOT NULL DEFAULT 0,
     {slots}
 );
 CREATE {work_table} IF NOT EXISTS {work}plan (
@@ -275,6 +283,15 @@ class PlanSummary:
     held: int = 0
     add_rows: int = 0
     delete_rows: int = 0
+    # For the run report, which accounts for every record; not part of what is planned.
+    # People staged (each person's last row), members and leavers:
+    staged: int = field(default=0, compare=False)
+    # People whose last staged row removes them, confirmed or not, and those of them for
+    # want of consent:
+    removals: int = field(default=0, compare=False)
+    no_consent: int = field(default=0, compare=False)
+    # Leavers with no staged row at all (a complete snapshot's absent people):
+    absent: int = field(default=0, compare=False)
 
 
 def _slot_changes(new: Sequence[str], old: Sequence[str], differs: str) -> str:
@@ -630,6 +647,19 @@ class MembershipStore:
                 {"a": audience},
             )
 
+    def staged_people(self, audience: int) -> tuple[int, int, int]:
+        """(people, leavers, leavers for want of consent) staged, once `hold` ran.
+
+        `hold` (and `plan` with confirmed members) reduces each person's rows to the last one;
+        a first sync's `plan` does not, and counts in its summary instead.
+        """
+        people, leaving, no_consent = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(remove), 0), COALESCE(SUM(no_consent), 0) "
+            "FROM staged WHERE audience = ?",
+            (audience,),
+        ).fetchone()
+        return people, leaving, no_consent
+
     def staged_count(self, audience: int) -> int:
         """Records staged for an audience and not yet planned."""
         return self._db.execute(
@@ -710,10 +740,11 @@ class MembershipStore:
         db.execute("DELETE FROM plan WHERE audience = :a", args)
         summary = PlanSummary(confirmed=self.count_members(audience))
         if not summary.confirmed:
-            summary.joined = summary.add_rows = summary.people = self._plan_first_sync(audience)
+            self._plan_first_sync(audience, summary)
             db.analyze("plan")
             return summary
         self._index_staged(audience)
+        summary.staged, summary.removals, summary.no_consent = self.staged_people(audience)
         # Who joined or changed, in one pass over the staged members: usually few people.
         db.execute("DELETE FROM diff")
         db.execute(
@@ -729,8 +760,9 @@ class MembershipStore:
         summary.joined, summary.changed = db.execute(
             "SELECT COALESCE(SUM(joined), 0), COUNT(*) - COALESCE(SUM(joined), 0) FROM diff"
         ).fetchone()
-        summary.people = self.people_after(audience, snapshot=whole)
-        summary.unchanged = summary.people - summary.joined - summary.changed
+        staying = summary.staged - summary.removals
+        summary.people = staying if whole else self.people_after(audience, snapshot=False)
+        summary.unchanged = staying - summary.joined - summary.changed
         # Leavers, then people whose identifiers changed lose their old hashes.
         if self._may_leave(audience, summary, snapshot=whole):
             if whole:
@@ -749,6 +781,14 @@ class MembershipStore:
                 "ORDER BY m.person",
                 args,
             ).rowcount
+            if whole:
+                summary.absent = summary.left
+                if summary.removals:
+                    summary.absent -= db.execute(
+                        "SELECT COUNT(*) FROM staged st JOIN members m ON m.audience = :a "
+                        "AND m.person = st.person WHERE st.audience = :a AND st.remove = 1",
+                        args,
+                    ).fetchone()[0]
         db.execute(
             f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT * FROM (SELECT :a, 'delete', person, "
             f"{self._drops} FROM diff WHERE joined = 0) AS x WHERE {_ANY_SLOT} ORDER BY person",
@@ -781,8 +821,8 @@ class MembershipStore:
             ).fetchone()
         )
 
-    def _plan_first_sync(self, audience: int) -> int:
-        """Plan a first sync (nobody confirmed): everyone staged joins; return how many.
+    def _plan_first_sync(self, audience: int, summary: PlanSummary) -> None:
+        """Plan a first sync (nobody confirmed): everyone staged joins; count them in `summary`.
 
         One sort, without the staged index: each person's rows become neighbours in `plan`,
         their last row last, so repeats are found by comparing each row with the next (a
@@ -791,8 +831,8 @@ class MembershipStore:
         """
         args = {"a": audience}
         planned = self._db.execute(
-            f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT :a, "
-            "CASE WHEN remove = 1 THEN 'leave' ELSE 'add' END, person, "
+            f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT :a, CASE WHEN no_consent = 1 THEN "
+            "'no-consent' WHEN remove = 1 THEN 'leave' ELSE 'add' END, person, "
             f"{_SLOT_LIST} FROM staged WHERE audience = :a ORDER BY person, seq",
             args,
         ).rowcount
@@ -803,12 +843,13 @@ class MembershipStore:
             args,
         ).rowcount
         # Someone whose last word is "leaving" has nothing to leave yet.
-        return (
-            planned
-            - self._db.execute(
-                "DELETE FROM plan WHERE audience = :a AND action = 'leave'", args
-            ).rowcount
-        )
+        summary.staged = planned
+        summary.no_consent = self._db.execute(
+            "DELETE FROM plan WHERE audience = :a AND action = 'no-consent'", args
+        ).rowcount
+        leave = self._db.execute("DELETE FROM plan WHERE audience = :a AND action = 'leave'", args)
+        summary.removals = summary.no_consent + leave.rowcount
+        summary.joined = summary.add_rows = summary.people = planned - summary.removals
 
     def _keep_shared_hashes(self, audience: int, *, snapshot: bool) -> None:
         """Do not send the delete of a hash that another person of the audience keeps."""

@@ -1,7 +1,9 @@
 """The Singer target: reads the tap's stream, routes streams to audiences, and writes STATE.
 
 STATE goes to stdout only once every change before it is confirmed by TikTok: while a snapshot
-is open (records staged, not yet applied) the latest STATE is held back.
+is open (records staged, not yet applied) the latest STATE is held back. It is written exactly
+as the tap sent it (decimals, NaN and infinities included). A dry run confirms nothing and
+writes no STATE, so an orchestrator's bookmark does not move on without a real sync.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from types import FrameType
 from typing import IO, Any, NoReturn
 
 import click
+import simplejson
 from singer_sdk import Target
 from singer_sdk._logging import _setup_console_logging
 from singer_sdk.cli import plugin_cli
@@ -30,7 +33,6 @@ from singer_sdk.helpers.capabilities import (
 )
 from singer_sdk.plugin_base import _ConfigInput, _plugin_log_level
 from singer_sdk.singerlib.exceptions import InvalidInputLine
-from singer_sdk.singerlib.json import serialize_json
 from singer_sdk.sinks import Sink
 
 from target_tiktok_audiences.client import DryRunClient, TikTokClient
@@ -93,6 +95,7 @@ class TargetTikTokAudiences(Target):
         self._streams_by_audience: dict[tuple[str, ...], str] = {}
         self._progress: dict[str, StreamProgress] = {}
         self._held_state = False
+        self._told_dry_run_state = False
         # Looked up once, not per record: the SDK's `config` wraps the settings on every read.
         self._stream_maps = bool(self.config.get("stream_maps"))
         if not self._stream_maps:  # a mapped record must be parsed here, to be mapped
@@ -284,15 +287,39 @@ class TargetTikTokAudiences(Target):
         self.client.close()
         self.store.close()
 
-    def _write_state_message(self, state: dict) -> None:
-        """Write STATE only when no change before it is unconfirmed; Decimal-safe."""
+    def _process_state_message(self, message_dict: dict) -> None:
+        """Keep the latest STATE as the JSON text it will be written as (see `_state_json`).
+
+        Serialised once, as it is read: a value too deep to write fails here, naming its
+        line, and the SDK later copies a string rather than the tap's nested value. A value
+        that is empty or null is kept as it is and, as the SDK does, never written.
+        """
+        self._assert_line_requires(message_dict, requires={"value"})
+        value = message_dict["value"]
+        self._latest_state = _state_json(value) if value else value
+
+    def _write_state_message(self, state: str) -> None:  # type: ignore[override]
+        """Write STATE only when no change before it is unconfirmed, exactly as the tap sent it.
+
+        `state` is the text `_process_state_message` made. The reader keeps numbers as
+        Decimal, NaN and infinities as floats, and they are written back as read (the SDK's
+        own writer turns NaN and infinities into null). A dry run writes none.
+        """
+        if self.dry_run:
+            if not self._told_dry_run_state:
+                self.logger.info(
+                    "Dry run: the tap's STATE is not written (nothing was confirmed), so the "
+                    "next real run reads the same input again."
+                )
+                self._told_dry_run_state = True
+            return
         if any(sink.has_unconfirmed_work for sink in self._audience_sinks()):
             if not self._held_state:
                 self.logger.info("Holding STATE until the open snapshot is confirmed.")
             self._held_state = True
             return
         self._held_state = False
-        sys.stdout.write(serialize_json(state) + "\n")
+        sys.stdout.write(state + "\n")
         sys.stdout.flush()
 
     def _report(self) -> None:
@@ -379,6 +406,11 @@ class TargetTikTokAudiences(Target):
     def _fail(cls, message: str) -> NoReturn:
         cls.logger.error(message)
         sys.exit(1)
+
+
+def _state_json(state: dict) -> str:
+    """A STATE value as one JSON line: Decimal exact, NaN and +/-Infinity kept as the tap wrote."""
+    return simplejson.dumps(state, use_decimal=True, allow_nan=True, separators=(",", ":"))
 
 
 def _store_driver_errors() -> tuple[type[Exception], ...]:

@@ -458,13 +458,50 @@ def test_prehashed_sha256_passes_through_lowercased(id_type, slot):
     assert hashes[SLOT[slot]] != hashlib.sha256(digest.encode()).digest()
 
 
-@pytest.mark.parametrize(("id_type", "slot"), [("idfa", "IDFA_MD5"), ("aaid", "AAID_MD5")])
-def test_32_hex_maid_goes_to_md5_slot(id_type, slot):
+MD5_FIELDS = {"idfa_md5": "idfa_md5", "aaid_md5": "aaid_md5"}
+
+
+@pytest.mark.parametrize(("id_type", "slot"), [("idfa", "IDFA_SHA256"), ("aaid", "AAID_SHA256")])
+def test_32_hex_maid_is_a_uuid_without_hyphens(id_type, slot):
+    """Hyphens restored (8-4-4-4-12), then hashed like the UUID: never taken as an MD5."""
+    bare = MAID_VECTOR.replace("-", "").upper()
+    assert run({id_type: f" {bare}\t"}) == ({slot: MAID_HASH}, ())
+    assert run({id_type: bare}) == run({id_type: MAID_VECTOR})
+    assert ids.normalize_maid(bare) == MAID_VECTOR
+
+
+@pytest.mark.parametrize("id_type", ["idfa", "aaid"])
+def test_32_zeros_is_an_opted_out_device(id_type):
+    assert run({id_type: "0" * 32}) == ({}, (ids._REASONS[id_type],))
+
+
+@pytest.mark.parametrize(
+    ("field", "slot", "reason"),
+    [("idfa_md5", "IDFA_MD5", INVALID_IDFA), ("aaid_md5", "AAID_MD5", INVALID_AAID)],
+)
+def test_md5_fields_take_32_hex_only(field, slot, reason):
     md5 = hashlib.md5(MAID_VECTOR.encode(), usedforsecurity=False).hexdigest()
-    hashes, reasons = extractor()({id_type: md5.upper()})
+    hashes, reasons = extractor(MD5_FIELDS)({field: md5.upper()})
     assert reasons == ()
     assert hashes_to_hex(hashes) == {slot: md5}
     assert len(hashes[SLOT[slot]]) == 16
+    for other in (MAID_VECTOR, hashlib.sha256(b"x").hexdigest(), md5[:-1], 42):
+        assert run({field: other}, MD5_FIELDS) == ({}, (reason,))
+    assert run({field: "  "}, MD5_FIELDS) == ({}, ("missing",))
+
+
+def test_md5_fields_are_not_read_by_default():
+    md5 = hashlib.md5(MAID_VECTOR.encode(), usedforsecurity=False).hexdigest()
+    assert run({"idfa_md5": md5}) == ({}, ("missing",))
+
+
+def test_a_device_id_and_its_md5_fill_both_slots():
+    md5 = hashlib.md5(MAID_VECTOR.encode(), usedforsecurity=False).hexdigest()
+    fields = {"idfa": "idfa", "idfa_md5": "idfa_md5"}
+    assert run({"idfa": MAID_VECTOR, "idfa_md5": md5}, fields) == (
+        {"IDFA_SHA256": MAID_HASH, "IDFA_MD5": md5},
+        (),
+    )
 
 
 @pytest.mark.parametrize(
@@ -481,13 +518,13 @@ def test_32_hex_email_or_phone_is_invalid(id_type, reason):
         ("email", hashlib.sha256(b"").hexdigest()),
         ("phone", hashlib.sha256(b"").hexdigest().upper()),
         ("idfa", hashlib.sha256(b"").hexdigest()),
-        ("aaid", hashlib.md5(b"", usedforsecurity=False).hexdigest()),
+        ("aaid_md5", hashlib.md5(b"", usedforsecurity=False).hexdigest()),
         ("idfa", hashlib.sha256(ZERO_MAID.encode()).hexdigest()),
-        ("aaid", hashlib.md5(ZERO_MAID.encode(), usedforsecurity=False).hexdigest()),
+        ("idfa_md5", hashlib.md5(ZERO_MAID.encode(), usedforsecurity=False).hexdigest()),
     ],
 )
 def test_prehashed_empty_or_opted_out_values_are_rejected(id_type, value):
-    hashes, reasons = extractor()({id_type: value})
+    hashes, reasons = extractor(MD5_FIELDS if id_type.endswith("_md5") else None)({id_type: value})
     assert hashes == (None,) * 6
     assert reasons == (ids._REASONS[id_type],)
 
