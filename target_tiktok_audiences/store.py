@@ -28,7 +28,8 @@ from pathlib import Path
 
 from target_tiktok_audiences.errors import StoreError
 from target_tiktok_audiences.identifiers import SLOTS
-from target_tiktok_audiences.store_backend import Backend, StoreMissingError
+from target_tiktok_audiences.redaction import mask_url
+from target_tiktok_audiences.store_backend import Backend, StoreMissingError, driver_cause
 from target_tiktok_audiences.store_sqlite import SQLiteBackend
 
 __all__ = [
@@ -44,11 +45,12 @@ __all__ = [
     "is_postgres_url",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # What upgrades a store written at version N-1 to version N, run in one transaction. The words
 # in braces are the backend's (`Backend.words`), so one list serves SQLite and PostgreSQL.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE audiences ADD COLUMN last_change_at {real}",),
+    3: ("ALTER TABLE audiences ADD COLUMN key_properties TEXT",),
 }
 SLOT_COLUMNS = tuple(f"s{i}" for i in range(len(SLOTS)))
 # In `diff`, a person's confirmed slots beside the staged ones.
@@ -157,6 +159,7 @@ CREATE TABLE IF NOT EXISTS audiences (
     last_result TEXT,
     last_error TEXT,
     last_counts TEXT,
+    key_properties TEXT,
     UNIQUE (stream, target_key)
 );
 CREATE TABLE IF NOT EXISTS members (
@@ -218,6 +221,7 @@ _AUDIENCE_COLUMNS = (
     "last_result",
     "last_error",
     "last_counts",
+    "key_properties",
 )
 _PERSON_COLUMNS = ("audience", "person", *SLOT_COLUMNS)
 # Everything a store holds, in the order a copy loads it.
@@ -227,6 +231,18 @@ _TABLES: dict[str, tuple[str, ...]] = {
     "members": _PERSON_COLUMNS,
     "pending": _PERSON_COLUMNS,
 }
+# The columns a store of each schema version has, table by table: a location whose tables of
+# these names lack some of them is not this target's store.
+_COLUMNS_ADDED = {2: {"audiences": {"last_change_at"}}, 3: {"audiences": {"key_properties"}}}
+
+
+def _columns_at(version: int) -> dict[str, set[str]]:
+    """Each table's columns at schema `version` (1 to SCHEMA_VERSION)."""
+    columns = {table: set(names) for table, names in _TABLES.items()}
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        for table, added in _COLUMNS_ADDED.get(step, {}).items():
+            columns[table] -= added
+    return columns
 
 
 def is_postgres_url(location: str) -> bool:
@@ -245,6 +261,13 @@ def _sql(template: str, db: Backend) -> list[str]:
     return [statement for statement in text.split(";") if statement.strip()]
 
 
+def _names(names: Iterable[str]) -> str:
+    """Table or column names for a message, at most five of them."""
+    names = list(names)
+    shown = ", ".join(names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 @dataclass
 class AudienceRow:
     """The store's record of one stream's audience."""
@@ -260,6 +283,8 @@ class AudienceRow:
     last_result: str | None = None
     last_error: str | None = None
     last_counts: dict | None = None
+    # The stream's key properties at its last sync ((): none; None: not known yet).
+    key_properties: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -429,20 +454,49 @@ class MembershipStore:
         self._db.lock_audience(audience, label, timeout)
 
     def _stored_version(self) -> int | None:
-        """The store's schema version (None: a new store); refuse one newer than this program."""
-        if not self._db.has_table("meta"):
+        """The store's schema version (None: a new or empty location, ours to initialise).
+
+        Reads only. Refuses a store newer than this program, and a location that holds
+        something else: tables but no schema version, a version that is not a number, or the
+        store's own table names with columns missing. Nothing is changed before that verdict.
+        """
+        tables = self._db.tables()
+        own = sorted(set(tables) & set(_TABLES))
+        if "meta" not in tables:
+            if own or (tables and not self._db.shares_namespace):
+                raise self._foreign(
+                    f"it holds tables ({_names(own or sorted(tables))}) without "
+                    "this target's schema version"
+                )
             return None
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if not row:
-            return None
-        version = int(row[0])
+            raise self._foreign("its `meta` table has no schema_version")
+        text = str(row[0])
+        if not text.isascii() or not text.isdigit() or int(text) < 1:
+            shown = text if len(text) <= 20 else text[:20] + "..."
+            raise self._foreign(f"its schema version {shown!r} is not a version this target writes")
+        version = int(text)
         if version > SCHEMA_VERSION:
             msg = (
                 f"membership store {self.path!r} has schema version {version}, newer than this "
                 f"program's {SCHEMA_VERSION}: upgrade target-tiktok-audiences."
             )
             raise StoreError(msg)
+        for table, columns in _columns_at(version).items():
+            missing = columns - tables.get(table, set())
+            if missing:
+                what = "is missing" if table not in tables else f"lacks {_names(sorted(missing))}"
+                raise self._foreign(f"its table {table!r} {what} (schema version {version})")
         return version
+
+    def _foreign(self, why: str) -> StoreError:
+        """The one-line refusal of a location that holds another application's data."""
+        return StoreError(
+            f"membership store {self.path!r} is not this target's store: {why}; it was left "
+            f"untouched: point `membership_store` at {self._db.elsewhere}, or restore the "
+            "store from a backup"
+        )
 
     def _upgrade(self, version: int | None) -> None:
         """Create a new store at the current schema, or migrate an older one in place.
@@ -515,7 +569,8 @@ class MembershipStore:
         """Read one audience row back."""
         row = self._db.execute(
             "SELECT id, stream, audience_id, name, advertiser_ids, uploaded_at, last_change_at, "
-            "last_sync_at, last_result, last_error, last_counts FROM audiences WHERE id = ?",
+            "last_sync_at, last_result, last_error, last_counts, key_properties "
+            "FROM audiences WHERE id = ?",
             (audience,),
         ).fetchone()
         return AudienceRow(
@@ -530,6 +585,7 @@ class MembershipStore:
             last_result=row[8],
             last_error=row[9],
             last_counts=json.loads(row[10]) if row[10] else None,
+            key_properties=None if row[11] is None else tuple(json.loads(row[11])),
         )
 
     def list_audiences(self) -> list[AudienceRow]:
@@ -1070,19 +1126,15 @@ def copy_store(
     try:
         opened = MembershipStore.open(source, create=False)
     except StoreMissingError:
-        shown = source
-        if is_postgres_url(source):
-            from target_tiktok_audiences.store_postgres import redact
-
-            shown = redact(source)
-        msg = f"no membership store at {shown!r} to copy from: check --from"
+        msg = f"no membership store at {mask_url(source)!r} to copy from: check --from"
         raise StoreMissingError(msg) from None
     with contextlib.closing(opened) as src, contextlib.closing(MembershipStore.open(dest)) as dst:
         try:
             return src.copy_into(dst, force=force, lock_timeout=lock_timeout)
         except (*src.errors, *dst.errors) as exc:
             msg = (
-                f"copying {src.path!r} to {dst.path!r} failed ({exc}): nothing was written to "
+                f"copying {src.path!r} to {dst.path!r} failed ({driver_cause(exc)}): nothing "
+                "was written to "
                 "the destination; fix the cause and run the copy again"
             )
             raise StoreError(msg) from None

@@ -13,8 +13,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from target_tiktok_audiences.errors import StoreError
+from target_tiktok_audiences.redaction import scrub
 
 Params = Sequence[Any] | Mapping[str, Any]
+
+
+def driver_cause(exc: object) -> str:
+    """The first line of a driver's exception text, without any password or known secret."""
+    return scrub((str(exc).strip().splitlines() or [type(exc).__name__])[0])
 
 
 class StoreMissingError(StoreError):
@@ -36,6 +42,11 @@ class Backend:
     begin_snapshot: str = "BEGIN"
     # What `membership_store` should name, for error messages.
     hint: ClassVar[str]
+    # Where a store of its own would go, for the message that refuses another application's.
+    elsewhere: ClassVar[str]
+    # Whether other applications' tables may sit beside the store's (a shared schema): if not,
+    # any table that is not the store's makes the location another application's.
+    shares_namespace: ClassVar[bool] = False
 
     def __init__(self, location: str, *, throwaway: bool) -> None:
         self.location = location
@@ -46,7 +57,7 @@ class Backend:
 
     def open_error(self, exc: object) -> StoreError:
         """A one-line error for a store that cannot be opened, naming the setting to fix."""
-        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        cause = driver_cause(exc)
         return StoreError(
             f"membership store {self.location!r} cannot be opened ({cause}): check "
             f"`membership_store` points at {self.hint}."
@@ -71,8 +82,8 @@ class Backend:
         """Stream the rows of a parameterless SELECT without holding them all in memory."""
         raise NotImplementedError
 
-    def has_table(self, name: str) -> bool:
-        """Whether the store's own (not temporary) table `name` exists."""
+    def tables(self) -> dict[str, set[str]]:
+        """The store's own (not temporary) tables, each with its column names."""
         raise NotImplementedError
 
     def try_lock(self, audience: int) -> bool:

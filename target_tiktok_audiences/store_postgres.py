@@ -25,6 +25,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from target_tiktok_audiences.errors import ConfigError
+from target_tiktok_audiences.redaction import mask_url
 from target_tiktok_audiences.store_backend import Backend, Params
 
 DEFAULT_SCHEMA = "tiktok_audiences"
@@ -42,16 +43,6 @@ _SESSION_SETTINGS = {
 def is_postgres_url(location: str) -> bool:
     """Whether `membership_store` names a PostgreSQL database rather than a SQLite file."""
     return location.startswith(("postgresql://", "postgres://"))
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
 
 
 def split_schema(url: str) -> tuple[str, str]:
@@ -94,10 +85,14 @@ class PostgresBackend(Backend):
     errors = (psycopg.Error,)
     begin_snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
     hint = "a reachable PostgreSQL database where this user may create a schema and tables"
+    elsewhere = "a schema of its own (`?schema=NAME` in the URL)"
+    # The schema may be one other applications use too (`?schema=public`): their tables are
+    # theirs, and only the store's own table names must hold the store's own shape.
+    shares_namespace = True
 
     def __init__(self, url: str, *, throwaway: bool = False) -> None:
         """Connect; a throwaway store opens the transaction that `close` will roll back."""
-        super().__init__(redact(url), throwaway=throwaway)
+        super().__init__(mask_url(url), throwaway=throwaway)
         conninfo, self.schema = split_schema(url)
         self._key = _int4(zlib.crc32(f"target-tiktok-audiences:{self.schema}".encode()))
         self._sql: dict[str, str] = {}
@@ -164,14 +159,19 @@ class PostgresBackend(Backend):
             copy.set_types(types)
             yield from copy.rows()
 
-    def has_table(self, name: str) -> bool:
-        """Look in the store's schema only: a temporary table of that name does not count."""
-        return bool(
-            self._db.execute(
-                "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = %s",
-                (self.schema, name),
-            ).fetchone()
-        )
+    def tables(self) -> dict[str, set[str]]:
+        """The tables of the store's schema only: a temporary table of that name does not count."""
+        found: dict[str, set[str]] = {}
+        for table, column in self._db.execute(
+            "SELECT c.relname, a.attname FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 "
+            "AND NOT a.attisdropped",
+            (self.schema,),
+        ):
+            found.setdefault(table, set()).add(column)
+        return found
 
     def try_lock(self, audience: int) -> bool:
         """A session-level advisory lock on (schema, audience): the connection holds it."""

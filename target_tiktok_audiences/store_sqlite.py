@@ -41,6 +41,7 @@ class SQLiteBackend(Backend):
     errors = (sqlite3.Error,)
     begin = ("BEGIN IMMEDIATE",)  # take the write lock first: no deadlock between two writers
     hint = "a writable SQLite file"
+    elsewhere = "a file of its own (a new path)"
 
     def __init__(self, path: str, *, throwaway: bool = False, create: bool = True) -> None:
         """Open (creating it, private to the user) the file at `path`.
@@ -117,13 +118,15 @@ class SQLiteBackend(Backend):
         """Iterate the cursor: SQLite steps through the rows as they are read."""
         yield from self._db.execute(query)
 
-    def has_table(self, name: str) -> bool:
-        """Look in the file's own schema (not the temporary one)."""
-        return bool(
-            self._db.execute(
-                "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (name,)
-            ).fetchone()
-        )
+    def tables(self) -> dict[str, set[str]]:
+        """The file's own tables (not temporary ones, nor SQLite's internal `sqlite_*`)."""
+        found: dict[str, set[str]] = {}
+        for table, column in self._db.execute(
+            "SELECT m.name, c.name FROM main.sqlite_master m, pragma_table_info(m.name, 'main') c "
+            "WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+        ):
+            found.setdefault(table, set()).add(column)
+        return found
 
     def try_lock(self, audience: int) -> bool:
         """`flock` a file per audience beside the store; none needed for a copy in memory."""
