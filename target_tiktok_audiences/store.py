@@ -29,10 +29,16 @@ from pathlib import Path
 from target_tiktok_audiences.errors import StoreError
 from target_tiktok_audiences.identifiers import SLOTS
 from target_tiktok_audiences.redaction import mask_url
-from target_tiktok_audiences.store_backend import Backend, StoreMissingError, driver_cause
+from target_tiktok_audiences.store_backend import (
+    DEFAULT_TIMEOUT,
+    Backend,
+    StoreMissingError,
+    driver_cause,
+)
 from target_tiktok_audiences.store_sqlite import SQLiteBackend
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "SCHEMA_VERSION",
     "AudienceRow",
     "Batch",
@@ -389,21 +395,30 @@ class Batch:
 class MembershipStore:
     """Confirmed membership in SQLite or PostgreSQL, one connection per run."""
 
-    def __init__(self, location: str, *, throwaway: bool = False, create: bool = True) -> None:
+    def __init__(
+        self,
+        location: str,
+        *,
+        throwaway: bool = False,
+        create: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         """Open the store at `location`: a SQLite path (or ":memory:") or a PostgreSQL URL.
 
         `throwaway`: a dry run's store; it plans exactly like a real run and nothing it
         writes outlives `close` (SQLite: a temporary copy; PostgreSQL: a transaction that is
         rolled back). `create=False`: fail with StoreMissingError rather than create a store.
+        `timeout` (`store_timeout`): the longest any one store operation may take, connecting
+        included; past it the run ends with a StoreError naming the store.
         """
         backend: Backend
         if is_postgres_url(location):
             # Imported here: psycopg takes a third of a second to import, SQLite users never pay.
             from target_tiktok_audiences.store_postgres import PostgresBackend
 
-            backend = PostgresBackend(location, throwaway=throwaway)
+            backend = PostgresBackend(location, throwaway=throwaway, timeout=timeout)
         else:
-            backend = SQLiteBackend(location, throwaway=throwaway, create=create)
+            backend = SQLiteBackend(location, throwaway=throwaway, create=create, timeout=timeout)
         self._db = backend
         self.path = backend.location
         self._staged_indexed = False
@@ -431,10 +446,15 @@ class MembershipStore:
 
     @classmethod
     def open(
-        cls, location: str, *, throwaway: bool = False, create: bool = True
+        cls,
+        location: str,
+        *,
+        throwaway: bool = False,
+        create: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> MembershipStore:
         """Open the store a `membership_store` setting names (see `__init__`)."""
-        return cls(location, throwaway=throwaway, create=create)
+        return cls(location, throwaway=throwaway, create=create, timeout=timeout)
 
     @property
     def errors(self) -> tuple[type[Exception], ...]:
@@ -538,7 +558,7 @@ class MembershipStore:
         except BaseException:
             # A failed rollback (a dead connection) must not hide why the transaction failed;
             # the database undoes an unfinished transaction itself.
-            with contextlib.suppress(*db.errors):
+            with contextlib.suppress(*db.errors, StoreError):
                 for statement in db.rollback:
                     db.execute(statement)
             raise

@@ -14,9 +14,15 @@ half-confirmed run, nor blocks a real one on row locks it would hold for its who
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import re
+import socket
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -24,9 +30,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from target_tiktok_audiences.errors import ConfigError
+from target_tiktok_audiences.errors import ConfigError, StoreError
 from target_tiktok_audiences.redaction import mask_url
-from target_tiktok_audiences.store_backend import Backend, Params
+from target_tiktok_audiences.store_backend import DEFAULT_TIMEOUT, Backend, Params, Watchdog
 
 DEFAULT_SCHEMA = "tiktok_audiences"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -90,9 +96,15 @@ class PostgresBackend(Backend):
     # theirs, and only the store's own table names must hold the store's own shape.
     shares_namespace = True
 
-    def __init__(self, url: str, *, throwaway: bool = False) -> None:
-        """Connect; a throwaway store opens the transaction that `close` will roll back."""
-        super().__init__(mask_url(url), throwaway=throwaway)
+    def __init__(
+        self, url: str, *, throwaway: bool = False, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        """Connect; a throwaway store opens the transaction that `close` will roll back.
+
+        Connecting is bounded by `timeout` (libpq's connect_timeout, whole seconds, at least
+        2; a smaller one in the URL wins), and so is every operation after it (a `Watchdog`).
+        """
+        super().__init__(mask_url(url), throwaway=throwaway, timeout=timeout)
         conninfo, self.schema = split_schema(url)
         self._key = _int4(zlib.crc32(f"target-tiktok-audiences:{self.schema}".encode()))
         self._sql: dict[str, str] = {}
@@ -101,24 +113,66 @@ class PostgresBackend(Backend):
             self.begin = ("SAVEPOINT store",)
             self.commit = ("RELEASE SAVEPOINT store",)
             self.rollback = ("ROLLBACK TO SAVEPOINT store", "RELEASE SAVEPOINT store")
+        started = time.monotonic()
         try:
             params = conninfo_to_dict(conninfo)
             params.setdefault("application_name", "target-tiktok-audiences")
-            params.setdefault("connect_timeout", "15")
+            given = str(params.get("connect_timeout", ""))
+            limit = max(2, math.ceil(timeout))
+            if given.isdigit() and 0 < int(given) < limit:
+                limit = int(given)
+            params["connect_timeout"] = str(limit)
             self._db = psycopg.connect(**params, autocommit=True)
         except psycopg.Error as exc:
+            if time.monotonic() - started >= limit - 0.5:
+                raise self.timeout_error(limit) from None
             raise self.open_error(exc) from None
+        self._watchdog = Watchdog(timeout, self._shut_down)
         try:
             settings = {"search_path": self.schema, **_SESSION_SETTINGS}
-            self._db.execute(
+            self._run(
                 "SELECT " + ", ".join("set_config(%s, %s, false)" for _ in settings),
                 [item for pair in settings.items() for item in pair],
             )
             if throwaway:
-                self._db.execute("BEGIN")
+                self._run("BEGIN")
         except psycopg.Error as exc:
-            self._db.close()
+            self.close()
             raise self.open_error(exc) from None
+        except StoreError:
+            self.close()
+            raise
+
+    def _shut_down(self) -> None:
+        """The watchdog's move: the waiting call sees its socket closed and fails at once.
+
+        Only the socket is shut down (through a duplicate of its descriptor); libpq still owns
+        the descriptor and closes it with the connection.
+        """
+        with contextlib.suppress(OSError, psycopg.Error):
+            duplicate = socket.socket(fileno=os.dup(self._db.pgconn.socket))
+            try:
+                duplicate.shutdown(socket.SHUT_RDWR)
+            finally:
+                duplicate.close()
+
+    @contextmanager
+    def _answering(self) -> Iterator[Watchdog]:
+        """One operation, bounded: a failure after the watchdog fired is the timeout."""
+        if self._watchdog.fired:
+            raise self.timeout_error()
+        try:
+            with self._watchdog.bounded():
+                yield self._watchdog
+        except psycopg.Error:
+            if self._watchdog.fired:
+                raise self.timeout_error() from None
+            raise
+
+    def _run(self, statement: str, params: Params | None = None) -> psycopg.Cursor:
+        """Run one statement in psycopg's own parameter style, bounded."""
+        with self._answering():
+            return self._db.execute(statement, params)
 
     def execute(self, statement: str, params: Params = ()) -> psycopg.Cursor:
         """Translate `?` and `:name` into psycopg's `%s` and `%(name)s`, once per statement."""
@@ -126,13 +180,13 @@ class PostgresBackend(Backend):
         if text is None:
             text = _NAMED.sub(r"%(\1)s", statement.replace("?", "%s"))
             self._sql[statement] = text
-        return self._db.execute(text, params or None)
+        return self._run(text, params or None)
 
     def _column_types(self, query: str) -> list[int]:
         """The type oids of a query's columns, which binary COPY needs."""
         types = self._types.get(query)
         if types is None:
-            cursor = self._db.execute(f"SELECT * FROM ({query}) AS q LIMIT 0")
+            cursor = self._run(f"SELECT * FROM ({query}) AS q LIMIT 0")
             types = [column.type_code for column in cursor.description or ()]
             self._types[query] = types
         return types
@@ -142,27 +196,32 @@ class PostgresBackend(Backend):
         names = ", ".join(columns)
         types = self._column_types(f"SELECT {names} FROM {table}")
         with (
+            self._answering() as watchdog,
             self._db.cursor() as cursor,
             cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy,
         ):
             copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
+                watchdog.extend()
 
     def dump(self, query: str) -> Iterator[tuple[Any, ...]]:
         """COPY (query) TO STDOUT in binary, row by row."""
         types = self._column_types(query)
         with (
+            self._answering() as watchdog,
             self._db.cursor() as cursor,
             cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)") as copy,
         ):
             copy.set_types(types)
-            yield from copy.rows()
+            for row in copy.rows():
+                yield row
+                watchdog.extend()
 
     def tables(self) -> dict[str, set[str]]:
         """The tables of the store's schema only: a temporary table of that name does not count."""
         found: dict[str, set[str]] = {}
-        for table, column in self._db.execute(
+        for table, column in self._run(
             "SELECT c.relname, a.attname FROM pg_catalog.pg_class c "
             "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
             "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid "
@@ -175,9 +234,7 @@ class PostgresBackend(Backend):
 
     def try_lock(self, audience: int) -> bool:
         """A session-level advisory lock on (schema, audience): the connection holds it."""
-        row = self._db.execute(
-            "SELECT pg_try_advisory_lock(%s, %s)", (self._key, audience)
-        ).fetchone()
+        row = self._run("SELECT pg_try_advisory_lock(%s, %s)", (self._key, audience)).fetchone()
         return bool(row and row[0])
 
     def create_namespace(self) -> None:
@@ -186,32 +243,30 @@ class PostgresBackend(Backend):
         One a DBA created beforehand is used as it is: CREATE SCHEMA IF NOT EXISTS would still
         ask for the right to create schemas in the database.
         """
-        exists = self._db.execute(
+        exists = self._run(
             "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (self.schema,)
         ).fetchone()
         if not exists:
-            self._db.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-            )
+            self._run(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
 
     def lock_schema(self) -> None:
         """Two workers meeting a new or older store: one creates or upgrades, the other waits.
 
         Key (schema, 0): audience row ids start at 1, so this never meets an audience lock.
         """
-        self._db.execute("SELECT pg_advisory_xact_lock(%s, 0)", (self._key,))
+        self._run("SELECT pg_advisory_xact_lock(%s, 0)", (self._key,))
 
     def analyze(self, table: str) -> None:
         """Temporary tables get no autovacuum statistics: without them, joins plan badly."""
-        self._db.execute(f"ANALYZE {table}")
+        self._run(f"ANALYZE {table}")
 
     def reclaim(self, table: str) -> None:
         """No autovacuum for temporary tables: without this, each batch would scan the last."""
-        self._db.execute(f"TRUNCATE {table}")
+        self._run(f"TRUNCATE {table}")
 
     def reset_ids(self, table: str) -> None:
         """Move the identity sequence past ids that were loaded explicitly."""
-        self._db.execute(
+        self._run(
             f"SELECT setval(pg_get_serial_sequence(%s, 'id'), "
             f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)",
             (f"{self.schema}.{table}",),
@@ -219,4 +274,5 @@ class PostgresBackend(Backend):
 
     def close(self) -> None:
         """Closing ends the session: locks, temporary tables and a throwaway's writes go."""
+        self._watchdog.close()
         self._db.close()

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from target_tiktok_audiences.store_backend import Backend, Params
+from target_tiktok_audiences.store_backend import DEFAULT_TIMEOUT, Backend, Params
 
 
 class SQLiteBackend(Backend):
@@ -43,14 +43,23 @@ class SQLiteBackend(Backend):
     hint = "a writable SQLite file"
     elsewhere = "a file of its own (a new path)"
 
-    def __init__(self, path: str, *, throwaway: bool = False, create: bool = True) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        throwaway: bool = False,
+        create: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         """Open (creating it, private to the user) the file at `path`.
 
         `throwaway`: work on a private temporary copy of that file (empty if there is none),
         removed on close: a dry run plans exactly like a real run and changes nothing, and,
         being on disk rather than in memory, stays flat however large the audience.
+        `timeout`: how long a statement waits for another process's lock on the file (SQLite's
+        busy wait, the only place a local file waits on anyone) before the run ends.
         """
-        super().__init__(path, throwaway=throwaway)
+        super().__init__(path, throwaway=throwaway, timeout=timeout)
         self._locks: dict[int, int] = {}
         self._held: list[int] = []  # locks on this run's temporary files
         self._copy: str | None = None
@@ -71,7 +80,7 @@ class SQLiteBackend(Backend):
             else:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-                self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+                self._db = sqlite3.connect(path, isolation_level=None, timeout=timeout)
         except (sqlite3.Error, OSError) as exc:
             raise self.open_error(exc) from None
 
@@ -79,14 +88,16 @@ class SQLiteBackend(Backend):
         """WAL lets `status` read while a run writes; NORMAL sync is safe under WAL."""
         # Switching a new file to WAL needs it to itself, and SQLite answers "locked" at once,
         # without its busy wait, while another run is creating the same store: wait here.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.timeout
         while True:
             try:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 break
-            except sqlite3.OperationalError:
-                if time.monotonic() > deadline:
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
                     raise
+                if time.monotonic() > deadline:
+                    raise self.timeout_error() from None
                 time.sleep(0.05)
         self._db.execute("PRAGMA synchronous=NORMAL")
         # 16 MiB of page cache: enough for the diff's index scans, and memory stays flat
@@ -104,15 +115,29 @@ class SQLiteBackend(Backend):
         self._db.execute("PRAGMA work.synchronous=OFF")
 
     def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
-        """Run one statement (SQLite speaks `?` and `:name` natively)."""
-        return self._db.execute(sql, params)
+        """Run one statement (SQLite speaks `?` and `:name` natively).
+
+        A lock another process held past `timeout` ends the run with the timeout's message.
+        """
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise self.timeout_error() from None
+            raise
 
     def load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """executemany: in-process, so no round trips to save."""
-        self._db.executemany(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-            rows,
-        )
+        try:
+            self._db.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})",
+                rows,
+            )
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise self.timeout_error() from None
+            raise
 
     def dump(self, query: str) -> Iterator[tuple[Any, ...]]:
         """Iterate the cursor: SQLite steps through the rows as they are read."""
@@ -156,6 +181,12 @@ class SQLiteBackend(Backend):
             os.close(fd)
         self._held.clear()
         self._copy = self.work_path = None
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite gave up waiting for another connection's lock (its busy wait ran out)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 # A run's temporary databases (its work file, a dry run's copy of the store) hold hashes.
