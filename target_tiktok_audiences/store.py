@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from target_tiktok_audiences.errors import StoreError
+from target_tiktok_audiences.errors import InputError, StoreError
 from target_tiktok_audiences.identifiers import SLOTS
 from target_tiktok_audiences.redaction import mask_url
 from target_tiktok_audiences.store_backend import (
@@ -42,6 +42,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AudienceRow",
     "Batch",
+    "KeyPropertiesChangedError",
     "MembershipStore",
     "PlanRows",
     "PlanSummary",
@@ -205,6 +206,10 @@ CREATE TEMP TABLE IF NOT EXISTS confirming (
     person {blob} NOT NULL,
     {slots}
 );
+CREATE TEMP TABLE IF NOT EXISTS rekey (
+    old {blob} NOT NULL,
+    new {blob} NOT NULL
+);
 CREATE TEMP TABLE IF NOT EXISTS diff (
     person {blob} NOT NULL,
     joined INTEGER NOT NULL,
@@ -265,6 +270,22 @@ def _sql(template: str, db: Backend) -> list[str]:
         **db.words,
     )
     return [statement for statement in text.split(";") if statement.strip()]
+
+
+class KeyPropertiesChangedError(InputError):
+    """A stream's key properties are not those of its audience's last sync."""
+
+
+def _keys_text(keys: Sequence[str]) -> str:
+    """Key properties for a message: `[a, b]`, or that there are none."""
+    return f"[{', '.join(keys)}]" if keys else "none (people known by their identifier hashes)"
+
+
+def _remember_keys(db: Backend, audience: int, keys: Sequence[str]) -> None:
+    """Inside a transaction: the key properties the audience is synced under from now on."""
+    db.execute(
+        "UPDATE audiences SET key_properties = ? WHERE id = ?", (json.dumps(list(keys)), audience)
+    )
 
 
 def _names(names: Iterable[str]) -> str:
@@ -658,6 +679,81 @@ class MembershipStore:
             f"SELECT person, {_SLOT_LIST} FROM members WHERE audience = {int(audience)} "
             "ORDER BY person"
         )
+
+    # Key properties: who a person is
+
+    def key_change(
+        self, audience: int, keys: Sequence[str], *, allow: bool, stream: str, label: str
+    ) -> bool:
+        """Compare a stream's key properties with those its audience was last synced under.
+
+        Person keys are digests of the key values (of the hashes, without keys), so under
+        other keys every person looks new. Returns True when the keys changed and `allow`
+        (`allow_key_change`) is set: the staged people must then be re-matched by their
+        hashes (`rematch`) before anything is planned. Unchanged: False. Not known yet (a new
+        audience, or one from a store older than schema version 3): the keys are remembered
+        now, False. Changed without `allow`: KeyPropertiesChangedError, before any record.
+        Going from no keys to keys, or back, is a change.
+        """
+        keys = tuple(keys)
+        known = self.get_audience(audience).key_properties
+        if known is None:
+            with self.transaction() as db:
+                _remember_keys(db, audience, keys)
+            return False
+        if known == keys:
+            return False
+        if allow:
+            return True
+        msg = (
+            f"stream {stream!r} changed its key properties since audience {label} was last "
+            f"synced, from {_keys_text(known)} to {_keys_text(keys)}: every person would look "
+            "new and the confirmed ones would leave; set `allow_key_change: true` for one run "
+            "to re-match people by their identifier hashes (or restore the old keys in the tap)"
+        )
+        raise KeyPropertiesChangedError(msg)
+
+    def rematch(self, audience: int, keys: Sequence[str]) -> int:
+        """Re-key confirmed and held people to the staged people they are; remember `keys`.
+
+        A staged member whose slots are exactly those of one confirmed (or held) person, and
+        no other staged person has those slots, is that person: the stored row takes the
+        staged person's key, so the plan sees only real changes. Ambiguous ones (several with
+        the same hashes) and ones whose new key is already taken keep their old key, and so
+        plan as a leaver and a joiner. Store-only (TikTok holds hashes, which do not change),
+        in one transaction with the new keys. Returns how many stored people were re-keyed.
+        """
+        self._index_staged(audience)
+        db = self._db
+        same = " AND ".join(db.words["same"].format(a=f"t.{c}", b=f"st.{c}") for c in SLOT_COLUMNS)
+        # Each stored person is probed by its hashes among the staged ones.
+        db.execute(f"CREATE INDEX IF NOT EXISTS staged_slots ON staged (audience, {_SLOT_LIST})")
+        rekeyed = 0
+        try:
+            with self.transaction():
+                for table in ("members", "pending"):
+                    db.execute("DELETE FROM rekey")
+                    db.execute(
+                        "INSERT INTO rekey (old, new) SELECT old, new FROM (SELECT t.person AS "
+                        "old, st.person AS new, COUNT(*) OVER (PARTITION BY "
+                        + ", ".join(f"t.{c}" for c in SLOT_COLUMNS)
+                        + f") AS n FROM {table} t JOIN staged st ON st.audience = :a "
+                        f"AND st.remove = 0 AND {same} WHERE t.audience = :a) AS j "
+                        f"WHERE n = 1 AND old <> new AND NOT EXISTS (SELECT 1 FROM {table} t "
+                        "WHERE t.audience = :a AND t.person = j.new)",
+                        {"a": audience},
+                    )
+                    rekeyed += db.execute(
+                        f"UPDATE {table} SET person = (SELECT new FROM rekey "
+                        f"WHERE rekey.old = {table}.person) WHERE audience = :a "
+                        "AND person IN (SELECT old FROM rekey)",
+                        {"a": audience},
+                    ).rowcount
+                    db.execute("DELETE FROM rekey")
+                _remember_keys(db, audience, keys)
+        finally:
+            db.execute("DROP INDEX IF EXISTS staged_slots")  # staging appends faster without
+        return rekeyed
 
     # Staging: what this run's input says
 
