@@ -172,7 +172,7 @@ class PostgresBackend(Backend):
                 raise self.timeout_error() from None
             raise
 
-    def _run(self, statement: str, params: Params | None = None) -> psycopg.Cursor:
+    def _run(self, statement: str | sql.Composable, params: Params | None = None) -> psycopg.Cursor:
         """Run one statement in psycopg's own parameter style, bounded."""
         with self._answering():
             return self._db.execute(statement, params)

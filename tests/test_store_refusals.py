@@ -8,7 +8,9 @@ No store error shows a database password, in a URL's user info or its `password`
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -183,6 +185,25 @@ def test_no_store_error_shows_the_password(tmp_path, postgres_server, pg_url, wh
     with pytest.raises(StoreError) as info:
         copy_store(url, str(tmp_path / "copy.sqlite"))
     messages.append(str(info.value))
+    # A destination that already holds data.
+    source = tmp_path / "source.sqlite"
+    filled = MembershipStore(str(source))
+    aud = filled.audience("contacts", "k", [ADVERTISER]).id
+    filled.confirm(aud, "add", [(person("a"), FIRST["same"])])
+    filled.close()
+    copy_store(str(source), url)
+    with pytest.raises(StoreError, match="is not empty") as info:
+        copy_store(str(source), url)
+    messages.append(str(info.value))
+    # A store newer than this program.
+    schema = split_schema(url)[1]
+    with postgres_server.connect() as db:
+        db.execute(f"UPDATE {schema}.meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="newer") as info:
+        MembershipStore.open(url)
+    messages.append(str(info.value))
+    with postgres_server.connect() as db:
+        db.execute(f"DROP SCHEMA {schema} CASCADE")
     # Another application's tables there.
     execute_in(postgres_server, url, *FOREIGN_FILES["word-version"])
     with pytest.raises(StoreError) as info:
@@ -211,3 +232,27 @@ def test_a_lock_wait_and_a_failed_copy_do_not_show_the_password(tmp_path, pg_url
     finally:
         waiter.close()
         holder.close()
+
+
+# A server that stops answering
+
+
+def test_every_operation_on_a_stopped_backend_ends_after_the_timeout(pg_url):
+    store = MembershipStore.open(secret_urls(pg_url)[0], timeout=2)
+    aud = store.audience("contacts", "k", [ADVERTISER]).id
+    pid = store._db.execute("SELECT pg_backend_pid()").fetchone()[0]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=r"did not answer within 2 s") as info:
+            store.confirm(aud, "add", [(person("a"), FIRST["same"])])
+        assert 1.5 <= time.monotonic() - started < 30
+        assert_one_line(str(info.value))
+        assert PASSWORD not in str(info.value) and "***" in str(info.value)
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="did not answer"):
+            store.count_members(aud)  # the connection is gone: at once, not another wait
+        assert time.monotonic() - started < 1
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        store.close()
