@@ -241,8 +241,16 @@ class AudienceSink(BatchSink):
     def _apply(self, audience: int, *, complete: bool) -> None:
         store, settings = self.store, self.settings
         if self.rematch:
-            store.rematch(audience, tuple(self.key_properties or ()))
+            matched, stored = store.rematch(audience, tuple(self.key_properties or ()))
             self.rematch = False
+            self.owner.logger.warning(
+                "Audience %s: key properties changed (allow_key_change): %d of %d stored "
+                "people re-matched by their identifier hashes; the others had other hashes or "
+                "are not in this run.",
+                settings.label,
+                matched,
+                stored,
+            )
         snapshot = self.snapshot and complete
         uploaded = self.row.uploaded_at is not None
         summary: PlanSummary | None = None

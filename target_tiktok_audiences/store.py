@@ -713,7 +713,7 @@ class MembershipStore:
         )
         raise KeyPropertiesChangedError(msg)
 
-    def rematch(self, audience: int, keys: Sequence[str]) -> int:
+    def rematch(self, audience: int, keys: Sequence[str]) -> tuple[int, int]:
         """Re-key confirmed and held people to the staged people they are; remember `keys`.
 
         A staged member whose slots are exactly those of one confirmed (or held) person, and
@@ -721,7 +721,7 @@ class MembershipStore:
         staged person's key, so the plan sees only real changes. Ambiguous ones (several with
         the same hashes) and ones whose new key is already taken keep their old key, and so
         plan as a leaver and a joiner. Store-only (TikTok holds hashes, which do not change),
-        in one transaction with the new keys. Returns how many stored people were re-keyed.
+        in one transaction with the new keys. Returns (people re-keyed, people stored).
         """
         self._index_staged(audience)
         db = self._db
@@ -753,7 +753,7 @@ class MembershipStore:
                 _remember_keys(db, audience, keys)
         finally:
             db.execute("DROP INDEX IF EXISTS staged_slots")  # staging appends faster without
-        return rekeyed
+        return rekeyed, self.count_members(audience) + self.count_pending(audience)
 
     # Staging: what this run's input says
 

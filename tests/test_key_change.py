@@ -68,6 +68,7 @@ def test_same_people_under_new_keys_send_nothing_with_allow_key_change(runner, f
     run = synced(runner, fake, "cid", allow_key_change=True)
     assert mapping_requests(fake) == []
     assert "added 0, removed 0, changed 0, unchanged 30" in run.stderr
+    assert "30 of 30 stored people re-matched" in run.stderr
     assert run.states == [{"at": "cid"}]
     # The new keys are remembered: the next run needs no allow_key_change and sends nothing.
     run = synced(runner, fake, "cid")
@@ -125,7 +126,7 @@ def test_rematch_rekeys_exact_matches_only(tmp_path):
         assert store.key_change(aud, ("cid",), allow=True, stream="contacts", label="C")
         new = {"A": FIRST["same"], "B": slots(email="changed@example.com"), "T": twin}
         stage(store, aud, new)
-        assert store.rematch(aud, ("cid",)) == 1  # only a: b changed, the twins are ambiguous
+        assert store.rematch(aud, ("cid",)) == (1, 4)  # a: b changed, the twins are ambiguous
         assert store.get_audience(aud).key_properties == ("cid",)
         keys = {row[0] for row in store.member_hashes(aud)}
         assert keys == {person("A"), person("b"), person("t1"), person("t2")}
