@@ -207,7 +207,7 @@ CREATE TEMP TABLE IF NOT EXISTS confirming (
     {slots}
 );
 CREATE TEMP TABLE IF NOT EXISTS rekey (
-    old {blob} NOT NULL,
+    old {blob} PRIMARY KEY,
     new {blob} NOT NULL
 );
 CREATE TEMP TABLE IF NOT EXISTS diff (
@@ -737,7 +737,8 @@ class MembershipStore:
                         "INSERT INTO rekey (old, new) SELECT old, new FROM (SELECT t.person AS "
                         "old, st.person AS new, COUNT(*) OVER (PARTITION BY "
                         + ", ".join(f"t.{c}" for c in SLOT_COLUMNS)
-                        + f") AS n FROM {table} t JOIN staged st ON st.audience = :a "
+                        + f") AS n FROM {table} t {db.words['probe_join']} staged st "
+                        "ON st.audience = :a "
                         f"AND st.remove = 0 AND {same} WHERE t.audience = :a) AS j "
                         f"WHERE n = 1 AND old <> new AND NOT EXISTS (SELECT 1 FROM {table} t "
                         "WHERE t.audience = :a AND t.person = j.new)",

@@ -85,6 +85,7 @@ class PostgresBackend(Backend):
         # Equal, NULL equal to NULL (no slot is ever empty): an `=` that a hash join can use,
         # which IS NOT DISTINCT FROM is not.
         "same": "COALESCE({a}, ''::bytea) = COALESCE({b}, ''::bytea)",
+        "probe_join": "JOIN",
         "in_rows": "= ANY(ARRAY({rows}))",
         "flag_at": "get_byte({blob}, {at})",
         # The plan is a temporary table, private to this connection.

@@ -31,8 +31,10 @@ class SQLiteBackend(Backend):
         "row_order": "INTEGER PRIMARY KEY",  # the rowid: free, and in insertion order
         "table_suffix": " WITHOUT ROWID",
         "differs": "IS NOT",
-        # Equal, NULL equal to NULL: `IS` probes an index like `=` does.
+        # Equal, NULL equal to NULL: `IS` probes an index like `=` does...
         "same": "{a} IS {b}",
+        # ...when the probed table is the inner one, which CROSS JOIN makes it in SQLite.
+        "probe_join": "CROSS JOIN",
         "in_rows": "IN ({rows})",
         # A byte of a blob that is 0 or 1, as that number (SQLite has no get_byte).
         "flag_at": "(substr({blob}, {at} + 1, 1) = x'01')",
