@@ -691,17 +691,18 @@ class MembershipStore:
         other keys every person looks new. Returns True when the keys changed and `allow`
         (`allow_key_change`) is set: the staged people must then be re-matched by their
         hashes (`rematch`) before anything is planned. Unchanged: False. Not known yet (a new
-        audience, or one from a store older than schema version 3): the keys are remembered
-        now, False. Changed without `allow`: KeyPropertiesChangedError, before any record.
-        Going from no keys to keys, or back, is a change.
+        audience, or one from a store older than schema version 3), or nobody stored under
+        the old keys: the keys are remembered now, False. Changed without `allow`:
+        KeyPropertiesChangedError, before any record. Going from no keys to keys, or back, is
+        a change.
         """
         keys = tuple(keys)
         known = self.get_audience(audience).key_properties
-        if known is None:
+        if known == keys:
+            return False
+        if known is None or not (self.count_members(audience) or self.count_pending(audience)):
             with self.transaction() as db:
                 _remember_keys(db, audience, keys)
-            return False
-        if known == keys:
             return False
         if allow:
             return True

@@ -152,7 +152,19 @@ def test_a_store_from_before_key_properties_learns_them_on_first_sight(tmp_path)
         assert store.get_audience(aud).key_properties is None
         assert store.key_change(aud, (), allow=False, stream="contacts", label="C") is False
         assert store.get_audience(aud).key_properties == ()
+        store.confirm(aud, "add", [(person("a"), FIRST["same"])])
         with pytest.raises(KeyPropertiesChangedError):
             store.key_change(aud, ("id",), allow=False, stream="contacts", label="C")
+    finally:
+        store.close()
+
+
+def test_keys_of_an_audience_nobody_is_stored_in_yet_may_change(tmp_path):
+    store = MembershipStore(str(tmp_path / "m.sqlite"))
+    try:
+        aud = store.audience("contacts", "k", [ADVERTISER]).id
+        assert store.key_change(aud, ("id",), allow=False, stream="contacts", label="C") is False
+        assert store.key_change(aud, ("cid",), allow=False, stream="contacts", label="C") is False
+        assert store.get_audience(aud).key_properties == ("cid",)
     finally:
         store.close()
