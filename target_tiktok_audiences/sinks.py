@@ -87,6 +87,15 @@ class AudienceSink(BatchSink):
             self.row.id, settings.label, float(target.config.get("store_lock_timeout", 60))
         )
         self.row = self.store.get_audience(self.row.id)  # another run may have synced meanwhile
+        # Other key properties than at the last sync: refused here, before any record, or
+        # (`allow_key_change`) the stored people are re-matched by their hashes when applying.
+        self.rematch = self.store.key_change(
+            self.row.id,
+            tuple(self.key_properties or ()),
+            allow=bool(target.config.get("allow_key_change")),
+            stream=stream_name,
+            label=settings.label,
+        )
         spec = RecordSpec(
             stream_name,
             tuple(self.key_properties or ()),
@@ -241,6 +250,17 @@ class AudienceSink(BatchSink):
 
     def _apply(self, audience: int, *, complete: bool) -> None:
         store, settings = self.store, self.settings
+        if self.rematch:
+            matched, stored = store.rematch(audience, tuple(self.key_properties or ()))
+            self.rematch = False
+            self.owner.logger.warning(
+                "Audience %s: key properties changed (allow_key_change): %d of %d stored "
+                "people re-matched by their identifier hashes; the others had other hashes or "
+                "are not in this run.",
+                settings.label,
+                matched,
+                stored,
+            )
         snapshot = self.snapshot and complete
         uploaded = self.row.uploaded_at is not None
         summary: PlanSummary | None = None

@@ -26,15 +26,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from target_tiktok_audiences.errors import StoreError
+from target_tiktok_audiences.errors import InputError, StoreError
 from target_tiktok_audiences.identifiers import SLOTS
-from target_tiktok_audiences.store_backend import Backend, StoreMissingError
+from target_tiktok_audiences.redaction import mask_url
+from target_tiktok_audiences.store_backend import (
+    DEFAULT_TIMEOUT,
+    Backend,
+    StoreMissingError,
+    driver_cause,
+)
 from target_tiktok_audiences.store_sqlite import SQLiteBackend
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "SCHEMA_VERSION",
     "AudienceRow",
     "Batch",
+    "KeyPropertiesChangedError",
     "MembershipStore",
     "PlanRows",
     "PlanSummary",
@@ -44,11 +52,12 @@ __all__ = [
     "is_postgres_url",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # What upgrades a store written at version N-1 to version N, run in one transaction. The words
 # in braces are the backend's (`Backend.words`), so one list serves SQLite and PostgreSQL.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE audiences ADD COLUMN last_change_at {real}",),
+    3: ("ALTER TABLE audiences ADD COLUMN key_properties TEXT",),
 }
 SLOT_COLUMNS = tuple(f"s{i}" for i in range(len(SLOTS)))
 # In `diff`, a person's confirmed slots beside the staged ones.
@@ -164,6 +173,7 @@ CREATE TABLE IF NOT EXISTS audiences (
     last_result TEXT,
     last_error TEXT,
     last_counts TEXT,
+    key_properties TEXT,
     UNIQUE (stream, target_key)
 );
 CREATE TABLE IF NOT EXISTS members (
@@ -204,6 +214,10 @@ CREATE TEMP TABLE IF NOT EXISTS confirming (
     person {blob} NOT NULL,
     {slots}
 );
+CREATE TEMP TABLE IF NOT EXISTS rekey (
+    old {blob} PRIMARY KEY,
+    new {blob} NOT NULL
+);
 CREATE TEMP TABLE IF NOT EXISTS diff (
     person {blob} NOT NULL,
     joined INTEGER NOT NULL,
@@ -226,6 +240,7 @@ _AUDIENCE_COLUMNS = (
     "last_result",
     "last_error",
     "last_counts",
+    "key_properties",
 )
 _PERSON_COLUMNS = ("audience", "person", *SLOT_COLUMNS)
 # Everything a store holds, in the order a copy loads it.
@@ -235,6 +250,18 @@ _TABLES: dict[str, tuple[str, ...]] = {
     "members": _PERSON_COLUMNS,
     "pending": _PERSON_COLUMNS,
 }
+# The columns a store of each schema version has, table by table: a location whose tables of
+# these names lack some of them is not this target's store.
+_COLUMNS_ADDED = {2: {"audiences": {"last_change_at"}}, 3: {"audiences": {"key_properties"}}}
+
+
+def _columns_at(version: int) -> dict[str, set[str]]:
+    """Each table's columns at schema `version` (1 to SCHEMA_VERSION)."""
+    columns = {table: set(names) for table, names in _TABLES.items()}
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        for table, added in _COLUMNS_ADDED.get(step, {}).items():
+            columns[table] -= added
+    return columns
 
 
 def is_postgres_url(location: str) -> bool:
@@ -253,6 +280,29 @@ def _sql(template: str, db: Backend) -> list[str]:
     return [statement for statement in text.split(";") if statement.strip()]
 
 
+class KeyPropertiesChangedError(InputError):
+    """A stream's key properties are not those of its audience's last sync."""
+
+
+def _keys_text(keys: Sequence[str]) -> str:
+    """Key properties for a message: `[a, b]`, or that there are none."""
+    return f"[{', '.join(keys)}]" if keys else "none (people known by their identifier hashes)"
+
+
+def _remember_keys(db: Backend, audience: int, keys: Sequence[str]) -> None:
+    """Inside a transaction: the key properties the audience is synced under from now on."""
+    db.execute(
+        "UPDATE audiences SET key_properties = ? WHERE id = ?", (json.dumps(list(keys)), audience)
+    )
+
+
+def _names(names: Iterable[str]) -> str:
+    """Table or column names for a message, at most five of them."""
+    names = list(names)
+    shown = ", ".join(names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 @dataclass
 class AudienceRow:
     """The store's record of one stream's audience."""
@@ -268,6 +318,8 @@ class AudienceRow:
     last_result: str | None = None
     last_error: str | None = None
     last_counts: dict | None = None
+    # The stream's key properties at its last sync ((): none; None: not known yet).
+    key_properties: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -381,21 +433,30 @@ class Batch:
 class MembershipStore:
     """Confirmed membership in SQLite or PostgreSQL, one connection per run."""
 
-    def __init__(self, location: str, *, throwaway: bool = False, create: bool = True) -> None:
+    def __init__(
+        self,
+        location: str,
+        *,
+        throwaway: bool = False,
+        create: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         """Open the store at `location`: a SQLite path (or ":memory:") or a PostgreSQL URL.
 
         `throwaway`: a dry run's store; it plans exactly like a real run and nothing it
         writes outlives `close` (SQLite: a temporary copy; PostgreSQL: a transaction that is
         rolled back). `create=False`: fail with StoreMissingError rather than create a store.
+        `timeout` (`store_timeout`): the longest any one store operation may take, connecting
+        included; past it the run ends with a StoreError naming the store.
         """
         backend: Backend
         if is_postgres_url(location):
             # Imported here: psycopg takes a third of a second to import, SQLite users never pay.
             from target_tiktok_audiences.store_postgres import PostgresBackend
 
-            backend = PostgresBackend(location, throwaway=throwaway)
+            backend = PostgresBackend(location, throwaway=throwaway, timeout=timeout)
         else:
-            backend = SQLiteBackend(location, throwaway=throwaway, create=create)
+            backend = SQLiteBackend(location, throwaway=throwaway, create=create, timeout=timeout)
         self._db = backend
         self.path = backend.location
         self._staged_indexed = False
@@ -423,10 +484,15 @@ class MembershipStore:
 
     @classmethod
     def open(
-        cls, location: str, *, throwaway: bool = False, create: bool = True
+        cls,
+        location: str,
+        *,
+        throwaway: bool = False,
+        create: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> MembershipStore:
         """Open the store a `membership_store` setting names (see `__init__`)."""
-        return cls(location, throwaway=throwaway, create=create)
+        return cls(location, throwaway=throwaway, create=create, timeout=timeout)
 
     @property
     def errors(self) -> tuple[type[Exception], ...]:
@@ -446,20 +512,49 @@ class MembershipStore:
         self._db.lock_audience(audience, label, timeout)
 
     def _stored_version(self) -> int | None:
-        """The store's schema version (None: a new store); refuse one newer than this program."""
-        if not self._db.has_table("meta"):
+        """The store's schema version (None: a new or empty location, ours to initialise).
+
+        Reads only. Refuses a store newer than this program, and a location that holds
+        something else: tables but no schema version, a version that is not a number, or the
+        store's own table names with columns missing. Nothing is changed before that verdict.
+        """
+        tables = self._db.tables()
+        own = sorted(set(tables) & set(_TABLES))
+        if "meta" not in tables:
+            if own or (tables and not self._db.shares_namespace):
+                raise self._foreign(
+                    f"it holds tables ({_names(own or sorted(tables))}) without "
+                    "this target's schema version"
+                )
             return None
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if not row:
-            return None
-        version = int(row[0])
+            raise self._foreign("its `meta` table has no schema_version")
+        text = str(row[0])
+        if not text.isascii() or not text.isdigit() or int(text) < 1:
+            shown = text if len(text) <= 20 else text[:20] + "..."
+            raise self._foreign(f"its schema version {shown!r} is not a version this target writes")
+        version = int(text)
         if version > SCHEMA_VERSION:
             msg = (
                 f"membership store {self.path!r} has schema version {version}, newer than this "
                 f"program's {SCHEMA_VERSION}: upgrade target-tiktok-audiences."
             )
             raise StoreError(msg)
+        for table, columns in _columns_at(version).items():
+            missing = columns - tables.get(table, set())
+            if missing:
+                what = "is missing" if table not in tables else f"lacks {_names(sorted(missing))}"
+                raise self._foreign(f"its table {table!r} {what} (schema version {version})")
         return version
+
+    def _foreign(self, why: str) -> StoreError:
+        """The one-line refusal of a location that holds another application's data."""
+        return StoreError(
+            f"membership store {self.path!r} is not this target's store: {why}; it was left "
+            f"untouched: point `membership_store` at {self._db.elsewhere}, or restore the "
+            "store from a backup"
+        )
 
     def _upgrade(self, version: int | None) -> None:
         """Create a new store at the current schema, or migrate an older one in place.
@@ -501,7 +596,7 @@ class MembershipStore:
         except BaseException:
             # A failed rollback (a dead connection) must not hide why the transaction failed;
             # the database undoes an unfinished transaction itself.
-            with contextlib.suppress(*db.errors):
+            with contextlib.suppress(*db.errors, StoreError):
                 for statement in db.rollback:
                     db.execute(statement)
             raise
@@ -532,7 +627,8 @@ class MembershipStore:
         """Read one audience row back."""
         row = self._db.execute(
             "SELECT id, stream, audience_id, name, advertiser_ids, uploaded_at, last_change_at, "
-            "last_sync_at, last_result, last_error, last_counts FROM audiences WHERE id = ?",
+            "last_sync_at, last_result, last_error, last_counts, key_properties "
+            "FROM audiences WHERE id = ?",
             (audience,),
         ).fetchone()
         return AudienceRow(
@@ -547,6 +643,7 @@ class MembershipStore:
             last_result=row[8],
             last_error=row[9],
             last_counts=json.loads(row[10]) if row[10] else None,
+            key_properties=None if row[11] is None else tuple(json.loads(row[11])),
         )
 
     def list_audiences(self) -> list[AudienceRow]:
@@ -599,6 +696,83 @@ class MembershipStore:
             f"SELECT person, {_SLOT_LIST} FROM members WHERE audience = {int(audience)} "
             "ORDER BY person"
         )
+
+    # Key properties: who a person is
+
+    def key_change(
+        self, audience: int, keys: Sequence[str], *, allow: bool, stream: str, label: str
+    ) -> bool:
+        """Compare a stream's key properties with those its audience was last synced under.
+
+        Person keys are digests of the key values (of the hashes, without keys), so under
+        other keys every person looks new. Returns True when the keys changed and `allow`
+        (`allow_key_change`) is set: the staged people must then be re-matched by their
+        hashes (`rematch`) before anything is planned. Unchanged: False. Not known yet (a new
+        audience, or one from a store older than schema version 3), or nobody stored under
+        the old keys: the keys are remembered now, False. Changed without `allow`:
+        KeyPropertiesChangedError, before any record. Going from no keys to keys, or back, is
+        a change.
+        """
+        keys = tuple(keys)
+        known = self.get_audience(audience).key_properties
+        if known == keys:
+            return False
+        if known is None or not (self.count_members(audience) or self.count_pending(audience)):
+            with self.transaction() as db:
+                _remember_keys(db, audience, keys)
+            return False
+        if allow:
+            return True
+        msg = (
+            f"stream {stream!r} changed its key properties since audience {label} was last "
+            f"synced, from {_keys_text(known)} to {_keys_text(keys)}: every person would look "
+            "new and the confirmed ones would leave; set `allow_key_change: true` for one run "
+            "to re-match people by their identifier hashes (or restore the old keys in the tap)"
+        )
+        raise KeyPropertiesChangedError(msg)
+
+    def rematch(self, audience: int, keys: Sequence[str]) -> tuple[int, int]:
+        """Re-key confirmed and held people to the staged people they are; remember `keys`.
+
+        A staged member whose slots are exactly those of one confirmed (or held) person, and
+        no other staged person has those slots, is that person: the stored row takes the
+        staged person's key, so the plan sees only real changes. Ambiguous ones (several with
+        the same hashes) and ones whose new key is already taken keep their old key, and so
+        plan as a leaver and a joiner. Store-only (TikTok holds hashes, which do not change),
+        in one transaction with the new keys. Returns (people re-keyed, people stored).
+        """
+        self._index_staged(audience)
+        db = self._db
+        same = " AND ".join(db.words["same"].format(a=f"t.{c}", b=f"st.{c}") for c in SLOT_COLUMNS)
+        # Each stored person is probed by its hashes among the staged ones.
+        db.execute(f"CREATE INDEX IF NOT EXISTS staged_slots ON staged (audience, {_SLOT_LIST})")
+        rekeyed = 0
+        try:
+            with self.transaction():
+                for table in ("members", "pending"):
+                    db.execute("DELETE FROM rekey")
+                    db.execute(
+                        "INSERT INTO rekey (old, new) SELECT old, new FROM (SELECT t.person AS "
+                        "old, st.person AS new, COUNT(*) OVER (PARTITION BY "
+                        + ", ".join(f"t.{c}" for c in SLOT_COLUMNS)
+                        + f") AS n FROM {table} t {db.words['probe_join']} staged st "
+                        "ON st.audience = :a "
+                        f"AND st.remove = 0 AND {same} WHERE t.audience = :a) AS j "
+                        f"WHERE n = 1 AND old <> new AND NOT EXISTS (SELECT 1 FROM {table} t "
+                        "WHERE t.audience = :a AND t.person = j.new)",
+                        {"a": audience},
+                    )
+                    rekeyed += db.execute(
+                        f"UPDATE {table} SET person = (SELECT new FROM rekey "
+                        f"WHERE rekey.old = {table}.person) WHERE audience = :a "
+                        "AND person IN (SELECT old FROM rekey)",
+                        {"a": audience},
+                    ).rowcount
+                    db.execute("DELETE FROM rekey")
+                _remember_keys(db, audience, keys)
+        finally:
+            db.execute("DROP INDEX IF EXISTS staged_slots")  # staging appends faster without
+        return rekeyed, self.count_members(audience) + self.count_pending(audience)
 
     # Staging: what this run's input says
 
@@ -1111,19 +1285,15 @@ def copy_store(
     try:
         opened = MembershipStore.open(source, create=False)
     except StoreMissingError:
-        shown = source
-        if is_postgres_url(source):
-            from target_tiktok_audiences.store_postgres import redact
-
-            shown = redact(source)
-        msg = f"no membership store at {shown!r} to copy from: check --from"
+        msg = f"no membership store at {mask_url(source)!r} to copy from: check --from"
         raise StoreMissingError(msg) from None
     with contextlib.closing(opened) as src, contextlib.closing(MembershipStore.open(dest)) as dst:
         try:
             return src.copy_into(dst, force=force, lock_timeout=lock_timeout)
         except (*src.errors, *dst.errors) as exc:
             msg = (
-                f"copying {src.path!r} to {dst.path!r} failed ({exc}): nothing was written to "
+                f"copying {src.path!r} to {dst.path!r} failed ({driver_cause(exc)}): nothing "
+                "was written to "
                 "the destination; fix the cause and run the copy again"
             )
             raise StoreError(msg) from None

@@ -8,13 +8,24 @@ COPY for PostgreSQL), and the per-audience lock that keeps two runs off one audi
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from target_tiktok_audiences.errors import StoreError
+from target_tiktok_audiences.redaction import scrub
 
 Params = Sequence[Any] | Mapping[str, Any]
+
+# Seconds one store operation may take, unless `store_timeout` says otherwise.
+DEFAULT_TIMEOUT = 300.0
+
+
+def driver_cause(exc: object) -> str:
+    """The first line of a driver's exception text, without any password or known secret."""
+    return scrub((str(exc).strip().splitlines() or [type(exc).__name__])[0])
 
 
 class StoreMissingError(StoreError):
@@ -36,20 +47,37 @@ class Backend:
     begin_snapshot: str = "BEGIN"
     # What `membership_store` should name, for error messages.
     hint: ClassVar[str]
+    # Where a store of its own would go, for the message that refuses another application's.
+    elsewhere: ClassVar[str]
+    # Whether other applications' tables may sit beside the store's (a shared schema): if not,
+    # any table that is not the store's makes the location another application's.
+    shares_namespace: ClassVar[bool] = False
 
-    def __init__(self, location: str, *, throwaway: bool) -> None:
+    def __init__(self, location: str, *, throwaway: bool, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.location = location
         self.throwaway = throwaway
+        # `store_timeout`: the longest one operation (connecting included) may take.
+        self.timeout = timeout
         # A file holding this run's plan that other connections can read (None: the plan is
         # private to this connection), so worker processes read batches themselves.
         self.work_path: str | None = None
 
     def open_error(self, exc: object) -> StoreError:
         """A one-line error for a store that cannot be opened, naming the setting to fix."""
-        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        cause = driver_cause(exc)
         return StoreError(
             f"membership store {self.location!r} cannot be opened ({cause}): check "
             f"`membership_store` points at {self.hint}."
+        )
+
+    def timeout_error(self, seconds: float | None = None) -> StoreError:
+        """An operation outlasted `store_timeout` (or `seconds`): the database stopped answering."""
+        return StoreError(
+            f"membership store {self.location!r} did not answer within "
+            f"{self.timeout if seconds is None else seconds:g} s (`store_timeout`): nothing "
+            "unconfirmed was recorded; check the database "
+            "(a stopped or overloaded server, or another process holding a lock on the store), "
+            "then re-run, or raise `store_timeout`"
         )
 
     def missing_error(self) -> StoreMissingError:
@@ -71,8 +99,8 @@ class Backend:
         """Stream the rows of a parameterless SELECT without holding them all in memory."""
         raise NotImplementedError
 
-    def has_table(self, name: str) -> bool:
-        """Whether the store's own (not temporary) table `name` exists."""
+    def tables(self) -> dict[str, set[str]]:
+        """The store's own (not temporary) tables, each with its column names."""
         raise NotImplementedError
 
     def try_lock(self, audience: int) -> bool:
@@ -113,3 +141,65 @@ class Backend:
                 )
                 raise StoreError(msg)
             time.sleep(0.2)
+
+
+class Watchdog:
+    """Ends a connection's operation that outlasts its deadline, from a thread of its own.
+
+    A database server that stops answering (a stopped process, a vanished host) leaves the
+    connection waiting for bytes that never come, and a server-side statement timeout never
+    fires in a stopped process: at the deadline, `expire` is called (it shuts the connection's
+    socket down, so the waiting call fails at once) and `fired` stays true from then on.
+    Invariant: at most one deadline is armed; nested `bounded` blocks share the outermost one.
+    """
+
+    def __init__(self, seconds: float, expire: Callable[[], None]) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self._expire = expire
+        self._deadline: float | None = None
+        self._depth = 0
+        self._closed = False
+        self._wake = threading.Condition()
+        threading.Thread(target=self._watch, name="store-watchdog", daemon=True).start()
+
+    @contextmanager
+    def bounded(self) -> Iterator[None]:
+        """Arm the deadline for the operation inside the block (re-armed by `extend`)."""
+        with self._wake:
+            self._depth += 1
+            if self._depth == 1:
+                self._deadline = time.monotonic() + self.seconds
+                self._wake.notify()
+        try:
+            yield
+        finally:
+            with self._wake:
+                self._depth -= 1
+                if not self._depth:
+                    self._deadline = None
+
+    def extend(self) -> None:
+        """The operation made progress (a row streamed): its deadline starts again."""
+        if self._deadline is not None:
+            self._deadline = time.monotonic() + self.seconds
+
+    def close(self) -> None:
+        """Stop watching; the thread ends."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+
+    def _watch(self) -> None:
+        with self._wake:
+            while not self._closed:
+                if self._deadline is None:
+                    self._wake.wait()
+                    continue
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._wake.wait(left)
+                    continue
+                self.fired = True
+                self._deadline = None
+                self._expire()

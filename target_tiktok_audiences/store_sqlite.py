@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from target_tiktok_audiences.store_backend import Backend, Params
+from target_tiktok_audiences.store_backend import DEFAULT_TIMEOUT, Backend, Params
 
 
 class SQLiteBackend(Backend):
@@ -31,6 +31,10 @@ class SQLiteBackend(Backend):
         "row_order": "INTEGER PRIMARY KEY",  # the rowid: free, and in insertion order
         "table_suffix": " WITHOUT ROWID",
         "differs": "IS NOT",
+        # Equal, NULL equal to NULL: `IS` probes an index like `=` does...
+        "same": "{a} IS {b}",
+        # ...when the probed table is the inner one, which CROSS JOIN makes it in SQLite.
+        "probe_join": "CROSS JOIN",
         "in_rows": "IN ({rows})",
         # A byte of a blob that is 0 or 1, as that number (SQLite has no get_byte).
         "flag_at": "(substr({blob}, {at} + 1, 1) = x'01')",
@@ -41,15 +45,25 @@ class SQLiteBackend(Backend):
     errors = (sqlite3.Error,)
     begin = ("BEGIN IMMEDIATE",)  # take the write lock first: no deadlock between two writers
     hint = "a writable SQLite file"
+    elsewhere = "a file of its own (a new path)"
 
-    def __init__(self, path: str, *, throwaway: bool = False, create: bool = True) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        throwaway: bool = False,
+        create: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         """Open (creating it, private to the user) the file at `path`.
 
         `throwaway`: work on a private temporary copy of that file (empty if there is none),
         removed on close: a dry run plans exactly like a real run and changes nothing, and,
         being on disk rather than in memory, stays flat however large the audience.
+        `timeout`: how long a statement waits for another process's lock on the file (SQLite's
+        busy wait, the only place a local file waits on anyone) before the run ends.
         """
-        super().__init__(path, throwaway=throwaway)
+        super().__init__(path, throwaway=throwaway, timeout=timeout)
         self._locks: dict[int, int] = {}
         self._held: list[int] = []  # locks on this run's temporary files
         self._copy: str | None = None
@@ -70,7 +84,7 @@ class SQLiteBackend(Backend):
             else:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-                self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+                self._db = sqlite3.connect(path, isolation_level=None, timeout=timeout)
         except (sqlite3.Error, OSError) as exc:
             raise self.open_error(exc) from None
 
@@ -78,14 +92,16 @@ class SQLiteBackend(Backend):
         """WAL lets `status` read while a run writes; NORMAL sync is safe under WAL."""
         # Switching a new file to WAL needs it to itself, and SQLite answers "locked" at once,
         # without its busy wait, while another run is creating the same store: wait here.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.timeout
         while True:
             try:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 break
-            except sqlite3.OperationalError:
-                if time.monotonic() > deadline:
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
                     raise
+                if time.monotonic() > deadline:
+                    raise self.timeout_error() from None
                 time.sleep(0.05)
         self._db.execute("PRAGMA synchronous=NORMAL")
         # 16 MiB of page cache: enough for the diff's index scans, and memory stays flat
@@ -103,27 +119,43 @@ class SQLiteBackend(Backend):
         self._db.execute("PRAGMA work.synchronous=OFF")
 
     def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
-        """Run one statement (SQLite speaks `?` and `:name` natively)."""
-        return self._db.execute(sql, params)
+        """Run one statement (SQLite speaks `?` and `:name` natively).
+
+        A lock another process held past `timeout` ends the run with the timeout's message.
+        """
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise self.timeout_error() from None
+            raise
 
     def load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """executemany: in-process, so no round trips to save."""
-        self._db.executemany(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-            rows,
-        )
+        try:
+            self._db.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})",
+                rows,
+            )
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise self.timeout_error() from None
+            raise
 
     def dump(self, query: str) -> Iterator[tuple[Any, ...]]:
         """Iterate the cursor: SQLite steps through the rows as they are read."""
         yield from self._db.execute(query)
 
-    def has_table(self, name: str) -> bool:
-        """Look in the file's own schema (not the temporary one)."""
-        return bool(
-            self._db.execute(
-                "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (name,)
-            ).fetchone()
-        )
+    def tables(self) -> dict[str, set[str]]:
+        """The file's own tables (not temporary ones, nor SQLite's internal `sqlite_*`)."""
+        found: dict[str, set[str]] = {}
+        for table, column in self._db.execute(
+            "SELECT m.name, c.name FROM main.sqlite_master m, pragma_table_info(m.name, 'main') c "
+            "WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+        ):
+            found.setdefault(table, set()).add(column)
+        return found
 
     def try_lock(self, audience: int) -> bool:
         """`flock` a file per audience beside the store; none needed for a copy in memory."""
@@ -153,6 +185,12 @@ class SQLiteBackend(Backend):
             os.close(fd)
         self._held.clear()
         self._copy = self.work_path = None
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite gave up waiting for another connection's lock (its busy wait ran out)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 # A run's temporary databases (its work file, a dry run's copy of the store) hold hashes.

@@ -61,7 +61,7 @@ from target_tiktok_audiences.settings import (
     resolve_settings,
 )
 from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink, StreamProgress
-from target_tiktok_audiences.store import MembershipStore
+from target_tiktok_audiences.store import DEFAULT_TIMEOUT, MembershipStore
 from target_tiktok_audiences.workers import Workers
 
 _SECRET_SETTINGS = ("access_token",)
@@ -179,7 +179,8 @@ class TargetTikTokAudiences(Target):
     def store(self) -> MembershipStore:
         """The membership store (a throwaway copy in memory for a dry run)."""
         location = str(self.config.get("membership_store") or DEFAULT_STORE)
-        return MembershipStore.open(location, throwaway=self.dry_run)
+        timeout = float(self.config.get("store_timeout", DEFAULT_TIMEOUT))
+        return MembershipStore.open(location, throwaway=self.dry_run, timeout=timeout)
 
     @cached_property
     def progress(self) -> Progress:

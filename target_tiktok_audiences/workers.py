@@ -14,9 +14,37 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from target_tiktok_audiences.errors import TargetError
+
 T = TypeVar("T")
+
+
+class WorkerDiedError(TargetError):
+    """A worker process ended without finishing its task: killed, most often for memory."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a worker process died in the middle of the run (killed by the system: out of "
+            "memory?): nothing unconfirmed was recorded and no STATE was written "
+            "for it; give the run more memory (or lower `batch_size`) and run it again"
+        )
+
+
+def _relay(source: Future[T], dest: Future[T]) -> None:
+    """Pass a pool task's outcome on, a broken pool as WorkerDiedError."""
+    if source.cancelled():
+        dest.cancel()
+        return
+    exc = source.exception()
+    if isinstance(exc, BrokenProcessPool):
+        dest.set_exception(WorkerDiedError())
+    elif exc is not None:
+        dest.set_exception(exc)
+    else:
+        dest.set_result(source.result())
 
 
 def _without_collector(fn: Callable[..., T], *args: Any) -> T:
@@ -52,10 +80,18 @@ class Workers:
     def submit(self, fn: Callable[..., T], /, *args: Any, parallel: bool) -> Future[T]:
         """Run `fn(*args)` in a worker if `parallel` and there is more than one core.
 
-        Otherwise run it here and now: the future returned is already done.
+        Otherwise run it here and now: the future returned is already done. A worker that
+        dies (its pool is then broken) fails this task and every later one with
+        WorkerDiedError, a one-line error rather than the pool's traceback.
         """
         if parallel and self.count > 1:
-            return self._pool().submit(_without_collector, fn, *args)
+            try:
+                task = self._pool().submit(_without_collector, fn, *args)
+            except BrokenProcessPool:
+                raise WorkerDiedError from None
+            relayed: Future[T] = Future()
+            task.add_done_callback(lambda done: _relay(done, relayed))
+            return relayed
         done: Future[T] = Future()
         done.set_result(fn(*args))
         return done

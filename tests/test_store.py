@@ -851,9 +851,8 @@ def test_store_written_before_last_change_at_still_works(tmp_path):
     path = tmp_path / "m.sqlite"
     MembershipStore(str(path)).close()
     db = sqlite3.connect(path)
-    columns = [r[1] for r in db.execute("PRAGMA table_info(audiences)")]
-    if "last_change_at" in columns:  # rebuild the audiences table of the first release
-        db.execute("ALTER TABLE audiences DROP COLUMN last_change_at")
+    for column in ("key_properties", "last_change_at"):  # the first release had neither
+        db.execute(f"ALTER TABLE audiences DROP COLUMN {column}")
     db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     db.commit()
     db.close()

@@ -364,8 +364,9 @@ def test_workers_opening_a_new_store_at_once_create_it_once(pg_url, postgres_ser
 def test_older_schema_is_upgraded_in_place(pg_url, postgres_server):
     populate(pg_url)
     schema = schema_of(pg_url)
-    with postgres_server.connect() as db:  # the first release had no last_change_at
-        db.execute(f"ALTER TABLE {schema}.audiences DROP COLUMN last_change_at")
+    with postgres_server.connect() as db:  # the first release had neither column
+        for column in ("key_properties", "last_change_at"):
+            db.execute(f"ALTER TABLE {schema}.audiences DROP COLUMN {column}")
         db.execute(f"UPDATE {schema}.meta SET value = '1' WHERE key = 'schema_version'")
     kept = rows(postgres_server, pg_url, "members")
     store = MembershipStore(pg_url)
