@@ -204,9 +204,9 @@ class TikTokClient:
         self._unsendable_header: str | None = None  # why the token cannot be sent, if it cannot
         if token and not _TOKEN_CHARACTERS.fullmatch(token):
             self._unsendable_header = (
-                "the access token holds a character that cannot go in an HTTP header (a space, "
-                "a line break, a control or non-ASCII character): copy `access_token` again "
-                "from TikTok"
+                "the access token holds a character that cannot go in an HTTP header or a "
+                "TikTok token (a space, a line break, a control or non-ASCII character): copy "
+                "`access_token` again from TikTok"
             )
         elif token:
             self._session.headers["Access-Token"] = token
