@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -1079,3 +1080,16 @@ def test_stop_ends_a_retry_wait_at_once_and_nothing_is_sent_after(requests_mock)
         c.request("GET", "user/info/")
     assert requests_mock.call_count == 1
     c.close()
+
+
+def test_a_compressed_answer_is_decoded(requests_mock, client):
+    packed = gzip.compress(json.dumps(ok({"n": 1})).encode())
+    requests_mock.get(API + "user/info/", content=packed, headers={"Content-Encoding": "gzip"})
+    assert client.request("GET", "user/info/") == {"n": 1}
+
+
+def test_a_corrupt_compressed_answer_is_a_broken_answer_and_retried(requests_mock, client):
+    corrupt = {"content": b"not gzip at all", "headers": {"Content-Encoding": "gzip"}}
+    requests_mock.get(API + "user/info/", [corrupt, {"json": ok({"n": 1})}])
+    assert client.request("GET", "user/info/") == {"n": 1}
+    assert requests_mock.call_count == 2
