@@ -7,9 +7,11 @@ carries the request body (hashes) or headers (the token).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -22,6 +24,8 @@ import orjson
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from target_tiktok_audiences.errors import TikTokAPIError
 from target_tiktok_audiences.planning import batch_json, mapping_body
@@ -148,7 +152,7 @@ class Pacer:
 
 
 class _DeadlinePassed(Exception):
-    """`request_timeout` ran out while an answer's body was still coming in."""
+    """`request_timeout` ran out before the whole answer came in."""
 
 
 # What sending a request can raise, below our own errors: each becomes a TikTokAPIError.
@@ -160,6 +164,98 @@ _TRANSPORT_ERRORS = (
     ValueError,
     _DeadlinePassed,
 )
+
+
+class _Watch:
+    """One request's deadline: at it, the connection the request uses is shut down.
+
+    Armed by the connection when the request goes out (`_WatchedConnection`), so it covers
+    sending the body and waiting for the answer's head, however slowly either trickles; a
+    blocked read then fails at once, and `expired` tells that failure from a network fault.
+    """
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.expired = False
+        self._timer: threading.Timer | None = None
+        self._connection: _WatchedConnection | None = None
+
+    def arm(self, connection: _WatchedConnection) -> None:
+        """Shut `connection` down if the request is still running on it at the deadline."""
+        self.disarm()
+        connection.watch, self._connection = self, connection
+        self._timer = threading.Timer(
+            max(self.deadline - time.monotonic(), 0.0), self._expire, (connection,)
+        )
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        """The request is over (or moves to another connection): nothing to shut down."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._connection is not None and self._connection.watch is self:
+            self._connection.watch = None
+        self._connection = None
+
+    def _expire(self, connection: _WatchedConnection) -> None:
+        if connection.watch is not self:  # back in the pool, or serving another request now
+            return
+        self.expired = True
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watches(threading.local):
+    """The watch of the request this thread is sending, if any."""
+
+    current: _Watch | None = None
+
+
+_watches = _Watches()
+
+
+class _WatchedConnection(HTTPConnection):
+    """An HTTP connection that arms its thread's request watch as a request goes out."""
+
+    watch: _Watch | None = None  # the watch of the request it carries, or carried last
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        """Send the request, watched until the deadline."""
+        if _watches.current is not None:
+            _watches.current.arm(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(_WatchedConnection, HTTPSConnection):
+    """The HTTPS twin of `_WatchedConnection`."""
+
+
+class _WatchedPool(HTTPConnectionPool):
+    """A pool of watched HTTP connections."""
+
+    ConnectionCls = _WatchedConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    """A pool of watched HTTPS connections."""
+
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter, its direct connections watched (a proxied one relies on timeouts)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """The usual pool manager, with pools of watched connections."""
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedPool,
+            "https": _WatchedHTTPSPool,
+        }
 
 
 class TikTokClient:
@@ -196,7 +292,7 @@ class TikTokClient:
         self._pacer = Pacer(max_requests_per_second)
         self._lock = threading.Lock()
         self._session = requests.Session()
-        adapter = HTTPAdapter(pool_maxsize=max(max_parallel_requests, 1))
+        adapter = _WatchedAdapter(pool_maxsize=max(max_parallel_requests, 1))
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["Content-Type"] = "application/json"
@@ -310,6 +406,7 @@ class TikTokClient:
         with self._lock:
             self.requests_sent += 1
         deadline = time.monotonic() + self.timeout
+        watch = _watches.current = _Watch(deadline)
         try:
             response = self._session.send(
                 prepared,
@@ -325,7 +422,12 @@ class TikTokClient:
             finally:
                 response.close()
         except _TRANSPORT_ERRORS as exc:
-            raise self._transport_failure(path, exc) from None
+            raise self._transport_failure(
+                path, _DeadlinePassed() if watch.expired else exc
+            ) from None
+        finally:
+            watch.disarm()
+            _watches.current = None
         return self._envelope(path, response.status_code, content)
 
     def _read_body(self, response: requests.Response, deadline: float) -> bytes:

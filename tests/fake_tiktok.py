@@ -260,7 +260,8 @@ class Answer:
 
     ``delivery``: ``"whole"``; ``"break"`` (headers with the full Content-Length and half the
     body, then the connection closes); ``"reset"`` (the same, then a TCP reset); ``"dribble"``
-    (the body a byte at a time, ``pause`` seconds apart).
+    (the whole answer, head included, a byte at a time, ``pause`` seconds apart);
+    ``"dribble_body"`` (the head at once, then the body so).
     """
 
     status: int
@@ -362,7 +363,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(answer.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
+            if answer.delivery != "dribble":  # else the head goes out with the body
+                self.end_headers()
             if self.command == "HEAD":
                 pass
             elif answer.delivery in ("break", "reset"):
@@ -370,17 +372,26 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 self._cut(reset=answer.delivery == "reset")
                 return
-            elif answer.delivery == "dribble":
-                self.wfile.flush()
-                for i in range(len(data)):
-                    self.wfile.write(data[i : i + 1])
-                    self.wfile.flush()
-                    time.sleep(answer.pause)
+            elif answer.delivery in ("dribble", "dribble_body"):
+                self._dribble(data, answer.pause, head=answer.delivery == "dribble")
             else:
                 self.wfile.write(data)
             self.wfile.flush()
         except OSError:
             self.close_connection = True
+
+    def _dribble(self, data: bytes, pause: float, *, head: bool) -> None:
+        """Send `data` a byte at a time, `pause` seconds apart; with `head`, the head too."""
+        if head:
+            self._headers_buffer.append(b"\r\n")
+            data = b"".join(self._headers_buffer) + data
+            self._headers_buffer = []
+        else:
+            self.wfile.flush()
+        for i in range(len(data)):
+            self.wfile.write(data[i : i + 1])
+            self.wfile.flush()
+            time.sleep(pause)
 
     def _cut(self, *, reset: bool) -> None:
         """End the connection mid-answer: a close (FIN), or with `reset` a TCP reset (RST)."""
@@ -617,6 +628,7 @@ class FakeTikTok:
         reset_next: int = 0,
         dribble_next: int = 0,
         dribble_seconds: float = 0.05,
+        dribble_head: bool = True,
         partial_next: int = 0,
         busy_next: int = 0,
         create_without_id_next: int = 0,
@@ -629,10 +641,10 @@ class FakeTikTok:
         ``BUSY_MESSAGE`` and does nothing; ``partial_next`` (mapping only) applies the first
         half of the batch and answers 20001; ``break_next`` and ``reset_next`` carry the request
         out, then send the headers and half the body and close the connection (FIN, or a TCP
-        reset); ``dribble_next`` carries it out and sends the body a byte at a time,
-        ``dribble_seconds`` apart. ``create_without_id_next`` hits creates (``segment/audience/``,
-        action create) whatever ``paths`` says: the audience is created, the answer is code 0
-        without ``audience_id``.
+        reset); ``dribble_next`` carries it out and sends the answer (with ``dribble_head``
+        false: only its body) a byte at a time, ``dribble_seconds`` apart.
+        ``create_without_id_next`` hits creates (``segment/audience/``, action create) whatever
+        ``paths`` says: the audience is created, the answer is code 0 without ``audience_id``.
         """
         with self._lock:
             self._faults = {
@@ -648,6 +660,7 @@ class FakeTikTok:
                 "reset_next": int(reset_next),
                 "dribble_next": int(dribble_next),
                 "dribble_seconds": float(dribble_seconds),
+                "dribble_head": bool(dribble_head),
                 "partial_next": int(partial_next),
                 "busy_next": int(busy_next),
                 "create_without_id_next": int(create_without_id_next),
@@ -767,7 +780,7 @@ class FakeTikTok:
             for knob, delivery, stat in (
                 ("break_next", "break", "broken"),
                 ("reset_next", "reset", "broken"),
-                ("dribble_next", "dribble", "dribbled"),
+                ("dribble_next", "dribble" if f["dribble_head"] else "dribble_body", "dribbled"),
             ):
                 if f[knob] > 0:
                     f[knob] -= 1

@@ -972,16 +972,17 @@ def test_other_40002_is_not_retried(requests_mock, client):
 # The whole request within request_timeout, against the fake server
 
 
-def test_request_timeout_bounds_a_body_that_trickles_in():
+@pytest.mark.parametrize("head", [True, False], ids=["whole-answer", "body"])
+def test_request_timeout_bounds_an_answer_that_trickles_in(head):
     with FakeTikTok() as fake:
         fake.add_advertiser(ADVERTISER)
         fake.add_token(TOKEN, [ADVERTISER])
-        fake.inject(dribble_next=1, dribble_seconds=0.1, paths=("user/info/",))
+        fake.inject(dribble_next=1, dribble_seconds=0.1, dribble_head=head, paths=("user/info/",))
         c = make_client(fake.url, timeout=0.5, max_retries=0)
         started = time.monotonic()
         with pytest.raises(TikTokAPIError) as info:
             c.request("GET", "user/info/")
-        assert time.monotonic() - started < 5  # the whole body would take over 10 s
+        assert time.monotonic() - started < 5  # the whole answer would take over 10 s
         assert "within request_timeout (0.5 s)" in str(info.value)
         assert info.value.retryable
         assert c.request("GET", "user/info/")["display_name"] == "fake user"
