@@ -8,14 +8,19 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from target_tiktok_audiences.errors import ConfigError, TikTokAPIError
+from target_tiktok_audiences.client import NOT_FOUND
+from target_tiktok_audiences.errors import (
+    AudienceDeletedError,
+    ConfigError,
+    TargetError,
+    TikTokAPIError,
+)
 
 if TYPE_CHECKING:
     from target_tiktok_audiences.client import TikTokClient
     from target_tiktok_audiences.settings import AudienceSettings
     from target_tiktok_audiences.store import AudienceRow, MembershipStore
 
-DRY_RUN_PREFIX = "dry-run:"
 READ_BATCH = 100  # dmp/custom_audience/get/ takes at most 100 ids per call
 
 
@@ -44,6 +49,8 @@ def create_audience(
 
     Creating is not idempotent: it is never retried after a timeout, and the id is stored as
     soon as TikTok returns it, so no later run (or re-run after a crash) creates it again.
+    Only an id TikTok sent is ever stored: a confirmed create without one fails the run, and
+    the next run finds the audience by its name (`check_unknown_audience`).
     """
     try:
         data = client.request(
@@ -59,7 +66,14 @@ def create_audience(
     except TikTokAPIError as exc:
         msg = f"creating audience {name!r} failed: {exc}"
         raise TikTokAPIError(msg, code=exc.code, path=exc.path) from None
-    audience_id = str(data.get("audience_id") or f"{DRY_RUN_PREFIX}{name}")
+    audience_id = str(data.get("audience_id") or "")
+    if not audience_id:
+        msg = (
+            f"creating audience {name!r}: TikTok answered code 0 but sent no audience_id, so "
+            "nothing was stored; re-run: the next run finds the audience by its name and uses "
+            "it rather than creating a second one"
+        )
+        raise TikTokAPIError(msg, path="segment/audience/")
     store.set_tiktok_audience(row.id, audience_id, name)
     row.audience_id, row.name = audience_id, name
     return audience_id
@@ -122,7 +136,12 @@ def check_unknown_audience(
         store.set_tiktok_audience(row.id, audience_id, name)
         row.audience_id = audience_id
     else:
-        details = next(iter(read_audiences(client, advertiser, [audience_id])), {})
+        try:
+            details = next(iter(read_audiences(client, advertiser, [audience_id])), {})
+        except TikTokAPIError as exc:
+            if exc.code == NOT_FOUND:
+                raise audience_deleted(settings, audience_id) from None
+            raise
     matched = int(details.get("cover_num") or 0)
     if matched == 0:
         return
@@ -147,6 +166,29 @@ def check_unknown_audience(
         audience_id,
         matched,
     )
+
+
+def audience_deleted(settings: AudienceSettings, audience_id: str) -> TargetError:
+    """The error for an audience TikTok no longer has (40007 for its id).
+
+    One configured by `audience_id` is the user's to replace: a one-line ConfigError naming
+    it and the fix. One created by name is the target's to create again
+    (`AudienceDeletedError`, which the sync handles).
+    """
+    if settings.audience_id:
+        msg = (
+            f"audience {audience_id} (stream {settings.stream}) no longer exists on TikTok "
+            f"(deleted?): set `audiences.{settings.stream}.audience_id` to an existing audience "
+            "(`tiktok-audiences list` shows them), or use `audience_name` to have the target "
+            "create one"
+        )
+        return ConfigError(msg)
+    msg = (
+        f"audience {settings.label!r} ({audience_id}, stream {settings.stream}) no longer exists "
+        "on TikTok (deleted?), and creating it again did not help: re-run later, or check "
+        "the audience in TikTok Ads Manager"
+    )
+    return AudienceDeletedError(msg, audience_id=audience_id)
 
 
 def read_audiences(

@@ -23,8 +23,8 @@ from typing import Any
 import requests
 from singer_sdk.plugin_base import JSONSchemaValidator
 
-from target_tiktok_audiences.audiences import DRY_RUN_PREFIX, read_audiences
-from target_tiktok_audiences.client import TikTokClient
+from target_tiktok_audiences.audiences import read_audiences
+from target_tiktok_audiences.client import DRY_RUN_PREFIX, TikTokClient
 from target_tiktok_audiences.console import (
     SIGPIPE_EXIT,
     discard_stdout,

@@ -7,21 +7,29 @@ carries the request body (hashes) or headers (the token).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import re
+import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from http.client import HTTPException
 from typing import IO, Any
 
 import orjson
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from target_tiktok_audiences.errors import TikTokAPIError
 from target_tiktok_audiences.planning import batch_json, mapping_body
+from target_tiktok_audiences.redaction import mask_url
 from target_tiktok_audiences.store import Batch
 from target_tiktok_audiences.workers import Workers
 
@@ -33,15 +41,31 @@ Body = dict | bytes
 PARALLEL_BODY_ROWS = 1000
 BODIES_AHEAD = 2
 
+# A dry run's stand-in id for an audience it would create, in the bodies it writes.
+DRY_RUN_PREFIX = "dry-run:"
+
+PARTIAL_SUCCESS = 20001
+INVALID_OR_BUSY = 40002
+NOT_FOUND = 40007
 RATE_LIMIT_CODES = frozenset({40100, 40133, 40016, 40132, 61000})
 BATCH_TOO_LARGE_CODES = frozenset({40011, 40061})
 _SERVER_CODES = frozenset({50000, 50002, 60001, 40202})
+HTTP_TOO_MANY_REQUESTS = 429
+# 40002 with one of these words: the audience is busy processing, and will take the change later.
+_BUSY_WORDS = ("busy", "processing")
+# Bytes read from the socket at a time: the deadline is checked between reads.
+_READ_CHUNK = 65536
+# What an access token may hold: visible ASCII. Anything else cannot go in an HTTP header (or is
+# no TikTok token), and the library errors that say so would echo the header, token and all.
+_TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
 _FIXES = {
+    PARTIAL_SUCCESS: "TikTok applied only part of the batch, without saying which ids failed "
+    "(they show later in the audience's history): the batch is not confirmed, and the next run "
+    "sends it again",
     40001: "the token may not act for this advertiser or audience: check `advertiser_ids` and "
     "the token's permissions (Audience Management) in TikTok Business Center",
-    40002: "TikTok rejected a parameter or the audience is busy: retry later, or check the "
-    "audience settings",
-    40007: "the audience or object does not exist: check `audience_id` in `audiences`",
+    INVALID_OR_BUSY: "TikTok rejected a parameter: check the audience settings",
+    NOT_FOUND: "the audience or object does not exist: check `audience_id` in `audiences`",
     40062: "identifiers reached TikTok unhashed: this is a bug, please report it",
     40102: "the access token expired: re-authorise with `tiktok-audiences auth` and update "
     "`access_token`",
@@ -53,15 +77,31 @@ _FIXES = {
 }
 
 
-def is_retryable_code(code: int) -> bool:
-    """Rate limits, write conflicts and server faults clear up by themselves."""
-    return code in RATE_LIMIT_CODES or code in _SERVER_CODES or 51000 <= code < 53000
+def is_busy(code: int, message: str) -> bool:
+    """40002 worded as "audience busy/processing": the audience takes changes again later."""
+    lowered = message.lower()
+    return code == INVALID_OR_BUSY and any(word in lowered for word in _BUSY_WORDS)
+
+
+def is_retryable_code(code: int, message: str = "") -> bool:
+    """Rate limits, write conflicts, server faults and a busy audience clear up by themselves."""
+    return (
+        code in RATE_LIMIT_CODES
+        or code in _SERVER_CODES
+        or 51000 <= code < 53000
+        or is_busy(code, message)
+    )
 
 
 def describe_code(code: int, message: str) -> str:
     """What TikTok's code means for the user, with the fix."""
     fix = _FIXES.get(code)
-    if fix is None:
+    if is_busy(code, message):
+        fix = (
+            "the audience stayed busy after every retry: re-run later (nothing unconfirmed was "
+            "recorded)"
+        )
+    elif fix is None:
         if code in RATE_LIMIT_CODES:
             fix = (
                 "TikTok's rate limit was still exhausted after every retry: lower "
@@ -111,8 +151,120 @@ class Pacer:
             self._sleep(start - now)
 
 
+class _DeadlinePassed(Exception):
+    """`request_timeout` ran out before the whole answer came in."""
+
+
+# What sending a request can raise, below our own errors: each becomes a TikTokAPIError.
+_TRANSPORT_ERRORS = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    HTTPException,
+    OSError,
+    ValueError,
+    _DeadlinePassed,
+)
+
+
+class _Watch:
+    """One request's deadline: at it, the connection the request uses is shut down.
+
+    Armed by the connection when the request goes out (`_WatchedConnection`), so it covers
+    sending the body and waiting for the answer's head, however slowly either trickles; a
+    blocked read then fails at once, and `expired` tells that failure from a network fault.
+    """
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.expired = False
+        self._timer: threading.Timer | None = None
+        self._connection: _WatchedConnection | None = None
+
+    def arm(self, connection: _WatchedConnection) -> None:
+        """Shut `connection` down if the request is still running on it at the deadline."""
+        self.disarm()
+        connection.watch, self._connection = self, connection
+        self._timer = threading.Timer(
+            max(self.deadline - time.monotonic(), 0.0), self._expire, (connection,)
+        )
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        """The request is over (or moves to another connection): nothing to shut down."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._connection is not None and self._connection.watch is self:
+            self._connection.watch = None
+        self._connection = None
+
+    def _expire(self, connection: _WatchedConnection) -> None:
+        if connection.watch is not self:  # back in the pool, or serving another request now
+            return
+        self.expired = True
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watches(threading.local):
+    """The watch of the request this thread is sending, if any."""
+
+    current: _Watch | None = None
+
+
+_watches = _Watches()
+
+
+class _WatchedConnection(HTTPConnection):
+    """An HTTP connection that arms its thread's request watch as a request goes out."""
+
+    watch: _Watch | None = None  # the watch of the request it carries, or carried last
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        """Send the request, watched until the deadline."""
+        if _watches.current is not None:
+            _watches.current.arm(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(_WatchedConnection, HTTPSConnection):
+    """The HTTPS twin of `_WatchedConnection`."""
+
+
+class _WatchedPool(HTTPConnectionPool):
+    """A pool of watched HTTP connections."""
+
+    ConnectionCls = _WatchedConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    """A pool of watched HTTPS connections."""
+
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter, its direct connections watched (a proxied one relies on timeouts)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """The usual pool manager, with pools of watched connections."""
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedPool,
+            "https": _WatchedHTTPSPool,
+        }
+
+
 class TikTokClient:
-    """Sends requests to the TikTok Business API; thread-safe."""
+    """Sends requests to the TikTok Business API; thread-safe.
+
+    Whatever the network or the HTTP libraries raise leaves as a `TikTokAPIError` with this
+    module's own message, raised `from None`: a library's text can echo a header (the token).
+    Once `stop` was called no request is sent and no retry waits.
+    """
 
     def __init__(
         self,
@@ -140,19 +292,27 @@ class TikTokClient:
         self._pacer = Pacer(max_requests_per_second)
         self._lock = threading.Lock()
         self._session = requests.Session()
-        adapter = HTTPAdapter(pool_maxsize=max(max_parallel_requests, 1))
+        adapter = _WatchedAdapter(pool_maxsize=max(max_parallel_requests, 1))
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["Content-Type"] = "application/json"
-        if access_token:
-            self._session.headers["Access-Token"] = access_token
+        token = (access_token or "").strip()
+        self._unsendable_header: str | None = None  # why the token cannot be sent, if it cannot
+        if token and not _TOKEN_CHARACTERS.fullmatch(token):
+            self._unsendable_header = (
+                "the access token holds a character that cannot go in an HTTP header or a "
+                "TikTok token (a space, a line break, a control or non-ASCII character): copy "
+                "`access_token` again from TikTok"
+            )
+        elif token:
+            self._session.headers["Access-Token"] = token
 
     def close(self) -> None:
         """Release the connection pool."""
         self._session.close()
 
     def stop(self) -> None:
-        """Give up waiting to retry: the run is being terminated."""
+        """The run is being terminated: send nothing more, and give up waiting to retry."""
         self._stopping.set()
 
     # One request
@@ -169,7 +329,8 @@ class TikTokClient:
         """Send one request, retrying what can be retried; return the envelope's `data`.
 
         A request that is not `idempotent` (creating an audience) is retried only when TikTok
-        said it did nothing (a rate limit): after a timeout it may have been carried out.
+        said it did nothing (a rate limit): after a timeout or a broken answer it may have
+        been carried out. The wait before a retry ends at once when the client is stopped.
         """
         attempt = 0
         rate_limited = 0
@@ -177,11 +338,11 @@ class TikTokClient:
             try:
                 return self._send(method, path, params, body)
             except TikTokAPIError as exc:
-                retry = exc.retryable and (idempotent or exc.code in RATE_LIMIT_CODES)
-                if not retry or attempt >= self.max_retries:
+                retry = exc.retryable and (idempotent or exc.rate_limited)
+                if not retry or attempt >= self.max_retries or self._stopping.is_set():
                     raise
                 attempt += 1
-                if exc.code in RATE_LIMIT_CODES:
+                if exc.rate_limited:
                     rate_limited += 1
                 delay = self._backoff(attempt, rate_limited)
                 logger.warning(
@@ -192,7 +353,8 @@ class TikTokClient:
                     self.max_retries,
                     delay,
                 )
-                time.sleep(delay)
+                if self._stopping.wait(delay):
+                    raise self._stopped(path) from None
 
     def _backoff(self, attempt: int, rate_limited: int) -> float:
         """Exponential backoff with full jitter; a rate limit that persists waits minutes.
@@ -205,45 +367,139 @@ class TikTokClient:
         base = self.backoff_base * 2 ** (attempt - 1)
         return min(120.0, base * (0.5 + random.random()))
 
+    @staticmethod
+    def _stopped(path: str) -> TikTokAPIError:
+        return TikTokAPIError(
+            f"{path} not sent: the run is being terminated; the next run sends it", path=path
+        )
+
     def _send(self, method: str, path: str, params: dict | None, body: Body | None) -> dict:
+        if self._unsendable_header:
+            raise TikTokAPIError(self._unsendable_header, path=path)
+        if self._stopping.is_set():
+            raise self._stopped(path)
         # Everything costly (a 5,000-row body) is done before the pacer lets the request go, so
         # it reaches TikTok when the pacer said, not whenever this thread next gets the GIL.
-        prepared = self._session.prepare_request(
-            requests.Request(
-                method,
-                self.api_url + path,
-                params=params,
-                data=orjson.dumps(body) if isinstance(body, dict) else body,
+        try:
+            prepared = self._session.prepare_request(
+                requests.Request(
+                    method,
+                    self.api_url + path,
+                    params=params,
+                    data=orjson.dumps(body) if isinstance(body, dict) else body,
+                )
             )
-        )
-        # As session.request would: proxies and CA bundle from the environment.
-        environment = self._session.merge_environment_settings(prepared.url, {}, None, None, None)
+            # As session.request would: proxies and CA bundle from the environment. Streamed:
+            # the body is read here, against the request's deadline.
+            environment = self._session.merge_environment_settings(
+                prepared.url, {}, True, None, None
+            )
+        except (requests.RequestException, ValueError) as exc:
+            msg = (
+                f"cannot build a request to {mask_url(self.api_url)} ({type(exc).__name__}): "
+                "check `api_url`"
+            )
+            raise TikTokAPIError(msg, path=path) from None
         self._pacer.wait()
+        if self._stopping.is_set():
+            raise self._stopped(path)
         with self._lock:
             self.requests_sent += 1
+        deadline = time.monotonic() + self.timeout
+        watch = _watches.current = _Watch(deadline)
         try:
             response = self._session.send(
                 prepared,
                 **environment,
-                timeout=self.timeout,
+                # Connecting and the answer's head share the budget; the body gets what is left.
+                timeout=urllib3.Timeout(total=self.timeout),
                 # A redirect would carry the Access-Token header (and hashes) to another host.
                 allow_redirects=False,
             )
-        except requests.Timeout:
+            self._reached = True
+            try:
+                content = self._read_body(response, deadline)
+            finally:
+                response.close()
+        except _TRANSPORT_ERRORS as exc:
+            raise self._transport_failure(
+                path, _DeadlinePassed() if watch.expired else exc
+            ) from None
+        finally:
+            watch.disarm()
+            _watches.current = None
+        return self._envelope(path, response.status_code, content)
+
+    def _read_body(self, response: requests.Response, deadline: float) -> bytes:
+        """The whole body, or `_DeadlinePassed` once `deadline` passes, however it trickles in.
+
+        Each read waits at most until the deadline (the socket's timeout is cut to what is
+        left), so a body sent a byte at a time cannot stretch the request past
+        `request_timeout`. A body shorter than its Content-Length raises urllib3's
+        IncompleteRead.
+        """
+        raw = response.raw
+        chunks = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _DeadlinePassed
+            connection = raw.connection
+            sock = getattr(connection, "sock", None) if connection is not None else None
+            if sock is not None:
+                sock.settimeout(remaining)
+            chunk = raw.read1(_READ_CHUNK, decode_content=True)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+    def _transport_failure(self, path: str, exc: BaseException) -> TikTokAPIError:
+        """Our own one-line error for what the network or the HTTP libraries raised.
+
+        Never the library's text: `InvalidHeader` and friends quote the header, token included.
+        """
+        if isinstance(
+            exc, (_DeadlinePassed, requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+        ):
             msg = (
                 f"TikTok did not answer {path} within request_timeout ({self.timeout:g} s); "
                 "raise `request_timeout` if this persists"
             )
-            raise TikTokAPIError(msg, path=path, retryable=True) from None
-        except requests.ConnectionError:
-            msg = f"cannot reach TikTok at {self.api_url}: check `api_url` and the network"
-            raise TikTokAPIError(msg, path=path, retryable=self._reached) from None
-        self._reached = True
-        return self._envelope(path, response)
+            return TikTokAPIError(msg, path=path, retryable=True)
+        broken = (
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+            urllib3.exceptions.ProtocolError,
+            urllib3.exceptions.DecodeError,
+            HTTPException,
+        )
+        if isinstance(exc, broken) and self._reached:
+            msg = (
+                f"TikTok's answer to {path} broke off mid-way ({type(exc).__name__}): a network "
+                "or server fault; re-run later if this persists"
+            )
+            return TikTokAPIError(msg, path=path, retryable=True)
+        if isinstance(exc, (requests.ConnectionError, OSError, *broken)):
+            msg = (
+                f"cannot reach TikTok at {mask_url(self.api_url)} ({type(exc).__name__}): check "
+                "`api_url` and the network"
+            )
+            return TikTokAPIError(msg, path=path, retryable=self._reached)
+        msg = (
+            f"sending {path} to TikTok failed ({type(exc).__name__}): check `api_url` and "
+            "`access_token`"
+        )
+        return TikTokAPIError(msg, path=path)
 
     @staticmethod
-    def _envelope(path: str, response: requests.Response) -> dict:
-        status = response.status_code
+    def _envelope(path: str, status: int, content: bytes) -> dict:
+        if status == HTTP_TOO_MANY_REQUESTS:
+            msg = (
+                f"TikTok answered HTTP 429 (too many requests) for {path}: its rate limit stayed "
+                "exhausted after every retry; lower `max_requests_per_second` or raise "
+                "`max_retries`"
+            )
+            raise TikTokAPIError(msg, path=path, retryable=True, rate_limited=True)
         if status >= 500:
             msg = f"TikTok answered HTTP {status} for {path}: a server fault, re-run later"
             raise TikTokAPIError(msg, path=path, retryable=True)
@@ -260,7 +516,7 @@ class TikTokClient:
             )
             raise TikTokAPIError(msg, path=path)
         try:
-            envelope = response.json()
+            envelope = orjson.loads(content)
             code = int(envelope["code"])
         except (ValueError, KeyError, TypeError):
             msg = f"TikTok answered {path} without its JSON envelope: check `api_url`"
@@ -272,7 +528,8 @@ class TikTokClient:
                 code=code,
                 path=path,
                 request_id=envelope.get("request_id"),
-                retryable=is_retryable_code(code),
+                retryable=is_retryable_code(code, message),
+                rate_limited=code in RATE_LIMIT_CODES,
                 tiktok_message=message,
             )
         data = envelope.get("data")
@@ -416,6 +673,7 @@ class DryRunClient(TikTokClient):
             on_confirmed(batch)
 
     def _send(self, method: str, path: str, params: dict | None, body: Body | None) -> dict:
+        """Write the request; a create is answered with the stand-in id `dry-run:<name>`."""
         if isinstance(body, bytes):
             body = orjson.Fragment(body)
         record = {"method": method, "path": path, "body": body if body is not None else params}
@@ -424,6 +682,9 @@ class DryRunClient(TikTokClient):
             self.requests_sent += 1
             self._output.write(line + "\n")
             self._output.flush()
+        creating = isinstance(body, dict) and body.get("action") == "create"
+        if path == "segment/audience/" and creating:
+            return {"audience_id": f"{DRY_RUN_PREFIX}{body.get('custom_audience_name')}"}
         return {}
 
     def close(self) -> None:

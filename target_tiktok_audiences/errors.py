@@ -27,6 +27,7 @@ class TikTokAPIError(TargetError):
     """TikTok answered with a non-zero `code`, or an HTTP error, for one request.
 
     The message never includes the request body or headers: they carry hashes and the token.
+    `rate_limited`: TikTok (or a gateway, HTTP 429) refused the request unread, for now.
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class TikTokAPIError(TargetError):
         path: str = "",
         request_id: str | None = None,
         retryable: bool = False,
+        rate_limited: bool = False,
         tiktok_message: str = "",
     ) -> None:
         super().__init__(message)
@@ -45,3 +47,16 @@ class TikTokAPIError(TargetError):
         self.path = path
         self.request_id = request_id
         self.retryable = retryable
+        self.rate_limited = rate_limited
+
+
+class AudienceDeletedError(TargetError):
+    """An audience the target created by name is gone from TikTok (40007 for its id).
+
+    The sync catches it and creates the audience again; it only reaches the user when the
+    new audience is reported gone too.
+    """
+
+    def __init__(self, message: str, *, audience_id: str) -> None:
+        super().__init__(message)
+        self.audience_id = audience_id

@@ -8,6 +8,7 @@ a whole snapshot, and the removal guard can refuse the sync before anything is s
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,8 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 from singer_sdk.sinks import BatchSink
 
-from target_tiktok_audiences.audiences import check_unknown_audience, resolve_audience
-from target_tiktok_audiences.errors import RemovalGuardError, TargetError
+from target_tiktok_audiences.audiences import (
+    audience_deleted,
+    check_unknown_audience,
+    resolve_audience,
+)
+from target_tiktok_audiences.client import NOT_FOUND
+from target_tiktok_audiences.errors import (
+    AudienceDeletedError,
+    RemovalGuardError,
+    TargetError,
+    TikTokAPIError,
+)
 from target_tiktok_audiences.people import NO_CONSENT_REASON, Hashed, PeopleQueue, RecordSpec
 from target_tiktok_audiences.planning import removal_refusal, should_hold
 from target_tiktok_audiences.store import Batch, PlanSummary
@@ -230,14 +241,23 @@ class AudienceSink(BatchSink):
     # Applying staged people to the audience
 
     def apply(self, *, complete: bool) -> None:
-        """Plan, guard, hold or send, and confirm: everything staged for this audience."""
+        """Plan, guard, hold or send, and confirm: everything staged for this audience.
+
+        Every way this can end the run is recorded as the audience's last result, `failed`
+        (`status` then says FAILED). An audience created by name that TikTok no longer has is
+        created again once, and filled with everyone it should hold.
+        """
         started = time.monotonic()
         requests_before = self.owner.client.requests_sent
         audience = self.row.id
         try:
-            self._apply(audience, complete=complete)
-        except TargetError as exc:
-            self.store.record_result(audience, "failed", str(exc), None)
+            try:
+                self._apply(audience, complete=complete)
+            except AudienceDeletedError as exc:
+                self._forget_deleted(exc.audience_id)
+                self._apply(audience, complete=complete)
+        except BaseException as exc:
+            self._record_failure(audience, exc)
             raise
         finally:
             self.store.clear_staged(audience)
@@ -247,6 +267,29 @@ class AudienceSink(BatchSink):
             self.progress.totals["requests"] += self.owner.client.requests_sent - requests_before
             self.progress.seconds += time.monotonic() - started
         self.store.record_result(audience, "ok", None, self.report_counts())
+
+    def _record_failure(self, audience: int, exc: BaseException) -> None:
+        """Record the failed sync; a store that fails too must not hide why the run ended."""
+        if isinstance(exc, TargetError):
+            error = str(exc)
+        else:
+            error = f"the run ended ({type(exc).__name__}) before this sync was confirmed"
+        with contextlib.suppress(Exception):
+            self.store.record_result(audience, "failed", error, None)
+
+    def _forget_deleted(self, audience_id: str) -> None:
+        """TikTok no longer has the audience: hold its people for a new one (see the store)."""
+        held = self.store.forget_deleted_audience(self.row.id)
+        self.row = self.store.get_audience(self.row.id)
+        self.owner.logger.warning(
+            "Audience %s (%s, stream %s) no longer exists on TikTok (deleted?): creating it "
+            "again and filling it with the %d people the store had confirmed, with this run's "
+            "changes. Point your ad groups at the new audience.",
+            self.settings.label,
+            audience_id,
+            self.stream_name,
+            held,
+        )
 
     def _apply(self, audience: int, *, complete: bool) -> None:
         store, settings = self.store, self.settings
@@ -266,7 +309,8 @@ class AudienceSink(BatchSink):
         summary: PlanSummary | None = None
         # This apply's records as people (see `_count_apply`), when `hold` reduced them first.
         tally: tuple[int, int, int] | None = None
-        if not uploaded and settings.min_audience_size:
+        # People held for a first upload: below min_audience_size, or of a deleted audience.
+        if not uploaded and (settings.min_audience_size or store.count_pending(audience)):
             if store.count_pending(audience) or store.count_members(audience):
                 people = store.hold(audience, snapshot=snapshot)  # with those held before
                 tally = store.staged_people(audience)
@@ -370,7 +414,14 @@ class AudienceSink(BatchSink):
                 self.owner.progress.changes_confirmed(batch.size)
 
             batches = self._batches(audience, action)
-            client.map_all(action, self.settings.advertiser_ids, audience_id, batches, confirmed)
+            try:
+                client.map_all(
+                    action, self.settings.advertiser_ids, audience_id, batches, confirmed
+                )
+            except TikTokAPIError as exc:
+                if exc.code == NOT_FOUND:
+                    raise audience_deleted(self.settings, audience_id) from None
+                raise
             if action == "delete" and (summary.left or summary.changed):
                 store.confirm_kept_deletes(audience)  # only leavers and changes plan deletes
         store.finish_upload(audience)

@@ -1257,6 +1257,31 @@ class MembershipStore:
                 self._db.execute("COMMIT")
         return counts
 
+    # An audience deleted on TikTok
+
+    def forget_deleted_audience(self, audience: int) -> int:
+        """TikTok no longer has this audience: its confirmed people become held ones.
+
+        In one transaction: every member moves to `pending` (a held person already there
+        stays as held), the TikTok id is forgotten and the audience counts as never uploaded.
+        The next upload then creates the audience again and sends everyone held, like any
+        first upload; `finish_upload` clears `pending` only once TikTok confirmed it all, so a
+        run that dies on the way leaves nobody behind. Returns the number of people held.
+        """
+        with self.transaction() as db:
+            db.execute(
+                f"INSERT INTO pending (audience, person, {_SLOT_LIST}) "
+                f"SELECT audience, person, {_SLOT_LIST} FROM members WHERE audience = ? "
+                "ON CONFLICT (audience, person) DO NOTHING",
+                (audience,),
+            )
+            db.execute("DELETE FROM members WHERE audience = ?", (audience,))
+            db.execute(
+                "UPDATE audiences SET audience_id = NULL, uploaded_at = NULL WHERE id = ?",
+                (audience,),
+            )
+        return self.count_pending(audience)
+
 
 def _identity(location: str) -> str:
     """What tells two `membership_store` values apart: the file, or the URL and schema."""

@@ -2,7 +2,9 @@
 
 It speaks real HTTP on 127.0.0.1, validates requests as strictly as ``/work/shared/tiktok-api.md``
 describes, keeps audience membership in memory and supports fault injection (latency, hangs,
-HTTP 503, error codes, rate limiting).
+HTTP 503 and 429, error codes, rate limiting, answers that break off mid-body or trickle in a byte
+at a time, a create answered without its id, partial success 20001, a busy audience 40002, an
+audience deleted behind the target's back).
 
 Use it from tests::
 
@@ -31,11 +33,13 @@ import random
 import re
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from operator import itemgetter
 from types import TracebackType
@@ -60,7 +64,7 @@ MESSAGES: dict[int, str] = {
     20001: "Partial success",
     40000: "Invalid parameters",
     40001: "No permission",
-    40002: "Audience is busy, try later",
+    40002: "Invalid parameters",
     40007: "Object does not exist",
     40011: "Too many ids",
     40016: "Too many requests",
@@ -79,6 +83,8 @@ MESSAGES: dict[int, str] = {
     60001: "System maintenance",
     61000: "Too many requests",
 }
+
+BUSY_MESSAGE = "Audience is busy processing, try later"
 
 FIRST_AUDIENCE_ID = 7100000000000000001
 YEAR_SECONDS = 365 * 24 * 3600
@@ -248,6 +254,35 @@ def _rows_checked(batch: list[Any], schema: list[str]) -> Groups:
     return groups
 
 
+@dataclass
+class Answer:
+    """One HTTP answer and how it goes out on the wire.
+
+    ``delivery``: ``"whole"``; ``"break"`` (headers with the full Content-Length and half the
+    body, then the connection closes); ``"reset"`` (the same, then a TCP reset); ``"dribble"``
+    (the whole answer, head included, a byte at a time, ``pause`` seconds apart);
+    ``"dribble_body"`` (the head at once, then the body so).
+    """
+
+    status: int
+    payload: dict[str, Any]
+    delay: float = 0.0
+    delivery: str = "whole"
+    pause: float = 0.0
+
+
+@dataclass
+class _Fault:
+    """What fault injection decided for one request (see ``FakeTikTok.inject``)."""
+
+    kind: str | None = None  # rate_limited, http_429, busy, http_503, error, partial
+    code: int = 0
+    latency: float = 0.0
+    hang: float = 0.0
+    delivery: str = "whole"
+    pause: float = 0.0
+
+
 class _Server(ThreadingHTTPServer):
     """ThreadingHTTPServer that knows its FakeTikTok and stays quiet."""
 
@@ -320,22 +355,53 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         body = self._read_body()
-        status, payload, delay = self.server.fake._handle(
-            self.command, self.path, dict(self.headers.items()), body
-        )
-        if delay > 0:
-            time.sleep(delay)
-        data = json.dumps(payload, separators=(",", ":")).encode()
+        answer = self.server.fake._handle(self.command, self.path, dict(self.headers.items()), body)
+        if answer.delay > 0:
+            time.sleep(answer.delay)
+        data = json.dumps(answer.payload, separators=(",", ":")).encode()
         try:
-            self.send_response(status)
+            self.send_response(answer.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if self.command != "HEAD":
+            if answer.delivery != "dribble":  # else the head goes out with the body
+                self.end_headers()
+            if self.command == "HEAD":
+                pass
+            elif answer.delivery in ("break", "reset"):
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self._cut(reset=answer.delivery == "reset")
+                return
+            elif answer.delivery in ("dribble", "dribble_body"):
+                self._dribble(data, answer.pause, head=answer.delivery == "dribble")
+            else:
                 self.wfile.write(data)
             self.wfile.flush()
         except OSError:
             self.close_connection = True
+
+    def _dribble(self, data: bytes, pause: float, *, head: bool) -> None:
+        """Send `data` a byte at a time, `pause` seconds apart; with `head`, the head too."""
+        if head:
+            self._headers_buffer.append(b"\r\n")
+            data = b"".join(self._headers_buffer) + data
+            self._headers_buffer = []
+        else:
+            self.wfile.flush()
+        for i in range(len(data)):
+            self.wfile.write(data[i : i + 1])
+            self.wfile.flush()
+            time.sleep(pause)
+
+    def _cut(self, *, reset: bool) -> None:
+        """End the connection mid-answer: a close (FIN), or with `reset` a TCP reset (RST)."""
+        self.close_connection = True
+        if reset:  # linger on, for zero seconds: closing sends RST, not FIN
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()  # really closed once the handler lets go of its files
+        else:
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_WR)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
 
@@ -371,6 +437,12 @@ class FakeTikTok:
             "errors_injected": 0,
             "http_503": 0,
             "hangs": 0,
+            "http_429": 0,
+            "broken": 0,
+            "dribbled": 0,
+            "partial": 0,
+            "busy": 0,
+            "created_without_id": 0,
         }
         self._faults: dict[str, Any] = {}
         self._window: collections.deque[float] = collections.deque()
@@ -551,9 +623,29 @@ class FakeTikTok:
         hang_next: int = 0,
         hang_seconds: float = 0.0,
         rate_limit_per_second: float | None = None,
+        http_429_next: int = 0,
+        break_next: int = 0,
+        reset_next: int = 0,
+        dribble_next: int = 0,
+        dribble_seconds: float = 0.05,
+        dribble_head: bool = True,
+        partial_next: int = 0,
+        busy_next: int = 0,
+        create_without_id_next: int = 0,
         paths: tuple[str, ...] = ("segment/mapping/",),
     ) -> None:
-        """Set the fault knobs; every call replaces all of them (no arguments: all off)."""
+        """Set the fault knobs; every call replaces all of them (no arguments: all off).
+
+        The ``*_next`` knobs each hit that many of the next requests on ``paths``:
+        ``http_429_next`` answers HTTP 429 and does nothing; ``busy_next`` answers 40002 with
+        ``BUSY_MESSAGE`` and does nothing; ``partial_next`` (mapping only) applies the first
+        half of the batch and answers 20001; ``break_next`` and ``reset_next`` carry the request
+        out, then send the headers and half the body and close the connection (FIN, or a TCP
+        reset); ``dribble_next`` carries it out and sends the answer (with ``dribble_head``
+        false: only its body) a byte at a time, ``dribble_seconds`` apart.
+        ``create_without_id_next`` hits creates (``segment/audience/``, action create) whatever
+        ``paths`` says: the audience is created, the answer is code 0 without ``audience_id``.
+        """
         with self._lock:
             self._faults = {
                 "error_rate": float(error_rate),
@@ -563,9 +655,23 @@ class FakeTikTok:
                 "hang_next": int(hang_next),
                 "hang_seconds": float(hang_seconds),
                 "rate_limit_per_second": rate_limit_per_second,
+                "http_429_next": int(http_429_next),
+                "break_next": int(break_next),
+                "reset_next": int(reset_next),
+                "dribble_next": int(dribble_next),
+                "dribble_seconds": float(dribble_seconds),
+                "dribble_head": bool(dribble_head),
+                "partial_next": int(partial_next),
+                "busy_next": int(busy_next),
+                "create_without_id_next": int(create_without_id_next),
                 "paths": tuple(paths),
             }
             self._window.clear()
+
+    def delete_audience(self, audience_id: str) -> None:
+        """Delete an audience as a user would in Ads Manager: later requests for it get 40007."""
+        with self._lock:
+            del self._audiences[str(audience_id)]
 
     # ------------------------------------------------------------------ internals
 
@@ -631,15 +737,12 @@ class FakeTikTok:
             raise ApiError(40001, f"No permission to operate advertiser {advertiser_id}")
         return advertiser_id
 
-    def _faults_for(self, rel: str) -> tuple[str | None, int, float, float]:
-        """Decide faults for one request: (kind, code, latency, hang seconds).
-
-        kind is None, "rate_limited", "http_503" or "error" (code: the envelope code to answer).
-        """
+    def _faults_for(self, rel: str) -> _Fault:
+        """Decide the faults for one request on path ``rel`` (see ``inject``)."""
         with self._lock:
             f = self._faults
             if rel not in f["paths"]:
-                return None, 0, 0.0, 0.0
+                return _Fault()
             limit = f["rate_limit_per_second"]
             if limit is not None:
                 now = time.monotonic()
@@ -647,25 +750,60 @@ class FakeTikTok:
                     self._window.popleft()
                 if len(self._window) >= limit:
                     self.stats["rate_limited"] += 1
-                    return "rate_limited", 40100, 0.0, 0.0
+                    return _Fault("rate_limited", 40100)
                 self._window.append(now)
-            hang = 0.0
+            for knob, kind, stat in (
+                ("http_429_next", "http_429", "http_429"),
+                ("busy_next", "busy", "busy"),
+            ):
+                if f[knob] > 0:
+                    f[knob] -= 1
+                    self.stats[stat] += 1
+                    return _Fault(kind)
+            fault = _Fault(latency=f["latency"])
             if f["hang_next"] > 0:
                 f["hang_next"] -= 1
                 self.stats["hangs"] += 1
-                hang = f["hang_seconds"]
+                fault.hang = f["hang_seconds"]
             if f["http_503_rate"] > 0 and self._rng.random() < f["http_503_rate"]:
                 self.stats["http_503"] += 1
-                return "http_503", 503, f["latency"], hang
+                fault.kind, fault.code = "http_503", 503
+                return fault
             if f["error_rate"] > 0 and self._rng.random() < f["error_rate"]:
                 self.stats["errors_injected"] += 1
-                return "error", int(self._rng.choice(f["error_codes"])), f["latency"], hang
-            return None, 0, f["latency"], hang
+                fault.kind, fault.code = "error", int(self._rng.choice(f["error_codes"]))
+                return fault
+            if rel == "segment/mapping/" and f["partial_next"] > 0:
+                f["partial_next"] -= 1
+                self.stats["partial"] += 1
+                fault.kind = "partial"
+            for knob, delivery, stat in (
+                ("break_next", "break", "broken"),
+                ("reset_next", "reset", "broken"),
+                ("dribble_next", "dribble" if f["dribble_head"] else "dribble_body", "dribbled"),
+            ):
+                if f[knob] > 0:
+                    f[knob] -= 1
+                    self.stats[stat] += 1
+                    fault.delivery, fault.pause = delivery, f["dribble_seconds"]
+                    break
+            return fault
+
+    def _create_without_id(self, rel: str, body: dict[str, Any] | None) -> bool:
+        """Whether this request is a create to answer without its id (and count it)."""
+        if rel != "segment/audience/" or not body or body.get("action") != "create":
+            return False
+        with self._lock:
+            if self._faults["create_without_id_next"] <= 0:
+                return False
+            self._faults["create_without_id_next"] -= 1
+            self.stats["created_without_id"] += 1
+            return True
 
     def _handle(
         self, method: str, raw_path: str, headers: dict[str, str], raw_body: bytes
-    ) -> tuple[int, dict[str, Any], float]:
-        """Answer one HTTP request: (HTTP status, JSON payload, seconds to wait before sending)."""
+    ) -> Answer:
+        """Answer one HTTP request (the answer says how to send it)."""
         parts = urlsplit(raw_path)
         path = parts.path
         rel = path[len(PREFIX) :] if path.startswith(PREFIX) else path
@@ -682,11 +820,11 @@ class FakeTikTok:
             self.stats["requests"] += 1
             self._log.append(entry)
 
-        def finish(
-            status: int, payload: dict[str, Any], delay: float = 0.0
-        ) -> tuple[int, dict[str, Any], float]:
+        def finish(status: int, payload: dict[str, Any], fault: _Fault | None = None) -> Answer:
             entry["code"] = payload.get("code", status) if status == 200 else status
-            return status, payload, delay
+            if fault is None:
+                return Answer(status, payload)
+            return Answer(status, payload, fault.hang, fault.delivery, fault.pause)
 
         route = self._routes.get(rel) if path.startswith(PREFIX) else None
         if route is None:
@@ -709,16 +847,20 @@ class FakeTikTok:
             if not known:
                 return finish(200, self._envelope(40105, "Access token is invalid", None))
 
-        kind, fault_code, latency, hang = self._faults_for(rel)
-        if kind == "rate_limited":
+        fault = self._faults_for(rel)
+        if fault.kind == "rate_limited":
             return finish(200, self._envelope(40100, "Too many requests", None))
-        if latency > 0:
-            time.sleep(latency)
-        if kind == "http_503":
-            return finish(503, {"message": "Service Unavailable"}, hang)
-        if kind == "error":
-            msg = f"{MESSAGES.get(fault_code, 'Error')} (injected)"
-            return finish(200, self._envelope(fault_code, msg, None), hang)
+        if fault.kind == "http_429":
+            return finish(429, {"message": "Too Many Requests"})
+        if fault.kind == "busy":
+            return finish(200, self._envelope(40002, BUSY_MESSAGE, None))
+        if fault.latency > 0:
+            time.sleep(fault.latency)
+        if fault.kind == "http_503":
+            return finish(503, {"message": "Service Unavailable"}, fault)
+        if fault.kind == "error":
+            msg = f"{MESSAGES.get(fault.code, 'Error')} (injected)"
+            return finish(200, self._envelope(fault.code, msg, None), fault)
 
         try:
             body: dict[str, Any] | None = None
@@ -733,10 +875,18 @@ class FakeTikTok:
                 if not isinstance(parsed, dict):
                     raise ApiError(40000, "Request body must be a JSON object")
                 body = parsed
+            partial = fault.kind == "partial" and body is not None
+            if partial and isinstance(body.get("batch_data"), list) and body["batch_data"]:
+                body["batch_data"] = body["batch_data"][: (len(body["batch_data"]) + 1) // 2]
+            without_id = self._create_without_id(rel, body)
             data = func(token=token, query=query, body=body)
-            return finish(200, self._envelope(0, "OK", data), hang)
+            if without_id:
+                data = {k: v for k, v in data.items() if k != "audience_id"}
+            if partial:
+                return finish(200, self._envelope(20001, MESSAGES[20001], data), fault)
+            return finish(200, self._envelope(0, "OK", data), fault)
         except ApiError as err:
-            return finish(200, self._envelope(err.code, err.message, None), hang)
+            return finish(200, self._envelope(err.code, err.message, None), fault)
         except Exception:
             return finish(500, {"message": "fake_tiktok bug", "traceback": traceback.format_exc()})
 

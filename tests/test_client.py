@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -13,6 +14,7 @@ import traceback
 import pytest
 import requests
 import requests_mock as rm
+import urllib3
 
 from target_tiktok_audiences.client import (
     PARALLEL_BODY_ROWS,
@@ -27,6 +29,7 @@ from target_tiktok_audiences.identifiers import SLOTS
 from target_tiktok_audiences.planning import mapping_body
 from target_tiktok_audiences.store import Batch
 from target_tiktok_audiences.workers import Workers
+from tests.fake_tiktok import FakeTikTok
 
 API = "https://business-api.tiktok.com/open_api/v1.3/"
 MAPPING = API + "segment/mapping/"
@@ -723,7 +726,8 @@ def test_dry_run_writes_requests_and_sends_nothing(requests_mock):
     out = io.StringIO()
     c = DryRunClient(out, api_url=API, access_token=None, batch_size=5000)
     body = {"advertiser_id": ADVERTISER, "action": "create", "custom_audience_name": "Customers"}
-    assert c.request("POST", "segment/audience/", body=body, idempotent=False) == {}
+    created = c.request("POST", "segment/audience/", body=body, idempotent=False)
+    assert created == {"audience_id": "dry-run:Customers"}
     c.map_batch("add", [ADVERTISER], "dry-run:Customers", Batch.of(ROWS[:2]))
     params = {"advertiser_id": ADVERTISER, "custom_audience_ids": '["888"]'}
     assert c.request("GET", "dmp/custom_audience/get/", params=params) == {}
@@ -863,3 +867,230 @@ def test_pacer_never_starts_more_than_rate_in_any_sliding_second():
     assert all(
         b - a >= 1.0 + Pacer.MARGIN - 1e-9 for a, b in zip(starts, starts[20:], strict=False)
     )
+
+
+# Faults of the network and of TikTok's gateways
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        requests.exceptions.ChunkedEncodingError,
+        requests.exceptions.ContentDecodingError,
+        urllib3.exceptions.ProtocolError,
+        urllib3.exceptions.IncompleteRead(10, 20),
+    ],
+    ids=["chunked", "decoding", "protocol", "incomplete-read"],
+)
+def test_answer_broken_mid_body_is_retried(requests_mock, client, exc):
+    requests_mock.get(API + "user/info/", json=ok())
+    requests_mock.post(MAPPING, [{"exc": exc}, {"json": ok({"n": 1})}])
+    client.request("GET", "user/info/")
+    assert client.request("POST", "segment/mapping/", body={}) == {"n": 1}
+    assert requests_mock.call_count == 3
+
+
+def test_answer_broken_mid_body_fails_with_our_words_after_max_retries(requests_mock):
+    requests_mock.get(API + "user/info/", json=ok())
+    broken = requests.exceptions.ChunkedEncodingError(f"Connection broken {TOKEN}")
+    requests_mock.post(MAPPING, [{"exc": broken}] * 3)
+    c = make_client(max_retries=1)
+    c.request("GET", "user/info/")
+    with pytest.raises(TikTokAPIError) as info:
+        c.request("POST", "segment/mapping/", body={})
+    assert str(info.value) == (
+        "TikTok's answer to segment/mapping/ broke off mid-way (ChunkedEncodingError): a network "
+        "or server fault; re-run later if this persists"
+    )
+    assert info.value.__suppress_context__
+    assert TOKEN not in "".join(traceback.format_exception(info.value))
+    c.close()
+
+
+def test_create_is_not_retried_after_a_broken_answer(requests_mock, client):
+    requests_mock.get(API + "user/info/", json=ok())
+    requests_mock.post(
+        AUDIENCE_URL,
+        [{"exc": requests.exceptions.ChunkedEncodingError}, {"json": ok({"audience_id": "2"})}],
+    )
+    client.request("GET", "user/info/")
+    with pytest.raises(TikTokAPIError):
+        client.request("POST", "segment/audience/", body={"action": "create"}, idempotent=False)
+    assert requests_mock.call_count == 2
+
+
+def test_http_429_backs_off_as_a_rate_limit(requests_mock, monkeypatch):
+    requests_mock.post(MAPPING, [{"status_code": 429}] * 3 + [{"json": ok({"n": 1})}])
+    c = make_client(max_retries=5, backoff_base=0.001)
+    calls = []
+    monkeypatch.setattr(c, "_backoff", lambda attempt, limited: calls.append(limited) or 0.0)
+    assert c.request("POST", "segment/mapping/", body={}) == {"n": 1}
+    assert calls == [1, 2, 3]  # counted as a rate limit: the third waits minutes
+    c.close()
+
+
+def test_http_429_is_retried_for_a_create_and_named_when_it_persists(requests_mock, client):
+    requests_mock.post(AUDIENCE_URL, [{"status_code": 429}, {"json": ok({"audience_id": "2"})}])
+    data = client.request("POST", "segment/audience/", body={"action": "create"}, idempotent=False)
+    assert data == {"audience_id": "2"}
+    requests_mock.post(MAPPING, status_code=429)
+    with pytest.raises(TikTokAPIError) as info:
+        client.request("POST", "segment/mapping/", body={})
+    assert "HTTP 429 (too many requests)" in str(info.value)
+    assert "max_requests_per_second" in str(info.value)
+    assert "wrong path" not in str(info.value)
+
+
+def test_partial_success_is_a_failed_batch_saying_what_tiktok_reported(requests_mock, client):
+    requests_mock.post(MAPPING, [{"json": fail(20001, "Partial success")}, {"json": ok()}])
+    with pytest.raises(TikTokAPIError) as info:
+        client.request("POST", "segment/mapping/", body={})
+    assert requests_mock.call_count == 1
+    message = str(info.value)
+    assert "code 20001: Partial success" in message
+    assert "only part of the batch" in message and "history" in message
+
+
+@pytest.mark.parametrize(
+    "message", ["Audience is busy, try later", "The audience is PROCESSING the last change"]
+)
+def test_busy_40002_is_retried(requests_mock, client, message):
+    requests_mock.post(MAPPING, [{"json": fail(40002, message)}, {"json": ok({"n": 1})}])
+    assert client.request("POST", "segment/mapping/", body={}) == {"n": 1}
+    assert is_retryable_code(40002, message)
+
+
+def test_other_40002_is_not_retried(requests_mock, client):
+    requests_mock.post(MAPPING, [{"json": fail(40002, "Invalid parameters")}, {"json": ok()}])
+    with pytest.raises(TikTokAPIError) as info:
+        client.request("POST", "segment/mapping/", body={})
+    assert requests_mock.call_count == 1
+    assert "rejected a parameter" in str(info.value)
+    assert "busy" not in str(info.value)
+
+
+# The whole request within request_timeout, against the fake server
+
+
+@pytest.mark.parametrize("head", [True, False], ids=["whole-answer", "body"])
+def test_request_timeout_bounds_an_answer_that_trickles_in(head):
+    with FakeTikTok() as fake:
+        fake.add_advertiser(ADVERTISER)
+        fake.add_token(TOKEN, [ADVERTISER])
+        fake.inject(dribble_next=1, dribble_seconds=0.1, dribble_head=head, paths=("user/info/",))
+        c = make_client(fake.url, timeout=0.5, max_retries=0)
+        started = time.monotonic()
+        with pytest.raises(TikTokAPIError) as info:
+            c.request("GET", "user/info/")
+        assert time.monotonic() - started < 5  # the whole answer would take over 10 s
+        assert "within request_timeout (0.5 s)" in str(info.value)
+        assert info.value.retryable
+        assert c.request("GET", "user/info/")["display_name"] == "fake user"
+        c.close()
+
+
+@pytest.mark.parametrize("knob", ["break_next", "reset_next"])
+def test_short_or_reset_body_from_a_real_server_is_retried(knob):
+    with FakeTikTok() as fake:
+        fake.add_advertiser(ADVERTISER)
+        fake.add_token(TOKEN, [ADVERTISER])
+        fake.inject(**{knob: 1}, paths=("user/info/",))
+        c = make_client(fake.url)
+        c._reached = True  # as after an earlier answer: a first refusal is no blip
+        assert c.request("GET", "user/info/")["display_name"] == "fake user"
+        assert fake.stats["broken"] == 1
+        assert fake.stats["requests"] == 2
+        c.close()
+
+
+# The token
+
+
+def test_token_is_stripped_of_surrounding_whitespace(requests_mock):
+    requests_mock.get(API + "user/info/", json=ok())
+    c = make_client(access_token=f"  {TOKEN}\n")
+    c.request("GET", "user/info/")
+    assert requests_mock.last_request.headers["Access-Token"] == TOKEN
+    c.close()
+
+
+@pytest.mark.parametrize(
+    "token", [f"{TOKEN}\nX-Evil: 1", f"{TOKEN} second", f"{TOKEN}\u00e9", f"{TOKEN}\x00"]
+)
+def test_token_that_cannot_go_in_a_header_is_refused_without_echoing_it(requests_mock, token):
+    requests_mock.get(API + "user/info/", json=ok())
+    c = make_client(access_token=token)
+    with pytest.raises(TikTokAPIError) as info:
+        c.request("GET", "user/info/")
+    assert requests_mock.call_count == 0
+    assert "cannot go in an HTTP header" in str(info.value)
+    shown = "".join(traceback.format_exception(info.value)) + repr(info.value.args)
+    assert TOKEN not in shown
+    assert not info.value.retryable
+    c.close()
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        requests.exceptions.InvalidHeader(f"Invalid leading whitespace in header: {TOKEN}"),
+        requests.exceptions.InvalidURL(f"bad url with {TOKEN}"),
+        ValueError(f"Invalid header value b'{TOKEN}'"),
+        UnicodeEncodeError("latin-1", TOKEN, 0, 1, "ordinal not in range(256)"),
+        urllib3.exceptions.LocationParseError(TOKEN),
+    ],
+    ids=["invalid-header", "invalid-url", "value-error", "unicode", "location-parse"],
+)
+def test_no_library_error_text_reaches_the_error(requests_mock, client, exc):
+    requests_mock.get(API + "user/info/", exc=exc)
+    with pytest.raises(TikTokAPIError) as info:
+        client.request("GET", "user/info/")
+    error = info.value
+    assert error.__suppress_context__
+    shown = "".join(traceback.format_exception(error)) + str(error) + repr(error.args)
+    assert TOKEN not in shown
+    assert type(exc).__name__ in str(error)
+
+
+# Stopping
+
+
+def test_stop_ends_a_retry_wait_at_once_and_nothing_is_sent_after(requests_mock):
+    requests_mock.post(MAPPING, json=fail(50000))
+    c = make_client(backoff_base=60, max_retries=8)
+    failure: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            c.request("POST", "segment/mapping/", body={})
+        except TikTokAPIError as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while requests_mock.call_count == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    c.stop()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert requests_mock.call_count == 1
+    assert "being terminated" in str(failure[0])
+    with pytest.raises(TikTokAPIError):
+        c.request("GET", "user/info/")
+    assert requests_mock.call_count == 1
+    c.close()
+
+
+def test_a_compressed_answer_is_decoded(requests_mock, client):
+    packed = gzip.compress(json.dumps(ok({"n": 1})).encode())
+    requests_mock.get(API + "user/info/", content=packed, headers={"Content-Encoding": "gzip"})
+    assert client.request("GET", "user/info/") == {"n": 1}
+
+
+def test_a_corrupt_compressed_answer_is_a_broken_answer_and_retried(requests_mock, client):
+    corrupt = {"content": b"not gzip at all", "headers": {"Content-Encoding": "gzip"}}
+    requests_mock.get(API + "user/info/", [corrupt, {"json": ok({"n": 1})}])
+    assert client.request("GET", "user/info/") == {"n": 1}
+    assert requests_mock.call_count == 2

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -844,3 +847,125 @@ def test_stop_cuts_kept_alive_connections_and_restart_keeps_state():
         assert len(f.members(aud)["EMAIL_SHA256"]) == 2
     finally:
         f.stop()
+
+
+# ----------------------------------------------------------------------------- network faults
+
+
+def _raw_answer(fake, body: dict) -> tuple[bytes, bytes]:
+    """POST a mapping over a bare socket; return (head, body as far as it came)."""
+    payload = json.dumps(body).encode()
+    request = (
+        f"POST /open_api/v1.3/{MAPPING} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccess-Token: {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
+    with socket.create_connection(("127.0.0.1", fake.port), timeout=5) as sock:
+        sock.sendall(request)
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += chunk
+    head, _, rest = received.partition(b"\r\n\r\n")
+    return head, rest
+
+
+@pytest.mark.parametrize("knob", ["break_next", "reset_next"])
+def test_answer_breaks_off_mid_body_after_the_request_was_carried_out(fake, aud, knob):
+    fake.inject(**{knob: 1})
+    head, rest = _raw_answer(fake, mapping(aud, email_rows(aud, 2)))
+    assert head.startswith(b"HTTP/1.1 200")
+    length = int(re.search(rb"Content-Length: (\d+)", head)[1])
+    assert 0 < len(rest) < length  # headers and part of the body, then the connection ended
+    assert len(fake.members(aud)["EMAIL_SHA256"]) == 2
+    assert fake.stats["broken"] == 1
+    fake.inject(**{knob: 1})
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 1, "q")))
+    fake.inject()
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 1, "r")))) == 0
+
+
+def test_reset_is_a_tcp_reset(fake, aud):
+    fake.inject(reset_next=1)
+    payload = json.dumps(mapping(aud, email_rows(aud, 1))).encode()
+    with socket.create_connection(("127.0.0.1", fake.port), timeout=5) as sock:
+        sock.sendall(
+            f"POST /open_api/v1.3/{MAPPING} HTTP/1.1\r\nAccess-Token: {TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        with pytest.raises(ConnectionResetError):
+            while sock.recv(65536):
+                pass
+
+
+def test_http_429_does_nothing(fake, aud):
+    fake.inject(http_429_next=1)
+    resp = call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 2)))
+    assert resp.status_code == 429
+    assert fake.members(aud) == {}
+    assert fake.stats["http_429"] == 1
+    assert fake.requests_log(MAPPING)[-1]["code"] == 429
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 2)))) == 0
+
+
+def test_dribbled_answer_arrives_a_byte_at_a_time(fake, aud):
+    fake.inject(dribble_next=1, dribble_seconds=0.005)
+    started = time.monotonic()
+    resp = call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 1)))
+    took = time.monotonic() - started
+    assert code(resp) == 0
+    assert resp.elapsed.total_seconds() > 0.005 * 100  # the head trickled in too
+    assert took >= 0.005 * (100 + len(resp.content)) * 0.9
+    assert fake.stats["dribbled"] == 1
+    # Only the body: the head comes at once; each byte comes well within a read timeout that
+    # the whole answer overruns.
+    fake.inject(dribble_next=1, dribble_seconds=0.02, dribble_head=False)
+    started = time.monotonic()
+    resp = call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 1)), timeout=0.5)
+    assert resp.elapsed.total_seconds() < 0.5
+    assert time.monotonic() - started > 0.5
+
+
+def test_create_answered_without_an_id_still_creates(fake):
+    fake.inject(create_without_id_next=1)
+    body = {"advertiser_id": ADV, "action": "create", "custom_audience_name": "Lost id"}
+    resp = call(fake, "POST", "segment/audience/", body=body)
+    assert code(resp) == 0
+    assert "audience_id" not in resp.json()["data"]
+    assert [a["name"] for a in fake.audiences()] == ["Lost id"]
+    assert fake.stats["created_without_id"] == 1
+    again = call(fake, "POST", "segment/audience/", body=body)
+    assert again.json()["data"]["audience_id"]
+
+
+def test_partial_success_applies_part_of_the_batch(fake, aud):
+    fake.inject(partial_next=1)
+    resp = call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 4)))
+    assert code(resp) == 20001
+    assert resp.json()["message"] == "Partial success"
+    assert fake.members(aud)["EMAIL_SHA256"] == {sha(f"p{i}@example.com") for i in range(2)}
+    assert fake.stats["partial"] == 1
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 4)))) == 0
+
+
+def test_busy_audience_is_40002_and_does_nothing(fake, aud):
+    fake.inject(busy_next=1)
+    resp = call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 2)))
+    assert code(resp) == 40002
+    assert "busy" in resp.json()["message"]
+    assert fake.members(aud) == {}
+    fake.inject(error_rate=1.0, error_codes=(40002,))
+    other = call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 2)))
+    assert code(other) == 40002
+    assert "busy" not in other.json()["message"].lower()
+
+
+def test_deleted_audience_answers_40007_everywhere(fake, aud):
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 1)))) == 0
+    fake.delete_audience(aud)
+    assert code(call(fake, "POST", MAPPING, body=mapping(aud, email_rows(aud, 1)))) == 40007
+    params = {"advertiser_id": ADV, "custom_audience_ids": json.dumps([aud])}
+    assert code(call(fake, "GET", "dmp/custom_audience/get/", params=params)) == 40007
+    listed = call(fake, "GET", "dmp/custom_audience/list/", params={"advertiser_id": ADV})
+    assert listed.json()["data"]["list"] == []
