@@ -58,6 +58,17 @@ _READ_CHUNK = 65536
 # What an access token may hold: visible ASCII. Anything else cannot go in an HTTP header (or is
 # no TikTok token), and the library errors that say so would echo the header, token and all.
 _TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
+
+
+def token_fault(token: str) -> str | None:
+    """Why a token (surrounding whitespace already trimmed) cannot be sent; None if it can."""
+    if token and not _TOKEN_CHARACTERS.fullmatch(token):
+        return (
+            "the access token holds a character that cannot go in an HTTP header or a TikTok "
+            "token (a space, a line break, a control or non-ASCII character): copy "
+            "`access_token` again from TikTok"
+        )
+    return None
 _FIXES = {
     PARTIAL_SUCCESS: "TikTok applied only part of the batch, without saying which ids failed "
     "(they show later in the audience's history): the batch is not confirmed, and the next run "
@@ -297,14 +308,9 @@ class TikTokClient:
         self._session.mount("https://", adapter)
         self._session.headers["Content-Type"] = "application/json"
         token = (access_token or "").strip()
-        self._unsendable_header: str | None = None  # why the token cannot be sent, if it cannot
-        if token and not _TOKEN_CHARACTERS.fullmatch(token):
-            self._unsendable_header = (
-                "the access token holds a character that cannot go in an HTTP header or a "
-                "TikTok token (a space, a line break, a control or non-ASCII character): copy "
-                "`access_token` again from TikTok"
-            )
-        elif token:
+        # Why the token cannot be sent, if it cannot: every request then fails with this.
+        self._unsendable_header = token_fault(token)
+        if token and self._unsendable_header is None:
             self._session.headers["Access-Token"] = token
 
     def close(self) -> None:

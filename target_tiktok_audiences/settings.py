@@ -29,6 +29,7 @@ from singer_sdk.helpers.capabilities import (
     TARGET_VALIDATE_RECORDS_CONFIG,
 )
 
+from target_tiktok_audiences.client import token_fault
 from target_tiktok_audiences.errors import ConfigError
 from target_tiktok_audiences.identifiers import (
     DEFAULT_IDENTIFIER_FIELDS,
@@ -338,7 +339,6 @@ def tiktok_audience_name(name: str) -> str:
 
 
 _ADVERTISER_ID = re.compile(r"^\d{1,32}$")
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what a token can be
 
 
 def _check_advertisers(ids: Any, setting: str) -> tuple[str, ...]:
@@ -369,12 +369,9 @@ def check_global_settings(config: Mapping[str, Any]) -> NormalizationOptions:
         msg = f"`api_url` must start with http:// or https://, got {api_url!r}."
         raise ConfigError(msg)
     token = config.get("access_token")
-    if isinstance(token, str) and token.strip() and not _HEADER_SAFE.fullmatch(token.strip()):
-        msg = (
-            "`access_token` holds a space or control character inside it, which an HTTP header "
-            "cannot carry: copy the token again, as one line"
-        )
-        raise ConfigError(msg)
+    fault = token_fault(token.strip()) if isinstance(token, str) else None
+    if fault:
+        raise ConfigError(f"`access_token`: {fault}")
     region = str(config.get("phone_default_region") or "US").upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         msg = (

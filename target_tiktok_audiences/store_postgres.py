@@ -118,11 +118,11 @@ class PostgresBackend(Backend):
             self.commit = ("RELEASE SAVEPOINT store",)
             self.rollback = ("ROLLBACK TO SAVEPOINT store", "RELEASE SAVEPOINT store")
         started = time.monotonic()
+        limit = max(2, math.ceil(timeout))
         try:
             params = conninfo_to_dict(conninfo)
             params.setdefault("application_name", "target-tiktok-audiences")
             given = str(params.get("connect_timeout", ""))
-            limit = max(2, math.ceil(timeout))
             if given.isdigit() and 0 < int(given) < limit:
                 limit = int(given)
             params["connect_timeout"] = str(limit)

@@ -190,7 +190,13 @@ def test_a_sqlite_store_locked_by_another_process_ends_the_run_after_store_timeo
         holder.execute("BEGIN EXCLUSIVE")
         started = time.monotonic()
         run = target.run(
-            [schema(), record(id=2, email="b@example.com"), state({"done": 1})], store_timeout=2
+            [
+                schema(),
+                record(id=1, email="a@example.com"),
+                record(id=2, email="b@example.com"),
+                state({"done": 1}),
+            ],
+            store_timeout=2,
         )
         waited = time.monotonic() - started
     finally:

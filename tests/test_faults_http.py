@@ -295,7 +295,7 @@ def test_token_that_cannot_go_in_a_header_is_named_and_never_printed(target, fak
     path.write_text(json.dumps(config))
     result = cli("check", "--config", str(path), cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stdout.startswith("FAIL token: the access token holds a character that cannot")
+    assert "the access token holds a character that cannot go in an HTTP header" in result.output
     assert token not in result.output
     run = target.run([schema(), *people(2), state({"s": 1})], access_token=token)
     line = assert_one_line_failure(run)

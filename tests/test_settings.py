@@ -178,10 +178,12 @@ def test_the_token_is_trimmed_and_remembered():
 
 
 def test_a_token_with_a_character_no_header_can_carry_is_refused():
-    for token in ("tok en-1234", "tok\nen-1234", "tok\x00en-1234"):
+    for token in ("tok en-1234", "tok\nen-1234", "tok\x00en-1234", "tok\u00e9n-1234"):
         with pytest.raises(ConfigError) as caught:
             check_global_settings({**BASE, "access_token": token})
-        assert "`access_token` holds a space or control character" in str(caught.value)
+        assert "`access_token`: the access token holds a character that cannot go in an HTTP" in (
+            str(caught.value)
+        )
         assert token not in str(caught.value)
 
 
