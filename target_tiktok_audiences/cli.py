@@ -484,13 +484,14 @@ def render_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _read_store(location: str) -> list[tuple[AudienceRow, int, int]]:
+def _read_store(location: str, timeout: float) -> list[tuple[AudienceRow, int, int]]:
     """Every audience with its confirmed and pending counts (none when there is no store yet).
 
-    Opened with `create=False`: looking must not leave an empty store behind.
+    Opened with `create=False`: looking must not leave an empty store behind. `timeout` is
+    the `store_timeout` a run uses: a database that stops answering ends `status` too.
     """
     try:
-        store = MembershipStore.open(location, create=False)
+        store = MembershipStore.open(location, create=False, timeout=timeout)
     except StoreMissingError as exc:
         err(f"{mask_url(str(exc))}; a dry run never stores anything")
         return []
@@ -538,7 +539,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     location = str(config["membership_store"])
     audiences = [
         (with_configured_identity(row, config, normalization), confirmed, pending)
-        for row, confirmed, pending in _read_store(location)
+        for row, confirmed, pending in _read_store(location, float(config["store_timeout"]))
     ]
     token = None if config.get("dry_run") else config.get("access_token")
     details: dict[str, dict] = {}

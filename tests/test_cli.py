@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -752,3 +753,18 @@ def test_a_variable_the_sdk_would_misread_is_one_line_in_both_scripts(
     [error] = sync.errors
     assert expected in error
     assert sync.states == []
+
+
+def test_status_waits_for_a_silent_store_no_longer_than_store_timeout(tmp_path, target):
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        url = f"postgresql://postgres:pw-9f2c1e@127.0.0.1:{port}/tests"
+        path = write_config(
+            tmp_path, {**target.config, "membership_store": url, "store_timeout": 3}
+        )
+        result = cli("status", "--config", path, cwd=tmp_path)  # 60 s at most
+    assert result.returncode == 1
+    assert "did not answer" in result.stderr and "store_timeout" in result.stderr
+    assert "pw-9f2c1e" not in result.output
