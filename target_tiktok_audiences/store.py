@@ -873,10 +873,14 @@ class MembershipStore:
         return self.count_pending(audience)
 
     def release_pending(self, audience: int) -> None:
-        """Stage every held person, so the first upload sends them all."""
+        """Stage every held person, so the first upload sends them all.
+
+        Staged removals stay staged: `hold` took their people out of `pending`, and a person
+        TikTok already confirmed (a first upload that died part-way) must still be removed.
+        """
         self._unindex_staged()
         self._in_temp["staged"].add(audience)
-        self._db.execute("DELETE FROM staged WHERE audience = ?", (audience,))
+        self._db.execute("DELETE FROM staged WHERE audience = ? AND remove = 0", (audience,))
         self._db.execute(
             f"INSERT INTO staged (audience, person, remove, {_SLOT_LIST}) "
             f"SELECT audience, person, 0, {_SLOT_LIST} FROM pending WHERE audience = ?",

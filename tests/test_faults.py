@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
+
+import pytest
 
 from tests.conftest import _SCRIPT, TOKEN, TargetRunner, record, schema, sha, state
 from tests.test_end_to_end import members, only_audience
@@ -261,3 +264,22 @@ def test_sigterm_writes_no_state_for_an_open_snapshot(target, fake):
     assert out == ""
     assert proc.returncode == 128 + signal.SIGTERM
     assert "Terminated by signal 15" in err
+
+
+@pytest.mark.parametrize("mode", ["incremental", "snapshot"])
+def test_a_removal_after_a_first_upload_that_died_part_way_is_sent_and_counted_once(
+    target, fake, mode
+):
+    # A first upload that died after TikTok confirmed its batches, before it was marked done:
+    # the store has members but no upload time, so the next run goes through the hold path.
+    cfg = {"sync_mode": mode, "min_audience_size": 2}
+    assert target.run([schema(), *people(3)], **cfg).returncode == 0
+    db = sqlite3.connect(target.store_path)
+    with db:
+        db.execute("UPDATE audiences SET uploaded_at = NULL")
+    db.close()
+    leaving = record(id=1, email="person1@example.com", _sdc_deleted_at="2026-01-01T00:00:00Z")
+    run = target.run([schema(), leaving, *people(2, start=2)], **cfg)
+    assert run.returncode == 0, run.stderr
+    assert members(fake, only_audience(fake)) == expected(range(2, 4))
+    assert "removed 1," in run.stderr
