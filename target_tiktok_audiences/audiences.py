@@ -179,8 +179,8 @@ def audience_deleted(settings: AudienceSettings, audience_id: str) -> TargetErro
         msg = (
             f"audience {audience_id} (stream {settings.stream}) no longer exists on TikTok "
             f"(deleted?): set `audiences.{settings.stream}.audience_id` to an existing audience "
-            "(`tiktok-audiences list` shows them), or use `audience_name` to have the target "
-            "create one"
+            "(TikTok Ads Manager lists them under Audiences), or use `audience_name` to have the "
+            "target create one"
         )
         return ConfigError(msg)
     msg = (
