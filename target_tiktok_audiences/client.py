@@ -69,6 +69,8 @@ def token_fault(token: str) -> str | None:
             "`access_token` again from TikTok"
         )
     return None
+
+
 _FIXES = {
     PARTIAL_SUCCESS: "TikTok applied only part of the batch, without saying which ids failed "
     "(they show later in the audience's history): the batch is not confirmed, and the next run "
