@@ -77,8 +77,16 @@ def present(section: str) -> str:
     return "\n".join(shown)
 
 
-def _block(name: str) -> re.Pattern[str]:
-    return re.compile(rf"(<!-- about:{name} -->\n)(.*?)(<!-- /about:{name} -->)", flags=re.DOTALL)
+def _fill(readme: str, name: str, body: str) -> str:
+    """`readme` with the one block `name` holding `body`; ReadmeError unless exactly one."""
+    block = re.compile(rf"(<!-- about:{name} -->\n).*?(<!-- /about:{name} -->)", flags=re.DOTALL)
+    filled, count = block.subn(lambda m: m[1] + body + m[2], readme)
+    if count != 1:
+        raise ReadmeError(
+            f"README.md needs exactly one `<!-- about:{name} -->` ... "
+            f"`<!-- /about:{name} -->` block, found {count}"
+        )
+    return filled
 
 
 def render(readme: str, about: str) -> str:
@@ -90,13 +98,7 @@ def render(readme: str, about: str) -> str:
     for name in BLOCKS:
         if name not in found:
             raise ReadmeError(f"`{COMMAND} --about --format=markdown` has no `## {name}` section")
-        body = present(found[name]) + "\n"
-        readme, count = _block(name).subn(lambda m, b=body: m[1] + b + m[3], readme)
-        if count != 1:
-            raise ReadmeError(
-                f"README.md needs exactly one `<!-- about:{name} -->` ... "
-                f"`<!-- /about:{name} -->` block, found {count}"
-            )
+        readme = _fill(readme, name, present(found[name]) + "\n")
     return readme
 
 
