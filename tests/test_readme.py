@@ -30,14 +30,14 @@ def _section(readme: str, heading: str) -> str:
     return readme[start : end if end != -1 else None]
 
 
-def test_generated_blocks_match_about():
+def test_generated_blocks_match_about() -> None:
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr
 
 
-def test_a_stale_block_is_rewritten_from_about():
+def test_a_stale_block_is_rewritten_from_about() -> None:
     script = _load_script()
     about = "# `t`\n\n## Capabilities\n\n- `about`\n\n## Settings\n\n| Setting | Default |\n"
     about += "|:--|:--|\n| stream_maps.__else__ | '<name> (rebuilt DATE)' |\n"
@@ -53,14 +53,14 @@ def test_a_stale_block_is_rewritten_from_about():
     )
 
 
-def test_a_readme_without_the_markers_is_refused():
+def test_a_readme_without_the_markers_is_refused() -> None:
     script = _load_script()
     about = "## Capabilities\n\n- `about`\n\n## Settings\n\n| Setting |\n"
     with pytest.raises(script.ReadmeError, match="about:Capabilities"):
         script.render("no markers here\n", about)
 
 
-def test_every_module_is_in_the_module_table():
+def test_every_module_is_in_the_module_table() -> None:
     table = _section(REPO.joinpath("README.md").read_text(encoding="utf-8"), "### Modules")
     listed = set(re.findall(r"^\| `([a-z_]+\.py)` \|", table, flags=re.MULTILINE))
     package = {p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
@@ -70,7 +70,7 @@ def test_every_module_is_in_the_module_table():
     )
 
 
-def test_the_behaviour_table_names_only_real_modules():
+def test_the_behaviour_table_names_only_real_modules() -> None:
     readme = REPO.joinpath("README.md").read_text(encoding="utf-8")
     table = _section(readme, "### Where each behaviour lives")
     named = set(re.findall(r"`([a-z_]+\.py)`", table))
