@@ -77,3 +77,13 @@ def test_the_behaviour_table_names_only_real_modules() -> None:
     package = {p.name for p in PACKAGE.glob("*.py")}
     assert named, "README.md has no behaviour → module table"
     assert named <= package, sorted(named - package)
+
+
+def test_every_link_within_the_readme_finds_its_heading() -> None:
+    readme = REPO.joinpath("README.md").read_text(encoding="utf-8")
+    prose = re.sub(r"^```.*?^```", "", readme, flags=re.MULTILINE | re.DOTALL)
+    headings = re.findall(r"^#+ (.+)$", prose, flags=re.MULTILINE)
+    anchors = {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+    links = set(re.findall(r"\]\(#([^)]+)\)", prose))
+    assert links, "README.md links none of its sections"
+    assert links <= anchors, sorted(links - anchors)
