@@ -4,7 +4,7 @@ The tap reads a contacts table from the suite's own PostgreSQL server in FULL_TA
 its ACTIVATE_VERSION messages on, and `meltano run` sends it into the target against the fake
 TikTok; the membership store is on the same server. Run twice, with a row deleted in between:
 that person leaves the audience and nobody else changes. Needs PyPI, like tests/test_meltano.py,
-whose Meltano install it shares.
+whose Meltano install it shares. A fast test replays what such a tap sends without Meltano.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from tests.conftest import ADVERTISER, TOKEN, sha
+from tests.conftest import ADVERTISER, TOKEN, activate, record, schema, sha, state
 from tests.fake_tiktok import FakeTikTok
 from tests.postgres import PostgresServer
 from tests.test_meltano import LOADER, REPO, Project, meltano, meltano_env
@@ -45,11 +45,11 @@ def expected_members(people: list[tuple[int, str, str | None, bool]]) -> dict[st
     return members
 
 
-def project_file(schema: str, store: str) -> dict[str, Any]:
+def project_file(pg_schema: str, store: str) -> dict[str, Any]:
     """The repository's loader, installed from this checkout, behind tap-postgres."""
     repo = yaml.safe_load((REPO / "meltano.yml").read_text())
     [loader] = [p for p in repo["plugins"]["loaders"] if p["name"] == LOADER]
-    stream = f"{schema}-contacts"
+    stream = f"{pg_schema}-contacts"
     loader = {
         **loader,
         "pip_url": f"-e {REPO}",
@@ -71,7 +71,7 @@ def project_file(schema: str, store: str) -> dict[str, Any]:
             {"name": "filter_schemas", "kind": "array"},
             {"name": "emit_activate_version_messages", "kind": "boolean"},
         ],
-        "config": {"filter_schemas": [schema], "emit_activate_version_messages": True},
+        "config": {"filter_schemas": [pg_schema], "emit_activate_version_messages": True},
         "select": [f"{stream}.*"],
         "metadata": {stream: {"replication-method": "FULL_TABLE"}},
     }
@@ -86,31 +86,33 @@ def project_file(schema: str, store: str) -> dict[str, Any]:
 
 def contacts_table(server: PostgresServer) -> tuple[str, str]:
     """A schema of this test's own with a contacts table; its name and the tap's URL."""
-    schema = f"w_{uuid.uuid4().hex[:12]}"
+    pg_schema = f"w_{uuid.uuid4().hex[:12]}"
     with server.connect() as db:
-        db.execute(f"CREATE SCHEMA {schema}")
+        db.execute(f"CREATE SCHEMA {pg_schema}")
         db.execute(
-            f"CREATE TABLE {schema}.contacts (id integer PRIMARY KEY, email text, phone text, "
+            f"CREATE TABLE {pg_schema}.contacts (id integer PRIMARY KEY, email text, phone text, "
             "marketing_consent boolean NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
         )
         with db.cursor() as cursor:
             cursor.executemany(
-                f"INSERT INTO {schema}.contacts (id, email, phone, marketing_consent) "
+                f"INSERT INTO {pg_schema}.contacts (id, email, phone, marketing_consent) "
                 "VALUES (%s, %s, %s, %s)",
                 rows(range(1, 41)),
             )
     # The tap wants a password in the URL; the test server trusts every local connection.
     url = server.url().replace("postgres@", "postgres:unused@", 1)
-    return schema, url
+    return pg_schema, url
 
 
 def test_tap_postgres_full_table_under_meltano_removes_a_deleted_row(
     tmp_path: Path, meltano: Path, postgres_server: PostgresServer, pg_url: str
 ):
-    schema, tap_url = contacts_table(postgres_server)
+    pg_schema, tap_url = contacts_table(postgres_server)
     root = tmp_path / "project"
     root.mkdir()
-    (root / "meltano.yml").write_text(yaml.safe_dump(project_file(schema, pg_url), sort_keys=False))
+    (root / "meltano.yml").write_text(
+        yaml.safe_dump(project_file(pg_schema, pg_url), sort_keys=False)
+    )
     fake = FakeTikTok().start()
     try:
         fake.add_advertiser(ADVERTISER, name="Main account")
@@ -128,7 +130,7 @@ def test_tap_postgres_full_table_under_meltano_removes_a_deleted_row(
 
         # Person 7 (consenting, with a phone) is deleted from the warehouse.
         with psycopg.connect(postgres_server.url(), autocommit=True) as db:
-            db.execute(f"DELETE FROM {schema}.contacts WHERE id = 7")
+            db.execute(f"DELETE FROM {pg_schema}.contacts WHERE id = 7")
         project("run", TAP, LOADER)
         left = [r for r in rows(range(1, 41)) if r[0] != 7]
         assert fake.members(audience_id) == expected_members(left)
@@ -136,3 +138,31 @@ def test_tap_postgres_full_table_under_meltano_removes_a_deleted_row(
         assert [r["body"]["action"] for r in removed] == ["delete"]
     finally:
         fake.stop()
+
+
+def test_an_sdk_taps_leading_activate_version_under_snapshot_end_activate_version(target):
+    """What tap-postgres sends for a FULL_TABLE stream: one ACTIVATE_VERSION, before the records.
+
+    Nothing closes that snapshot, so under `snapshot_end: activate_version` nobody is removed,
+    and the warning says why and what to set.
+    """
+    messages = [
+        schema(),
+        activate(version=1764580000),
+        state({"bookmarks": {"contacts": {}}}),
+        *(record(id=i, email=f"p{i}@example.com") for i in range(1, 4)),
+    ]
+    run = target.run(messages, snapshot_end="activate_version")
+    assert run.returncode == 0, run.stderr
+    assert (
+        "Stream contacts ended without ACTIVATE_VERSION after its records (its tap sends one only "
+        "before them, as singer-sdk taps do: set snapshot_end to end_of_input for it) and "
+        "snapshot_end is activate_version: adding new people but removing nobody."
+    ) in run.stderr
+    # A tap that sends none at all gets the plain warning.
+    plain = target.run(
+        [schema(), record(id=9, email="p9@example.com")], snapshot_end="activate_version"
+    )
+    assert (
+        "Stream contacts ended without ACTIVATE_VERSION and snapshot_end is activate_version"
+    ) in plain.stderr
