@@ -327,7 +327,8 @@ def test_readme_recipe_adds_the_loader_to_a_fresh_project(tmp_path, meltano):
             del env[f"TARGET_TIKTOK_AUDIENCES_{name}"]
         project = Project(tmp_path / "existing", meltano, env)
         subprocess.run(
-            [str(meltano), "init", "--no-usage-stats", str(project.root)],
+            [str(meltano), "init", "--no-usage-stats", project.root.name],
+            cwd=tmp_path,  # not this checkout: Meltano would take its meltano.yml as the project
             env=env,
             capture_output=True,
             check=True,
