@@ -224,9 +224,13 @@ class AudienceSink(BatchSink):
                 self.apply(complete=True)
             else:
                 self.owner.logger.warning(
-                    "Stream %s ended without ACTIVATE_VERSION and snapshot_end is "
+                    "Stream %s ended without ACTIVATE_VERSION%s and snapshot_end is "
                     "activate_version: adding new people but removing nobody.",
                     self.stream_name,
+                    " after its records (its tap sends one only before them, as singer-sdk "
+                    "taps do: set snapshot_end to end_of_input for it)"
+                    if self.progress.seen_version
+                    else "",
                 )
                 self.apply(complete=False)
         elif not self.progress.closed_any:

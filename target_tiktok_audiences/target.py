@@ -78,11 +78,14 @@ class TargetTikTokAudiences(Target):
     config_jsonschema = config_schema
     default_sink_class = AudienceSink
     message_reader_class = SafeSingerReader
-    # Not VALIDATE_RECORDS: a bad identifier is counted and skipped, never fatal.
+    # ACTIVATE_VERSION closes a stream's snapshot (see `_process_activate_version_message`).
+    # Not VALIDATE_RECORDS: a bad identifier is counted and skipped, never fatal. Not
+    # FLATTENING: nested fields are read by dotted path; `flattening_*` only earn a warning.
     capabilities = [
         PluginCapabilities.ABOUT,
         PluginCapabilities.STREAM_MAPS,
         PluginCapabilities.STRUCTURED_LOGGING,
+        PluginCapabilities.ACTIVATE_VERSION,
     ]
 
     def __init__(self, **kwargs: Any) -> None:
@@ -103,11 +106,17 @@ class TargetTikTokAudiences(Target):
 
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
-        """Offer `batch_size_rows` and stream maps, not the SDK's database-loader settings."""
+        """Offer `batch_size_rows` and stream maps, not the SDK's database-loader settings.
+
+        Not `Target.append_builtin_config`: it would offer `process_activate_version_messages`
+        (an ACTIVATE_VERSION always closes a snapshot here) and the settings of database
+        loaders. `batch_size_rows` shows the default the sinks really use.
+        """
         spec = dict(TARGET_BATCH_SIZE_ROWS_CONFIG["properties"]["batch_size_rows"])
+        spec["default"] = AudienceSink.MAX_SIZE_DEFAULT
         spec["description"] = (
-            "Records read before they are staged (and, in incremental mode, sent); "
-            f"default {AudienceSink.MAX_SIZE_DEFAULT}. Not the TikTok request size: see batch_size."
+            "Records read before they are staged (and, in incremental mode, sent). "
+            "Not the TikTok request size: see batch_size."
         )
         config_jsonschema["properties"].setdefault("batch_size_rows", spec)
         super(Target, cls).append_builtin_config(config_jsonschema)

@@ -21,23 +21,12 @@ from typing import Any
 import pytest
 import yaml
 
-from target_tiktok_audiences.target import TargetTikTokAudiences
 from tests.conftest import ADVERTISER, TOKEN, sha
 from tests.fake_tiktok import FakeTikTok
 
 REPO = Path(__file__).resolve().parents[1]
 MELTANO = "meltano>=4,<5"
 LOADER = "target-tiktok-audiences"
-KINDS = {
-    "string": "string",
-    "integer": "integer",
-    # Not `decimal`: Meltano 4.4 makes an environment value of a decimal setting a Decimal,
-    # which it cannot write to the config file (see meltano.yml). The target reads a number.
-    "number": "string",
-    "boolean": "boolean",
-    "array": "array",
-    "object": "object",
-}
 
 
 def project_file() -> dict[str, Any]:
@@ -50,31 +39,6 @@ def plugin(kind: str, name: str) -> dict[str, Any]:
 
 
 # Fast: meltano.yml agrees with the code
-
-
-def test_loader_declares_every_setting_with_its_kind():
-    loader = plugin("loaders", LOADER)
-    assert loader["namespace"] == "target_tiktok_audiences"
-    assert loader["pip_url"] == "-e ."
-    assert loader["executable"] == LOADER
-    schema = TargetTikTokAudiences._get_about_info().settings["properties"]
-    declared = {s["name"]: s for s in loader["settings"]}
-    assert sorted(declared) == sorted(schema), "meltano.yml must declare every setting, no other"
-    for name, spec in schema.items():
-        types = (
-            [t for t in spec["type"] if t != "null"]
-            if isinstance(spec["type"], list)
-            else [spec["type"]]
-        )
-        want = "password" if spec.get("secret") else KINDS[types[0]]
-        setting = declared[name]
-        assert setting["kind"] == want, name
-        assert setting.get("sensitive", False) is bool(spec.get("secret")), name
-        assert setting.get("description"), name
-    assert loader["settings_group_validation"] == [
-        ["advertiser_ids", "access_token"],
-        ["advertiser_ids", "dry_run"],
-    ]
 
 
 def test_loader_commands_and_sample_pipeline_config():
@@ -168,15 +132,46 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 @pytest.fixture(scope="module")
 def meltano(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Meltano from PyPI in a venv of its own, as a user would install it."""
-    venv = tmp_path_factory.mktemp("meltano-venv")
+    """Meltano from PyPI in a venv of its own, as a user would install it; one per session.
+
+    It lives at a path of the session's temp dir, so every module that asks for it (the
+    PostgreSQL pipeline too) shares one install.
+    """
+    venv = tmp_path_factory.getbasetemp() / "meltano-venv"
+    executable = venv / "bin" / "meltano"
+    if executable.exists():
+        return executable
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     subprocess.run(
         [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", MELTANO],
         check=True,
         timeout=400,
     )
-    return venv / "bin" / "meltano"
+    return executable
+
+
+def meltano_env(fake: FakeTikTok, **settings: str) -> dict[str, str]:
+    """This process's environment without its Meltano or plugin variables, plus the loader's.
+
+    The loader talks to `fake` with the test token and advertiser, for real (no dry run), and
+    holds no first upload; `settings` adds or replaces variables.
+    """
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TARGET_TIKTOK_AUDIENCES_", "TAP_", "MELTANO_"))
+        and k not in ("VIRTUAL_ENV", "PYTHONPATH")
+    }
+    return {
+        **inherited,
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "TARGET_TIKTOK_AUDIENCES_ACCESS_TOKEN": TOKEN,
+        "TARGET_TIKTOK_AUDIENCES_API_URL": fake.url,
+        "TARGET_TIKTOK_AUDIENCES_ADVERTISER_IDS": json.dumps([ADVERTISER]),
+        "TARGET_TIKTOK_AUDIENCES_DRY_RUN": "false",
+        "TARGET_TIKTOK_AUDIENCES_MIN_AUDIENCE_SIZE": "0",
+        **settings,
+    }
 
 
 class Project:
@@ -188,12 +183,12 @@ class Project:
         self.env = env
 
     def __call__(
-        self, *args: str, timeout: float = 180, ok: bool = True
+        self, *args: str, timeout: float = 180, ok: bool = True, **env: str
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [str(self.meltano), *args],
             cwd=self.root,
-            env=self.env,
+            env={**self.env, **env},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -221,24 +216,12 @@ def test_meltano_run_syncs_and_resumes_from_stored_state(tmp_path, meltano):
     try:
         fake.add_advertiser(ADVERTISER, name="Main account")
         fake.add_token(TOKEN, [ADVERTISER])
-        inherited = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("TARGET_TIKTOK_AUDIENCES_", "TAP_JSONL_", "MELTANO_"))
-            and k not in ("VIRTUAL_ENV", "PYTHONPATH")
-        }
-        env = {
-            **inherited,
-            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
-            "TAP_JSONL_PATH": str(data),
-            "TARGET_TIKTOK_AUDIENCES_ACCESS_TOKEN": TOKEN,
-            "TARGET_TIKTOK_AUDIENCES_API_URL": fake.url,
-            "TARGET_TIKTOK_AUDIENCES_ADVERTISER_IDS": json.dumps([ADVERTISER]),
-            "TARGET_TIKTOK_AUDIENCES_DRY_RUN": "false",
-            "TARGET_TIKTOK_AUDIENCES_MIN_AUDIENCE_SIZE": "0",
+        env = meltano_env(
+            fake,
+            TAP_JSONL_PATH=str(data),
             # A number setting from the environment, which Meltano 4.4 cannot pass as `decimal`.
-            "TARGET_TIKTOK_AUDIENCES_MAX_REMOVAL_FRACTION": "0.4",
-        }
+            TARGET_TIKTOK_AUDIENCES_MAX_REMOVAL_FRACTION="0.4",
+        )
         project = Project(root, meltano, env)
         project("install", timeout=400)
         installed = time.monotonic()
@@ -296,9 +279,82 @@ def test_meltano_run_syncs_and_resumes_from_stored_state(tmp_path, meltano):
         assert "over max_removal_fraction 0.4" in refused.stderr, refused.stderr[-2000:]
         assert len(fake.requests_log("segment/mapping/")) == sent
         assert fake.members(audience_id) == expected_members(rows)
+
+        # A bad setting stops the target at start: its own line is the first error Meltano
+        # shows, whether the tap was done by then or Meltano adds a BrokenPipeError of its own.
+        failed = project(
+            "run", "tap-jsonl", LOADER, ok=False, TARGET_TIKTOK_AUDIENCES_PHONE_DEFAULT_REGION="XX"
+        )
+        errors = [line for line in failed.stderr.splitlines() if "[error" in line]
+        assert errors[0].endswith(
+            "target-tiktok-audiences `phone_default_region` is 'XX', not a region phonenumbers "
+            "knows: use an ISO 3166 code such as US, GB or DE."
+        ), failed.stderr[-3000:]
     finally:
         fake.stop()
     print(
         f"meltano install {installed - started:.0f} s, runs and commands "
         f"{time.monotonic() - installed:.0f} s"
     )
+
+
+def readme_recipe() -> list[str]:
+    """The commands of README's recipe for adding the loader to a Meltano project."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n### Adding the loader to a Meltano project\n", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_recipe_adds_the_loader_to_a_fresh_project(tmp_path, meltano):
+    """README's commands, run in a new project; the package comes from this checkout."""
+    commands = readme_recipe()
+    assert commands[0].startswith("curl -fsSLO https://raw.githubusercontent.com/")
+    assert commands[0].endswith("/main/meltano-hub.yml")
+    assert commands[1] == (
+        "meltano add --plugin-type loader target-tiktok-audiences --from-ref meltano-hub.yml"
+    )
+    readme = (REPO / "README.md").read_text()
+    from_checkout = f"sed -i 's|^pip_url: .*|pip_url: -e {REPO}|' meltano-hub.yml"
+    assert from_checkout.replace(str(REPO), "/path/to/target-tiktok-audiences") in readme
+
+    fake = FakeTikTok().start()
+    try:
+        fake.add_advertiser(ADVERTISER, name="Main account")
+        fake.add_token(TOKEN, [ADVERTISER])
+        env = meltano_env(fake, TIKTOK_TOKEN=TOKEN, PATH=f"{meltano.parent}:{os.environ['PATH']}")
+        for name in ("ACCESS_TOKEN", "ADVERTISER_IDS"):  # the recipe sets them
+            del env[f"TARGET_TIKTOK_AUDIENCES_{name}"]
+        project = Project(tmp_path / "existing", meltano, env)
+        subprocess.run(
+            [str(meltano), "init", "--no-usage-stats", project.root.name],
+            cwd=tmp_path,  # not this checkout: Meltano would take its meltano.yml as the project
+            env=env,
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        # No network: the definition comes from this checkout, and so does the package.
+        (project.root / "meltano-hub.yml").write_text((REPO / "meltano-hub.yml").read_text())
+        for command in [from_checkout, *commands[1:]]:
+            proc = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", command],
+                cwd=project.root,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=400,
+                check=False,
+            )
+            assert proc.returncode == 0, f"{command}:\n{proc.stdout}\n{proc.stderr}"
+            assert TOKEN not in proc.stdout + proc.stderr
+        assert proc.stdout.splitlines()[:2] == [
+            "ok   token works (user: fake user)",
+            f"ok   advertiser {ADVERTISER} reachable (Main account, STATUS_ENABLE)",
+        ]
+        assert TOKEN in (project.root / ".env").read_text(), "the token goes to .env"
+        assert TOKEN not in (project.root / "meltano.yml").read_text()
+        config = json.loads(project("config", "print", "--format", "json", LOADER).stdout)
+        assert config["audiences"] == {"contacts": {"audience_name": "Newsletter subscribers"}}
+    finally:
+        fake.stop()
