@@ -301,7 +301,7 @@ def test_meltano_run_syncs_and_resumes_from_stored_state(tmp_path, meltano):
 def readme_recipe() -> list[str]:
     """The commands of README's recipe for adding the loader to a Meltano project."""
     readme = (REPO / "README.md").read_text()
-    section = readme.split("\n### Adding the loader to a Meltano project\n", 1)[1]
+    section = readme.split("\n#### Adding the loader to a Meltano project\n", 1)[1]
     block = section.split("```sh\n", 1)[1].split("```", 1)[0]
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 
