@@ -78,6 +78,7 @@ class TargetTikTokAudiences(Target):
     config_jsonschema = config_schema
     default_sink_class = AudienceSink
     message_reader_class = SafeSingerReader
+    message_reader: SafeSingerReader  # the SDK makes it of message_reader_class
     # Not VALIDATE_RECORDS: a bad identifier is counted and skipped, never fatal.
     capabilities = [
         PluginCapabilities.ABOUT,
@@ -297,7 +298,9 @@ class TargetTikTokAudiences(Target):
         """
         self._assert_line_requires(message_dict, requires={"value"})
         value = message_dict["value"]
-        self._latest_state = _state_json(value) if value else value
+        # The SDK types its latest STATE as a dict, but only compares it, copies it and hands
+        # it to `_write_state_message`: this target keeps the text it will write.
+        self._latest_state = _state_json(value) if value else value  # type: ignore[assignment]
 
     def _write_state_message(self, state: str) -> None:  # type: ignore[override]
         """Write STATE only when no change before it is unconfirmed, exactly as the tap sent it.
