@@ -77,8 +77,8 @@ class TargetTikTokAudiences(Target):
     name = "target-tiktok-audiences"
     config_jsonschema = config_schema
     default_sink_class = AudienceSink
-    message_reader_class = SafeSingerReader
     message_reader: SafeSingerReader  # the SDK makes it of message_reader_class
+    message_reader_class = SafeSingerReader
     # Not VALIDATE_RECORDS: a bad identifier is counted and skipped, never fatal.
     capabilities = [
         PluginCapabilities.ABOUT,
