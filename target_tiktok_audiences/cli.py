@@ -173,7 +173,7 @@ def _configured_audience_ids(config: Mapping[str, Any]) -> Iterator[tuple[str, s
 
 def _code_cause(exc: TikTokAPIError, causes: Mapping[int, tuple[str, str]]) -> str:
     """`cause (code): fix` worded for what was checked; otherwise the client's own message."""
-    if exc.code in causes:
+    if exc.code is not None and exc.code in causes:
         cause, fix = causes[exc.code]
         return f"{cause} ({exc.code}): {fix}"
     return str(exc).removeprefix(f"{exc.path}: ")
@@ -222,7 +222,7 @@ def run_checks(config: Mapping[str, Any], client: TikTokClient) -> Iterator[Chec
             yield CheckResult(False, f"advertiser {advertiser}: {_code_cause(exc, causes)}")
             continue
         reachable.add(advertiser)
-        info = next(iter(data.get("list") or []), {})
+        info: dict[str, Any] = next(iter(data.get("list") or []), {})
         detail = ", ".join(str(v) for v in (info.get("name"), info.get("status")) if v)
         yield CheckResult(True, f"advertiser {advertiser} reachable ({detail or 'no details'})")
 

@@ -420,7 +420,8 @@ class TikTokClient:
                 prepared,
                 **environment,
                 # Connecting and the answer's head share the budget; the body gets what is left.
-                timeout=urllib3.Timeout(total=self.timeout),
+                # requests hands a urllib3 Timeout to urllib3 as it is; its stubs know floats.
+                timeout=urllib3.Timeout(total=self.timeout),  # type: ignore[arg-type]
                 # A redirect would carry the Access-Token header (and hashes) to another host.
                 allow_redirects=False,
             )
@@ -447,7 +448,7 @@ class TikTokClient:
         IncompleteRead.
         """
         raw = response.raw
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -682,16 +683,22 @@ class DryRunClient(TikTokClient):
 
     def _send(self, method: str, path: str, params: dict | None, body: Body | None) -> dict:
         """Write the request; a create is answered with the stand-in id `dry-run:<name>`."""
-        if isinstance(body, bytes):
-            body = orjson.Fragment(body)
-        record = {"method": method, "path": path, "body": body if body is not None else params}
+        written = orjson.Fragment(body) if isinstance(body, bytes) else body
+        record = {
+            "method": method,
+            "path": path,
+            "body": written if written is not None else params,
+        }
         line = orjson.dumps(record).decode()
         with self._lock:
             self.requests_sent += 1
             self._output.write(line + "\n")
             self._output.flush()
-        creating = isinstance(body, dict) and body.get("action") == "create"
-        if path == "segment/audience/" and creating:
+        if (
+            path == "segment/audience/"
+            and isinstance(body, dict)
+            and body.get("action") == "create"
+        ):
             return {"audience_id": f"{DRY_RUN_PREFIX}{body.get('custom_audience_name')}"}
         return {}
 

@@ -26,7 +26,7 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneMetadata, ValidationResult
@@ -268,20 +268,26 @@ _Pattern = re.Pattern[str]
 _REGION_RULES: dict[str, tuple[str, _Pattern | None, _Pattern | None, _Pattern | None]] = {}
 
 
+def _compiled(pattern: str | None) -> _Pattern | None:
+    """A metadata pattern compiled; None when the metadata has none (or an empty one)."""
+    return re.compile(pattern) if pattern else None
+
+
 def _region_rules(region: str) -> tuple[str, _Pattern | None, _Pattern | None, _Pattern | None]:
     """What the fast path needs to know of a default region (see `_phone_fast`)."""
     try:
         return _REGION_RULES[region]
     except KeyError:
         pass
-    metadata = PhoneMetadata.metadata_for_region(region)
+    # Only regions `_check_region` let through get here, and each of those has metadata.
+    metadata = cast(PhoneMetadata, PhoneMetadata.metadata_for_region(region))
     general = metadata.general_desc
-    patterns = (
-        metadata.international_prefix,
-        metadata.national_prefix_for_parsing,
-        general.national_number_pattern if general is not None else None,
+    rules = (
+        str(metadata.country_code),
+        _compiled(metadata.international_prefix),
+        _compiled(metadata.national_prefix_for_parsing),
+        _compiled(general.national_number_pattern if general is not None else None),
     )
-    rules = (str(metadata.country_code), *(re.compile(p) if p else None for p in patterns))
     _REGION_RULES[region] = rules
     return rules
 
@@ -359,7 +365,8 @@ def _phone_parsed(s: str, region: str) -> str | None:
         # Re-parse until stable so the result is a fixed point (normalising it
         # again gives it back). Rare: real national numbers do not start so.
         for _ in range(4):
-            pattern = _national_prefix_pattern(number.country_code)
+            # phonenumbers.parse sets the country code of every number it returns.
+            pattern = _national_prefix_pattern(cast(int, number.country_code))
             if pattern is None or pattern.match(nsn) is None:
                 break
             number = _pn_parse(e164, None)

@@ -51,7 +51,7 @@ def mapping_body(
     audience_ids = [audience_id]
     batch_data = [
         [
-            {"id": row[i].hex(), "audience_ids": audience_ids} if row[i] is not None else {}
+            {"id": slot.hex(), "audience_ids": audience_ids} if (slot := row[i]) is not None else {}
             for i in used
         ]
         for row in rows

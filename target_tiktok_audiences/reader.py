@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
-from singer_sdk.singerlib.encoding.simple import SimpleSingerReader
+from singer_sdk.singerlib.encoding import GenericSingerReader
 from singer_sdk.singerlib.json import deserialize_json
 
 from target_tiktok_audiences.errors import InputError
@@ -121,7 +122,8 @@ def read_blocks(source: IO[str] | IO[bytes]) -> Iterator[bytes]:
     if hasattr(binary, "read1"):
         read: Callable[[], bytes] = lambda: binary.read1(_BLOCK)  # noqa: E731
     else:  # a text stream without bytes beneath, as tests pass
-        read = lambda: source.read(_BLOCK).encode()  # noqa: E731
+        text = cast(IO[str], source)
+        read = lambda: text.read(_BLOCK).encode()  # noqa: E731
     rest = b""
     while data := read():
         if rest:
@@ -171,8 +173,16 @@ def _no_lane(stream: str, first: int, lines: bytes, count: int) -> bool:
     return False
 
 
-class SafeSingerReader(SimpleSingerReader):
-    """Reads Singer lines without ever echoing one: input lines carry personal data."""
+class SafeSingerReader(GenericSingerReader[bytes]):
+    """Reads Singer lines without ever echoing one: input lines carry personal data.
+
+    It reads bytes: the binary stream beneath a text one (stdin, an `--input` file), read by
+    `read_blocks`, which also takes a text stream with nothing beneath.
+    """
+
+    # stdin, bound at import as in the SDK's own reader: typed as text, but `read_blocks`
+    # reads the bytes beneath it.
+    default_input = sys.stdin  # type: ignore[assignment]
 
     def __init__(self) -> None:
         super().__init__()
@@ -181,7 +191,7 @@ class SafeSingerReader(SimpleSingerReader):
 
     def process_lines(
         self,
-        file_input: IO[str] | None,
+        file_input: IO[str] | IO[bytes] | None,
         callbacks: dict[str, Callable[[dict], None]],
     ) -> Counter[str]:
         """The SDK's loop, in blocks: a block of one stream's records is offered whole first."""

@@ -389,7 +389,7 @@ def check_global_settings(config: Mapping[str, Any]) -> NormalizationOptions:
 
 
 def _identifier_fields(value: Any, setting: str) -> dict[str, str | None]:
-    fields = dict(DEFAULT_IDENTIFIER_FIELDS)
+    fields: dict[str, str | None] = dict(DEFAULT_IDENTIFIER_FIELDS)
     fields.update(value or {})
     unknown = set(fields) - set(FIELD_TYPES)
     if unknown:

@@ -457,7 +457,7 @@ class MembershipStore:
             backend = PostgresBackend(location, throwaway=throwaway, timeout=timeout)
         else:
             backend = SQLiteBackend(location, throwaway=throwaway, create=create, timeout=timeout)
-        self._db = backend
+        self._db: Backend = backend
         self.path = backend.location
         self._staged_indexed = False
         # Audiences with rows in each temporary table: clearing the only one is a truncate.

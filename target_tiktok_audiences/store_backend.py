@@ -10,14 +10,35 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from target_tiktok_audiences.errors import StoreError
 from target_tiktok_audiences.redaction import scrub
 
 Params = Sequence[Any] | Mapping[str, Any]
+# Rows streamed out of a store; a generator, so that a reader stopping early can close it.
+Rows = Generator[tuple[Any, ...], None, None]
+
+
+class Cursor(Protocol):
+    """What `Backend.execute` returns: the part of a DB-API cursor (sqlite3, psycopg) used here.
+
+    A row is a tuple of column values; `fetchone` gives None only past the last row, so an
+    aggregate (`COUNT(*)`, `SUM(...)`) can be indexed at once.
+    """
+
+    @property
+    def rowcount(self) -> int:
+        """Rows the statement changed."""
+
+    def fetchone(self) -> Any:
+        """The next row, or None past the last."""
+
+    def fetchall(self) -> list[Any]:
+        """The rows not yet fetched."""
+
 
 # Seconds one store operation may take, unless `store_timeout` says otherwise.
 DEFAULT_TIMEOUT = 300.0
@@ -87,7 +108,7 @@ class Backend:
             "(check `membership_store`)"
         )
 
-    def execute(self, sql: str, params: Params = ()) -> Any:
+    def execute(self, sql: str, params: Params = ()) -> Cursor:
         """Run one statement written with `?` or `:name` parameters; return its cursor."""
         raise NotImplementedError
 
@@ -95,7 +116,7 @@ class Backend:
         """Append many rows to a table, without a round trip per row."""
         raise NotImplementedError
 
-    def dump(self, query: str) -> Iterator[tuple[Any, ...]]:
+    def dump(self, query: str) -> Rows:
         """Stream the rows of a parameterless SELECT without holding them all in memory."""
         raise NotImplementedError
 

@@ -32,7 +32,13 @@ from psycopg.conninfo import conninfo_to_dict
 
 from target_tiktok_audiences.errors import ConfigError, StoreError
 from target_tiktok_audiences.redaction import mask_url
-from target_tiktok_audiences.store_backend import DEFAULT_TIMEOUT, Backend, Params, Watchdog
+from target_tiktok_audiences.store_backend import (
+    DEFAULT_TIMEOUT,
+    Backend,
+    Params,
+    Rows,
+    Watchdog,
+)
 
 DEFAULT_SCHEMA = "tiktok_audiences"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -120,7 +126,7 @@ class PostgresBackend(Backend):
         started = time.monotonic()
         limit = max(2, math.ceil(timeout))
         try:
-            params = conninfo_to_dict(conninfo)
+            params: dict[str, Any] = conninfo_to_dict(conninfo)  # connect()'s keywords
             params.setdefault("application_name", "target-tiktok-audiences")
             given = str(params.get("connect_timeout", ""))
             if given.isdigit() and 0 < int(given) < limit:
@@ -173,7 +179,7 @@ class PostgresBackend(Backend):
                 raise self.timeout_error() from None
             raise
 
-    def _run(self, statement: str | sql.Composable, params: Params | None = None) -> psycopg.Cursor:
+    def _run(self, statement: str | sql.Composed, params: Params | None = None) -> psycopg.Cursor:
         """Run one statement in psycopg's own parameter style, bounded."""
         with self._answering():
             return self._db.execute(statement, params)
@@ -209,7 +215,7 @@ class PostgresBackend(Backend):
                 copy.write_row(row)
                 watchdog.extend()
 
-    def dump(self, query: str) -> Iterator[tuple[Any, ...]]:
+    def dump(self, query: str) -> Rows:
         """COPY (query) TO STDOUT in binary, row by row."""
         types = self._column_types(query)
         with (

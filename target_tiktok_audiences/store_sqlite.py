@@ -14,11 +14,11 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from target_tiktok_audiences.store_backend import DEFAULT_TIMEOUT, Backend, Params
+from target_tiktok_audiences.store_backend import DEFAULT_TIMEOUT, Backend, Params, Rows
 
 
 class SQLiteBackend(Backend):
@@ -143,7 +143,7 @@ class SQLiteBackend(Backend):
                 raise self.timeout_error() from None
             raise
 
-    def dump(self, query: str) -> Iterator[tuple[Any, ...]]:
+    def dump(self, query: str) -> Rows:
         """Iterate the cursor: SQLite steps through the rows as they are read."""
         yield from self._db.execute(query)
 

@@ -77,6 +77,7 @@ class TargetTikTokAudiences(Target):
     name = "target-tiktok-audiences"
     config_jsonschema = config_schema
     default_sink_class = AudienceSink
+    message_reader: SafeSingerReader  # the SDK makes it of message_reader_class
     message_reader_class = SafeSingerReader
     # ACTIVATE_VERSION closes a stream's snapshot (see `_process_activate_version_message`).
     # Not VALIDATE_RECORDS: a bad identifier is counted and skipped, never fatal. Not
@@ -306,7 +307,9 @@ class TargetTikTokAudiences(Target):
         """
         self._assert_line_requires(message_dict, requires={"value"})
         value = message_dict["value"]
-        self._latest_state = _state_json(value) if value else value
+        # The SDK types its latest STATE as a dict, but only compares it, copies it and hands
+        # it to `_write_state_message`: this target keeps the text it will write.
+        self._latest_state = _state_json(value) if value else value  # type: ignore[assignment]
 
     def _write_state_message(self, state: str) -> None:  # type: ignore[override]
         """Write STATE only when no change before it is unconfirmed, exactly as the tap sent it.
