@@ -41,8 +41,15 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))
 
+from baseline_target import hash_person  # noqa: E402
 from datagen import Dataset, dataset  # noqa: E402
 
+from target_tiktok_audiences.identifiers import (  # noqa: E402
+    DEFAULT_IDENTIFIER_FIELDS,
+    IdentifierExtractor,
+    NormalizationOptions,
+    hashes_to_hex,
+)
 from tests.fake_tiktok import FakeTikTok  # noqa: E402
 
 if TYPE_CHECKING:
@@ -58,6 +65,7 @@ STORES = ("sqlite", "postgresql")
 STORE_SECTIONS = ("incremental", "memory")  # run once per store in --stores
 OPTIONAL_SECTIONS = ("profile",)
 PROFILE_PEOPLE = 100_000
+HASH_CHECK_RECORDS = 2000  # section 1: records whose baseline hashes are compared with the target's
 PATH_PREFIXES = (
     str(REPO) + "/",
     sysconfig.get_paths()["purelib"] + "/",
@@ -380,6 +388,29 @@ def busiest_second(times: list[float]) -> int:
     return best
 
 
+def baseline_mismatches(data: Path, records: int = HASH_CHECK_RECORDS) -> tuple[int, int]:
+    """(records compared, records hashed differently) by baseline_target.py and the target.
+
+    The first `records` RECORDs of `data`, each hashed by the baseline's `hash_person` and by
+    the package's `IdentifierExtractor`, both with the target's default fields and options.
+    """
+    options = NormalizationOptions()
+    extract = IdentifierExtractor(DEFAULT_IDENTIFIER_FIELDS, options)
+    compared = differ = 0
+    with data.open("rb") as lines:
+        for line in lines:
+            message = json.loads(line)
+            if message.get("type") != "RECORD":
+                continue
+            record = message["record"]
+            hashes, _ = extract(record)
+            differ += hashes_to_hex(hashes) != hash_person(record, options.phone_default_region)
+            compared += 1
+            if compared == records:
+                break
+    return compared, differ
+
+
 def mapping_actions(fake: FakeTikTok) -> Counter[str]:
     """Mapping requests per action (add/delete) in the fake's log (needs log_bodies)."""
     return Counter(
@@ -582,6 +613,14 @@ class Bench:
         work = self.dir("local")
         baseline_config = work / "baseline.json"
         baseline_config.write_text("{}")
+        compared, differ = baseline_mismatches(ds.first)
+        say(f"  baseline hashes vs the target's, first {compared:,} records: {differ} differ")
+        self.check(
+            "baseline hashes",
+            compared > 0 and differ == 0,
+            f"baseline hashes the first {compared:,} records as the target does: {differ} "
+            "differ (goal 0)",
+        )
         best: dict[str, Run] = {}
         once_a_second = 10  # PSS samples: the same light monitoring for all three
         for round_ in range(self.args.repeat):
