@@ -52,12 +52,34 @@ __all__ = [
     "is_postgres_url",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # What upgrades a store written at version N-1 to version N, run in one transaction. The words
 # in braces are the backend's (`Backend.words`), so one list serves SQLite and PostgreSQL.
+# Version 4 remembers sources: each stream's latest snapshot becomes what its audience holds
+# (confirmed and held people), so an upgraded store plans exactly as before and sends nothing.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE audiences ADD COLUMN last_change_at {real}",),
     3: ("ALTER TABLE audiences ADD COLUMN key_properties TEXT",),
+    4: (
+        "ALTER TABLE audiences ADD COLUMN dirty INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE audiences ADD COLUMN split_value TEXT",
+        "ALTER TABLE audiences ADD COLUMN streams TEXT",
+        "ALTER TABLE audiences ADD COLUMN shared_with TEXT",
+        "ALTER TABLE audiences ADD COLUMN lookalike_audience_id TEXT",
+        "{sources_schema}",
+        # Each stream's source is read from its most recent audience row.
+        "INSERT INTO sources (stream, key_properties) SELECT a.stream, a.key_properties "
+        "FROM audiences a WHERE a.id = (SELECT MAX(b.id) FROM audiences b "
+        "WHERE b.stream = a.stream)",
+        "INSERT INTO source_people (source, person, {slot_list}) "
+        "SELECT s.id, p.person, {p_slots} FROM sources s JOIN audiences a ON a.id = "
+        "(SELECT MAX(b.id) FROM audiences b WHERE b.stream = s.stream) JOIN pending p "
+        "ON p.audience = a.id",
+        "INSERT INTO source_people (source, person, {slot_list}) "
+        "SELECT s.id, m.person, {m_slots} FROM sources s JOIN audiences a ON a.id = "
+        "(SELECT MAX(b.id) FROM audiences b WHERE b.stream = s.stream) JOIN members m "
+        "ON m.audience = a.id ON CONFLICT (source, person) DO NOTHING",
+    ),
 }
 SLOT_COLUMNS = tuple(f"s{i}" for i in range(len(SLOTS)))
 # In `diff`, a person's confirmed slots beside the staged ones.
@@ -174,8 +196,14 @@ CREATE TABLE IF NOT EXISTS audiences (
     last_error TEXT,
     last_counts TEXT,
     key_properties TEXT,
+    dirty INTEGER NOT NULL DEFAULT 0,
+    split_value TEXT,
+    streams TEXT,
+    shared_with TEXT,
+    lookalike_audience_id TEXT,
     UNIQUE (stream, target_key)
 );
+{sources_schema};
 CREATE TABLE IF NOT EXISTS members (
     audience INTEGER NOT NULL,
     person {blob} NOT NULL,
@@ -193,6 +221,22 @@ CREATE TABLE IF NOT EXISTS pending (
 # Per connection, gone when it closes. `confirming` holds one confirmed batch while it is applied.
 # `plan` is in the run's work file where the backend has one (SQLite), for `PlanRows`.
 # A plan row's `kept`: a bit per slot whose delete is not sent, another person keeping that hash.
+# A source: one stream's latest snapshot (or, incremental, its people as changed so far), in
+# hashes; audiences are planned from sources.
+_SOURCES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sources (
+    id {id_pk},
+    stream TEXT NOT NULL UNIQUE,
+    key_properties TEXT,
+    snapshot_at {real}
+);
+CREATE TABLE IF NOT EXISTS source_people (
+    source INTEGER NOT NULL,
+    person {blob} NOT NULL,
+    {slots},
+    PRIMARY KEY (source, person)
+){table_suffix}"""
+
 _TEMP_SCHEMA = """
 CREATE TEMP TABLE IF NOT EXISTS staged (
     seq {row_order},
@@ -200,6 +244,7 @@ CREATE TEMP TABLE IF NOT EXISTS staged (
     person {blob} NOT NULL,
     remove INTEGER NOT NULL,
     no_consent INTEGER NOT NULL DEFAULT 0,
+    fresh INTEGER NOT NULL DEFAULT 1,
     {slots}
 );
 CREATE {work_table} IF NOT EXISTS {work}plan (
@@ -218,9 +263,20 @@ CREATE TEMP TABLE IF NOT EXISTS rekey (
     old {blob} PRIMARY KEY,
     new {blob} NOT NULL
 );
+CREATE TEMP TABLE IF NOT EXISTS withheld (
+    slot INTEGER NOT NULL,
+    hash {blob} NOT NULL,
+    PRIMARY KEY (slot, hash)
+);
+CREATE TEMP TABLE IF NOT EXISTS fresh (
+    source INTEGER NOT NULL,
+    person {blob} NOT NULL,
+    PRIMARY KEY (source, person)
+);
 CREATE TEMP TABLE IF NOT EXISTS diff (
     person {blob} NOT NULL,
     joined INTEGER NOT NULL,
+    fresh INTEGER NOT NULL,
     {slots},
     {old_slots}
 );
@@ -241,6 +297,11 @@ _AUDIENCE_COLUMNS = (
     "last_error",
     "last_counts",
     "key_properties",
+    "dirty",
+    "split_value",
+    "streams",
+    "shared_with",
+    "lookalike_audience_id",
 )
 _PERSON_COLUMNS = ("audience", "person", *SLOT_COLUMNS)
 # Everything a store holds, in the order a copy loads it.
@@ -249,10 +310,17 @@ _TABLES: dict[str, tuple[str, ...]] = {
     "audiences": _AUDIENCE_COLUMNS,
     "members": _PERSON_COLUMNS,
     "pending": _PERSON_COLUMNS,
+    "sources": ("id", "stream", "key_properties", "snapshot_at"),
+    "source_people": ("source", "person", *SLOT_COLUMNS),
 }
 # The columns a store of each schema version has, table by table: a location whose tables of
 # these names lack some of them is not this target's store.
-_COLUMNS_ADDED = {2: {"audiences": {"last_change_at"}}, 3: {"audiences": {"key_properties"}}}
+_COLUMNS_ADDED = {
+    2: {"audiences": {"last_change_at"}},
+    3: {"audiences": {"key_properties"}},
+    4: {"audiences": {"dirty", "split_value", "streams", "shared_with", "lookalike_audience_id"}},
+}
+_TABLES_ADDED = {4: {"sources", "source_people"}}
 
 
 def _columns_at(version: int) -> dict[str, set[str]]:
@@ -261,6 +329,8 @@ def _columns_at(version: int) -> dict[str, set[str]]:
     for step in range(version + 1, SCHEMA_VERSION + 1):
         for table, added in _COLUMNS_ADDED.get(step, {}).items():
             columns[table] -= added
+        for table in _TABLES_ADDED.get(step, ()):
+            del columns[table]
     return columns
 
 
@@ -272,11 +342,15 @@ def is_postgres_url(location: str) -> bool:
 def _sql(template: str, db: Backend) -> list[str]:
     """A template's statements in the backend's words."""
     blob = db.words["blob"]
-    text = template.format(
-        slots=", ".join(f"{c} {blob}" for c in SLOT_COLUMNS),
-        old_slots=", ".join(f"{c} {blob}" for c in OLD_COLUMNS),
+    fields = {
+        "slots": ", ".join(f"{c} {blob}" for c in SLOT_COLUMNS),
+        "old_slots": ", ".join(f"{c} {blob}" for c in OLD_COLUMNS),
+        "slot_list": _SLOT_LIST,
+        "p_slots": ", ".join(f"p.{c}" for c in SLOT_COLUMNS),
+        "m_slots": ", ".join(f"m.{c}" for c in SLOT_COLUMNS),
         **db.words,
-    )
+    }
+    text = template.format(sources_schema=_SOURCES_SCHEMA.format(**fields), **fields)
     return [statement for statement in text.split(";") if statement.strip()]
 
 
@@ -320,6 +394,25 @@ class AudienceRow:
     last_counts: dict | None = None
     # The stream's key properties at its last sync ((): none; None: not known yet).
     key_properties: tuple[str, ...] | None = None
+    # Its sources changed since its members last matched them: plan it again in full.
+    dirty: bool = False
+    split_value: str | None = None
+    streams: tuple[str, ...] | None = None
+    shared_with: tuple[str, ...] = ()
+    lookalike_audience_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """The store's record of one stream's source: its latest snapshot, in hashes."""
+
+    id: int
+    stream: str
+
+    @property
+    def group(self) -> int:
+        """Its staged rows' group: never an audience's (audiences stage under their own id)."""
+        return -self.id
 
 
 @dataclass
@@ -344,6 +437,10 @@ class PlanSummary:
     no_consent: int = field(default=0, compare=False)
     # Leavers with no staged row at all (a complete snapshot's absent people):
     absent: int = field(default=0, compare=False)
+    # Of the joined and changed, those whose records came in this run (for a composed
+    # audience, whose other people come from sources as they last were):
+    fresh_joined: int = field(default=0, compare=False)
+    fresh_changed: int = field(default=0, compare=False)
 
 
 def _slot_changes(new: Sequence[str], old: Sequence[str], differs: str) -> str:
@@ -462,6 +559,8 @@ class MembershipStore:
         self._staged_indexed = False
         # Audiences with rows in each temporary table: clearing the only one is a truncate.
         self._in_temp: dict[str, set[int]] = {"staged": set(), "plan": set()}
+        # Audiences whose staged rows `stage_composed` made, some of them from earlier runs.
+        self._composed: set[int] = set()
         try:
             version = self._stored_version()  # before any change: a newer store is not touched
             if version is None and not create:
@@ -627,8 +726,8 @@ class MembershipStore:
         """Read one audience row back."""
         row = self._db.execute(
             "SELECT id, stream, audience_id, name, advertiser_ids, uploaded_at, last_change_at, "
-            "last_sync_at, last_result, last_error, last_counts, key_properties "
-            "FROM audiences WHERE id = ?",
+            "last_sync_at, last_result, last_error, last_counts, key_properties, dirty, "
+            "split_value, streams, shared_with, lookalike_audience_id FROM audiences WHERE id = ?",
             (audience,),
         ).fetchone()
         return AudienceRow(
@@ -644,7 +743,25 @@ class MembershipStore:
             last_error=row[9],
             last_counts=json.loads(row[10]) if row[10] else None,
             key_properties=None if row[11] is None else tuple(json.loads(row[11])),
+            dirty=bool(row[12]),
+            split_value=row[13],
+            streams=None if row[14] is None else tuple(json.loads(row[14])),
+            shared_with=tuple(json.loads(row[15])) if row[15] else (),
+            lookalike_audience_id=row[16],
         )
+
+    def source(self, stream: str) -> SourceRow:
+        """The store's row for a stream's source, created on first use (see `audience`)."""
+        find = "SELECT id FROM sources WHERE stream = ?"
+        row = self._db.execute(find, (stream,)).fetchone()
+        if row is None:
+            with self.transaction() as db:
+                db.execute(
+                    "INSERT INTO sources (stream) VALUES (?) ON CONFLICT (stream) DO NOTHING",
+                    (stream,),
+                )
+            row = self._db.execute(find, (stream,)).fetchone()
+        return SourceRow(row[0], stream)
 
     def list_audiences(self) -> list[AudienceRow]:
         """Every audience the store knows, in creation order."""
@@ -850,6 +967,161 @@ class MembershipStore:
                 self._db.execute(f"DELETE FROM {table}")  # a truncate, not a scan
                 self._db.reclaim(table)
 
+    # Sources: what each stream last said
+
+    def remember_planned(self, source: SourceRow, audience: int, dirty: Sequence[int]) -> bool:
+        """Change the source by exactly the people planned for its (clean) simple audience.
+
+        Valid when the audience's confirmed members are what the source held (the audience
+        is not `dirty`, was uploaded and holds nobody back) and its plan was made against
+        those members from the source's staged rows: then the planned people are the
+        source's changes, and the source needs no pass of its own. Marks `dirty` (the
+        audiences planned from this source) when anything changed; True then.
+        """
+        args = {"s": source.id, "a": audience}
+        planned = "SELECT person FROM plan WHERE audience = :a"
+        with self.transaction() as db:
+            if not db.execute(planned + " LIMIT 1", args).fetchone():
+                return False
+            db.execute(
+                f"DELETE FROM source_people WHERE source = :s AND person IN ({planned})", args
+            )
+            db.execute(
+                f"INSERT INTO source_people (source, person, {_SLOT_LIST}) SELECT :s, person, "
+                f"{_SLOT_LIST} FROM staged WHERE audience = :a AND remove = 0 "
+                f"AND person IN ({planned})",
+                args,
+            )
+            self._mark(db, source, dirty)
+        return True
+
+    def remember_first_plan(
+        self, source: SourceRow, audience: int, *, whole: bool, dirty: Sequence[int]
+    ) -> None:
+        """The source after a first sync's plan (nobody confirmed): its planned adds.
+
+        A first sync's plan holds each staged member once, so a whole snapshot's source is
+        its adds; otherwise the staged people are replaced by them.
+        """
+        args = {"s": source.id, "a": audience}
+        with self.transaction() as db:
+            if whole:
+                db.execute("DELETE FROM source_people WHERE source = :s", args)
+            else:
+                db.execute(
+                    "DELETE FROM source_people WHERE source = :s AND person IN "
+                    "(SELECT person FROM staged WHERE audience = :a)",
+                    args,
+                )
+            db.execute(
+                f"INSERT INTO source_people (source, person, {_SLOT_LIST}) SELECT :s, person, "
+                f"{_SLOT_LIST} FROM plan WHERE audience = :a AND action = 'add' ORDER BY person",
+                args,
+            )
+            self._mark(db, source, dirty)
+
+    def remember_staged(
+        self, source: SourceRow, group: int, *, whole: bool, dirty: Sequence[int], fresh: bool
+    ) -> None:
+        """The source after what is staged in `group`: replaced by it (`whole`) or changed.
+
+        `fresh`: remember this run's people of the source, for the report of the composed
+        audiences planned from it.
+        """
+        self._index_staged(group)
+        args = {"s": source.id, "g": group}
+        with self.transaction() as db:
+            if whole:
+                db.execute("DELETE FROM source_people WHERE source = :s", args)
+            else:
+                db.execute(
+                    "DELETE FROM source_people WHERE source = :s AND person IN "
+                    "(SELECT person FROM staged WHERE audience = :g)",
+                    args,
+                )
+            db.execute(
+                f"INSERT INTO source_people (source, person, {_SLOT_LIST}) SELECT :s, person, "
+                f"{_SLOT_LIST} FROM staged WHERE audience = :g AND remove = 0 ORDER BY person",
+                args,
+            )
+            self._mark(db, source, dirty)
+        if fresh:
+            db.execute(
+                "INSERT INTO fresh (source, person) SELECT :s, person FROM staged "
+                "WHERE audience = :g ON CONFLICT (source, person) DO NOTHING",
+                args,
+            )
+
+    def mark_dirty(self, audience: int) -> None:
+        """The audience's members may no longer be what its source holds: plan it in full."""
+        with self.transaction() as db:
+            db.execute("UPDATE audiences SET dirty = 1 WHERE id = ?", (audience,))
+
+    def _mark(self, db: Backend, source: SourceRow, dirty: Sequence[int]) -> None:
+        """Inside a transaction: the source changed now; these audiences need planning."""
+        db.execute("UPDATE sources SET snapshot_at = ? WHERE id = ?", (time.time(), source.id))
+        for audience in dirty:
+            db.execute("UPDATE audiences SET dirty = 1 WHERE id = ?", (audience,))
+
+    def stage_composed(
+        self,
+        audience: int,
+        included: Sequence[SourceRow],
+        excluded: Sequence[SourceRow],
+    ) -> tuple[int, int]:
+        """Stage what a composed audience should hold, from its sources as they last were.
+
+        The union of the included sources' people, less every person of theirs who has any
+        identifier hash that a person of an excluded source has (all of such a person's
+        hashes are withheld). People of the first included source keep their keys; those of
+        the others get keys of their own (`mix_person`), so two streams' people never merge.
+        Each staged row is `fresh` when its record came in this run. Returns (people staged,
+        people of this run's records withheld).
+        """
+        db = self._db
+        args: dict[str, object] = {"a": audience}
+        self.clear_staged(audience)
+        self._unindex_staged()
+        self._in_temp["staged"].add(audience)
+        self._composed.add(audience)
+        db.execute("DELETE FROM withheld")
+        for source in excluded:
+            for slot, column in enumerate(SLOT_COLUMNS):
+                db.execute(
+                    f"INSERT INTO withheld (slot, hash) SELECT {slot}, {column} FROM "
+                    f"source_people WHERE source = :s AND {column} IS NOT NULL "
+                    "ON CONFLICT (slot, hash) DO NOTHING",
+                    {"s": source.id},
+                )
+        withheld = " OR ".join(
+            f"EXISTS (SELECT 1 FROM withheld w WHERE w.slot = {slot} AND w.hash = p.{column})"
+            for slot, column in enumerate(SLOT_COLUMNS)
+        )
+        excluded_fresh = 0
+        for position, source in enumerate(included):
+            person = (
+                "p.person"
+                if not position
+                else db.words["mix_person"].format(person="p.person", index=position)
+            )
+            args["s"] = source.id
+            is_fresh = "EXISTS (SELECT 1 FROM fresh f WHERE f.source = :s AND f.person = p.person)"
+            db.execute(
+                f"INSERT INTO staged (audience, person, remove, fresh, {_SLOT_LIST}) "
+                f"SELECT :a, {person}, 0, CASE WHEN {is_fresh} THEN 1 ELSE 0 END, "
+                + ", ".join(f"p.{c}" for c in SLOT_COLUMNS)
+                + f" FROM source_people p WHERE p.source = :s AND NOT ({withheld})",
+                args,
+            )
+            if excluded:
+                excluded_fresh += db.execute(
+                    f"SELECT COUNT(*) FROM source_people p WHERE p.source = :s AND ({withheld}) "
+                    f"AND {is_fresh}",
+                    args,
+                ).fetchone()[0]
+        db.execute("DELETE FROM withheld")
+        return self.staged_count(audience), excluded_fresh
+
     # Holding back a first upload
 
     def hold(self, audience: int, *, snapshot: bool) -> int:
@@ -926,8 +1198,8 @@ class MembershipStore:
         # Who joined or changed, in one pass over the staged members: usually few people.
         db.execute("DELETE FROM diff")
         db.execute(
-            f"INSERT INTO diff (person, joined, {_SLOT_LIST}, {', '.join(OLD_COLUMNS)}) "
-            "SELECT st.person, CASE WHEN m.person IS NULL THEN 1 ELSE 0 END, "
+            f"INSERT INTO diff (person, joined, fresh, {_SLOT_LIST}, {', '.join(OLD_COLUMNS)}) "
+            "SELECT st.person, CASE WHEN m.person IS NULL THEN 1 ELSE 0 END, st.fresh, "
             + ", ".join(f"st.{c}" for c in SLOT_COLUMNS)
             + ", "
             + ", ".join(f"m.{c}" for c in SLOT_COLUMNS)
@@ -935,8 +1207,9 @@ class MembershipStore:
             f"WHERE st.audience = :a AND st.remove = 0 AND (m.person IS NULL OR {self._differs})",
             args,
         )
-        summary.joined, summary.changed = db.execute(
-            "SELECT COALESCE(SUM(joined), 0), COUNT(*) - COALESCE(SUM(joined), 0) FROM diff"
+        summary.joined, summary.changed, summary.fresh_joined, summary.fresh_changed = db.execute(
+            "SELECT COALESCE(SUM(joined), 0), COUNT(*) - COALESCE(SUM(joined), 0), "
+            "COALESCE(SUM(joined * fresh), 0), COALESCE(SUM((1 - joined) * fresh), 0) FROM diff"
         ).fetchone()
         staying = summary.staged - summary.removals
         summary.people = staying if whole else self.people_after(audience, snapshot=False)
@@ -1028,6 +1301,11 @@ class MembershipStore:
         leave = self._db.execute("DELETE FROM plan WHERE audience = :a AND action = 'leave'", args)
         summary.removals = summary.no_consent + leave.rowcount
         summary.joined = summary.add_rows = summary.people = planned - summary.removals
+        summary.fresh_joined = summary.joined
+        if audience in self._composed:
+            summary.fresh_joined -= self._db.execute(
+                "SELECT COUNT(*) FROM staged WHERE audience = :a AND fresh = 0", args
+            ).fetchone()[0]
 
     def _keep_shared_hashes(self, audience: int, *, snapshot: bool) -> None:
         """Do not send the delete of a hash that another person of the audience keeps."""
@@ -1193,7 +1471,8 @@ class MembershipStore:
         with self.transaction() as db:
             db.execute("DELETE FROM pending WHERE audience = ?", (audience,))
             db.execute(
-                "UPDATE audiences SET uploaded_at = COALESCE(uploaded_at, ?) WHERE id = ?",
+                "UPDATE audiences SET uploaded_at = COALESCE(uploaded_at, ?), dirty = 0 "
+                "WHERE id = ?",
                 (time.time(), audience),
             )
 

@@ -60,8 +60,9 @@ from target_tiktok_audiences.settings import (
     read_config_files,
     resolve_settings,
 )
-from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink, StreamProgress
+from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink
 from target_tiktok_audiences.store import DEFAULT_TIMEOUT, MembershipStore
+from target_tiktok_audiences.sync import AudienceSync, RunContext, StreamProgress
 from target_tiktok_audiences.workers import Workers
 
 _SECRET_SETTINGS = ("access_token",)
@@ -225,9 +226,35 @@ class TargetTikTokAudiences(Target):
             return DryRunClient(self._dry_run_file, **options)
         return TikTokClient(**options)
 
-    def stream_progress(self, stream: str) -> StreamProgress:
-        """A stream's progress through this run, shared by every sink the stream gets."""
-        return self._progress.setdefault(stream, StreamProgress())
+    @cached_property
+    def run(self) -> RunContext:
+        """What every audience's sync of this run shares."""
+        return RunContext(
+            store=self.store,
+            client=self.client,
+            progress=self.progress,
+            logger=self.logger,
+            dry_run=self.dry_run,
+            rebuild_when_store_empty=bool(self.config.get("rebuild_when_store_empty")),
+        )
+
+    def sync_of(self, stream: str, key_properties: tuple[str, ...]) -> AudienceSync:
+        """The sync of a stream's audience, for a new sink of that stream.
+
+        Its progress is the stream's in this run, shared by every sink the stream gets.
+        """
+        settings = self.audience_settings(stream)
+        if settings is None:  # unlisted streams go to IgnoredStreamSink
+            msg = f"stream {stream!r} has no audience"
+            raise TargetError(msg)
+        return AudienceSync(
+            self.run,
+            settings,
+            self._progress.setdefault(stream, StreamProgress()),
+            key_properties=key_properties,
+            lock_timeout=float(self.config.get("store_lock_timeout", 60)),
+            allow_key_change=bool(self.config.get("allow_key_change")),
+        )
 
     def archived_sinks(self, stream: str) -> list[Sink]:
         """Sinks of a stream that a new SCHEMA replaced and that still hold records."""
@@ -340,9 +367,9 @@ class TargetTikTokAudiences(Target):
         for sink in self._audience_sinks():
             self.logger.info(
                 audience_line(
-                    sink.settings.label,
+                    sink.sync.settings.label,
                     sink.stream_name,
-                    sink.report_counts(),
+                    sink.sync.report_counts(),
                     dry_run=self.dry_run,
                 )
             )

@@ -142,3 +142,21 @@ def fake() -> FakeTikTok:
 @pytest.fixture
 def target(tmp_path: Path, fake: FakeTikTok) -> TargetRunner:
     return TargetRunner(tmp_path, fake)
+
+
+def downgrade_sql(version: int, prefix: str = "") -> list[str]:
+    """SQL that turns a store of the current schema into one written at schema `version`.
+
+    `prefix`: a PostgreSQL schema and a dot. Tables and columns added since go, newest first.
+    """
+    from target_tiktok_audiences import store
+
+    statements = []
+    for step in range(store.SCHEMA_VERSION, version, -1):
+        for table in sorted(store._TABLES_ADDED.get(step, ())):
+            statements.append(f"DROP TABLE {prefix}{table}")
+        for table, columns in store._COLUMNS_ADDED.get(step, {}).items():
+            for column in sorted(columns):
+                statements.append(f"ALTER TABLE {prefix}{table} DROP COLUMN {column}")
+    statements.append(f"UPDATE {prefix}meta SET value = '{version}' WHERE key = 'schema_version'")
+    return statements

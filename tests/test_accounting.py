@@ -239,7 +239,7 @@ def run_in_process(config: dict, stream: str, batch: list[dict]) -> dict[str, An
     target = TargetTikTokAudiences(config=config)
     target.listen(io.StringIO("\n".join(json.dumps(m) for m in messages) + "\n"))
     (sink,) = [s for s in target._sinks_active.values() if isinstance(s, AudienceSink)]
-    counts = sink.report_counts()
+    counts = sink.sync.report_counts()
     return {**{k: counts[k] for k in COUNTED}, "skipped": Counter(counts["skipped"])}
 
 

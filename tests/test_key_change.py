@@ -12,7 +12,7 @@ import sqlite3
 import pytest
 
 from target_tiktok_audiences.store import KeyPropertiesChangedError, MembershipStore
-from tests.conftest import TargetRunner, record, schema, state
+from tests.conftest import TargetRunner, downgrade_sql, record, schema, state
 from tests.test_end_to_end import mapping_requests, members, only_audience, sent_rows
 from tests.test_end_to_end_postgres import PostgresTargetRunner
 from tests.test_store import ADVERTISER, FIRST, confirm_plan, person, slots, stage
@@ -143,8 +143,8 @@ def test_a_store_from_before_key_properties_learns_them_on_first_sight(tmp_path)
     aud = store.audience("contacts", "k", [ADVERTISER]).id
     store.close()
     db = sqlite3.connect(path)
-    db.execute("ALTER TABLE audiences DROP COLUMN key_properties")
-    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    for statement in downgrade_sql(2):
+        db.execute(statement)
     db.commit()
     db.close()
     store = MembershipStore(str(path))

@@ -38,6 +38,7 @@ from target_tiktok_audiences.store import (
     Staged,
 )
 from target_tiktok_audiences.workers import Workers
+from tests.conftest import downgrade_sql
 
 N = len(SLOTS)
 SLOT = {name: i for i, name in enumerate(SLOTS)}
@@ -851,9 +852,8 @@ def test_store_written_before_last_change_at_still_works(tmp_path):
     path = tmp_path / "m.sqlite"
     MembershipStore(str(path)).close()
     db = sqlite3.connect(path)
-    for column in ("key_properties", "last_change_at"):  # the first release had neither
-        db.execute(f"ALTER TABLE audiences DROP COLUMN {column}")
-    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    for statement in downgrade_sql(1):
+        db.execute(statement)
     db.commit()
     db.close()
     store = MembershipStore(str(path))

@@ -27,6 +27,7 @@ from target_tiktok_audiences.store import (
     copy_store,
 )
 from target_tiktok_audiences.store_postgres import split_schema
+from tests.conftest import downgrade_sql
 from tests.test_store import ADVERTISER, FIRST, confirm_plan, members, person, sha, slots, stage
 
 TABLES = ("meta", "audiences", "members", "pending")
@@ -365,9 +366,8 @@ def test_older_schema_is_upgraded_in_place(pg_url, postgres_server):
     populate(pg_url)
     schema = schema_of(pg_url)
     with postgres_server.connect() as db:  # the first release had neither column
-        for column in ("key_properties", "last_change_at"):
-            db.execute(f"ALTER TABLE {schema}.audiences DROP COLUMN {column}")
-        db.execute(f"UPDATE {schema}.meta SET value = '1' WHERE key = 'schema_version'")
+        for statement in downgrade_sql(1, f"{schema}."):
+            db.execute(statement)
     kept = rows(postgres_server, pg_url, "members")
     store = MembershipStore(pg_url)
     try:

@@ -1,0 +1,413 @@
+"""The sync of one audience: plan from what is staged, hold, guard, send, confirm.
+
+A sink stages its stream's people; the sync of the stream's audience turns them into confirmed
+changes. It remembers the stream's source (its latest snapshot, in hashes) in the same step, so
+that the audience's members and its source agree whenever the audience is clean. Everything it
+needs comes in a `RunContext`; how removals are found is the stream's `Policy`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from target_tiktok_audiences.audiences import (
+    audience_deleted,
+    check_unknown_audience,
+    resolve_audience,
+)
+from target_tiktok_audiences.client import NOT_FOUND, TikTokClient
+from target_tiktok_audiences.errors import (
+    AudienceDeletedError,
+    RemovalGuardError,
+    TargetError,
+    TikTokAPIError,
+)
+from target_tiktok_audiences.people import NO_CONSENT_REASON
+from target_tiktok_audiences.planning import removal_refusal, should_hold
+from target_tiktok_audiences.reporting import Progress
+from target_tiktok_audiences.settings import AudienceSettings
+from target_tiktok_audiences.store import Batch, MembershipStore, PlanSummary, SourceRow
+
+DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every sync of a run shares: the store, the client, progress lines, the log."""
+
+    store: MembershipStore
+    client: TikTokClient
+    progress: Progress
+    logger: logging.Logger
+    dry_run: bool
+    rebuild_when_store_empty: bool
+
+
+class SnapshotPolicy:
+    """A stream's records in one run are the whole audience, once the snapshot is complete.
+
+    Nothing is sent before then: removals come only from a whole snapshot, and the removal
+    guard can refuse the sync before anything is sent.
+    """
+
+    snapshot = True
+    applies_on_drain = False
+
+    def whole(self, *, complete: bool) -> bool:
+        """Whether people absent from the staged records leave."""
+        return complete
+
+
+class IncrementalPolicy:
+    """Each record is a change for one person; a drain's changes are sent at once."""
+
+    snapshot = False
+    applies_on_drain = True
+
+    def whole(self, *, complete: bool) -> bool:
+        """Absent people never leave: removals are explicit records."""
+        return False
+
+
+Policy = SnapshotPolicy | IncrementalPolicy
+POLICIES: dict[str, Policy] = {"snapshot": SnapshotPolicy(), "incremental": IncrementalPolicy()}
+
+
+@dataclass
+class StreamProgress:
+    """One stream's progress through a run; outlives a sink replaced by a new SCHEMA.
+
+    `totals` counts for the report, where every record read is counted once (see
+    `AudienceSync.report_counts`). `staged_rows`: records staged since the last apply.
+    """
+
+    records_since_close: int = 0
+    records_since_version: int = 0
+    staged_rows: int = 0
+    last_version: int | None = None
+    seen_version: bool = False
+    closed_any: bool = False
+    skipped: Counter[str] = field(default_factory=Counter)
+    invalid: Counter[str] = field(default_factory=Counter)
+    totals: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+
+class AudienceSync:
+    """Keeps one TikTok audience in step with what its stream's sink stages."""
+
+    def __init__(
+        self,
+        run: RunContext,
+        settings: AudienceSettings,
+        progress: StreamProgress,
+        *,
+        key_properties: tuple[str, ...],
+        lock_timeout: float,
+        allow_key_change: bool,
+    ) -> None:
+        """Lock the audience for this run, and check the stream's key properties.
+
+        Other key properties than at the last sync are refused here, before any record, or
+        (`allow_key_change`) the stored people are re-matched by their hashes when applying.
+        """
+        self.run = run
+        self.settings = settings
+        self.policy = POLICIES[settings.sync_mode]
+        self.progress = progress
+        self.key_properties = key_properties
+        store = self.store = run.store
+        self.row = store.audience(settings.stream, settings.target_key, settings.advertiser_ids)
+        store.lock_audience(self.row.id, settings.label, lock_timeout)
+        self.row = store.get_audience(self.row.id)  # another run may have synced meanwhile
+        self.source: SourceRow = store.source(settings.stream)
+        self.rematch = store.key_change(
+            self.row.id,
+            key_properties,
+            allow=allow_key_change,
+            stream=settings.stream,
+            label=settings.label,
+        )
+
+    @property
+    def group(self) -> int:
+        """Where the stream's sink stages its people: under the audience's own id."""
+        return self.row.id
+
+    def apply(self, *, complete: bool) -> None:
+        """Plan, guard, hold or send, and confirm: everything staged for this audience.
+
+        Every way this can end the run is recorded as the audience's last result, `failed`
+        (`status` then says FAILED). An audience created by name that TikTok no longer has is
+        created again once, and filled with everyone it should hold.
+        """
+        started = time.monotonic()
+        requests_before = self.run.client.requests_sent
+        audience = self.row.id
+        try:
+            try:
+                self._apply(audience, complete=complete)
+            except AudienceDeletedError as exc:
+                self._forget_deleted(exc.audience_id)
+                self._apply(audience, complete=complete)
+        except BaseException as exc:
+            self._record_failure(audience, exc)
+            raise
+        finally:
+            self.store.clear_staged(audience)
+            self.progress.staged_rows = 0
+            self.progress.records_since_close = 0
+            self.progress.closed_any = True
+            self.progress.totals["requests"] += self.run.client.requests_sent - requests_before
+            self.progress.seconds += time.monotonic() - started
+        self.store.record_result(audience, "ok", None, self.report_counts())
+
+    def _record_failure(self, audience: int, exc: BaseException) -> None:
+        """Record the failed sync; a store that fails too must not hide why the run ended."""
+        if isinstance(exc, TargetError):
+            error = str(exc)
+        else:
+            error = f"the run ended ({type(exc).__name__}) before this sync was confirmed"
+        with contextlib.suppress(Exception):
+            self.store.record_result(audience, "failed", error, None)
+
+    def _forget_deleted(self, audience_id: str) -> None:
+        """TikTok no longer has the audience: hold its people for a new one (see the store)."""
+        held = self.store.forget_deleted_audience(self.row.id)
+        self.row = self.store.get_audience(self.row.id)
+        self.run.logger.warning(
+            "Audience %s (%s, stream %s) no longer exists on TikTok (deleted?): creating it "
+            "again and filling it with the %d people the store had confirmed, with this run's "
+            "changes. Point your ad groups at the new audience.",
+            self.settings.label,
+            audience_id,
+            self.settings.stream,
+            held,
+        )
+
+    def _apply(self, audience: int, *, complete: bool) -> None:
+        store, settings = self.store, self.settings
+        if self.rematch:
+            matched, stored = store.rematch(audience, self.key_properties)
+            store.mark_dirty(audience)
+            self.rematch = False
+            self.run.logger.warning(
+                "Audience %s: key properties changed (allow_key_change): %d of %d stored "
+                "people re-matched by their identifier hashes; the others had other hashes or "
+                "are not in this run.",
+                settings.label,
+                matched,
+                stored,
+            )
+        snapshot = self.policy.whole(complete=complete)
+        self.row = store.get_audience(audience)
+        uploaded = self.row.uploaded_at is not None
+        remembered = False
+        summary: PlanSummary | None = None
+        # This apply's records as people (see `_count_apply`), when `hold` reduced them first.
+        tally: tuple[int, int, int] | None = None
+        # People held for a first upload: below min_audience_size, or of a deleted audience.
+        if not uploaded and (settings.min_audience_size or store.count_pending(audience)):
+            if store.count_pending(audience) or store.count_members(audience):
+                people = store.hold(audience, snapshot=snapshot)  # with those held before
+                tally = store.staged_people(audience)
+                self._remember(None, whole=snapshot)
+                remembered = True
+            else:
+                # Nobody held before: the plan counts the people, who then need not be moved
+                # into `pending` and back (seconds, at a million people).
+                summary = store.plan(audience, snapshot=self.policy.snapshot, complete=complete)
+                people, tally = summary.people, _tally(summary)
+                self._remember(summary, whole=snapshot)
+                remembered = True
+            if should_hold(people, settings.min_audience_size, uploaded=False):
+                if summary is not None:
+                    store.hold(audience, snapshot=snapshot)
+                self._count_apply(tally, held=people)
+                self.run.logger.info(
+                    "Audience %s holds %d people, under min_audience_size %d: nothing sent yet.",
+                    settings.label,
+                    people,
+                    settings.min_audience_size,
+                )
+                return
+            if summary is None:
+                store.release_pending(audience)
+        if not uploaded and not self.run.dry_run and not store.count_members(audience):
+            check_unknown_audience(
+                self.run.client,
+                store,
+                settings,
+                self.row,
+                self.run.logger,
+                rebuild=self.policy.snapshot and self.run.rebuild_when_store_empty,
+            )
+        if summary is None:
+            summary = store.plan(audience, snapshot=self.policy.snapshot, complete=complete)
+        if not remembered:
+            self._remember(summary, whole=snapshot)
+        refusal = (
+            removal_refusal(
+                summary,
+                settings.max_removal_fraction,
+                first_sync=not uploaded,
+                label=settings.label,
+            )
+            if snapshot
+            else None
+        )
+        if refusal:
+            raise RemovalGuardError(refusal)
+        self.run.progress.changes_planned(summary.add_rows + summary.delete_rows)
+        self._send(audience, summary)
+        self._count_apply(tally or _tally(summary), summary=summary)
+
+    def _remember(self, summary: PlanSummary | None, *, whole: bool) -> None:
+        """Remember the stream's source as this apply leaves it, before anything is sent.
+
+        From the plan where it says exactly how the source changes (`summary`: made
+        against the confirmed members; see the store's `remember_*`), else from what is
+        staged. The audience is dirty from then until its plan is confirmed.
+        """
+        store, audience, dirty = self.store, self.row.id, [self.row.id]
+        if summary is not None and not summary.confirmed:
+            store.remember_first_plan(self.source, audience, whole=whole, dirty=dirty)
+        elif summary is not None and self.row.uploaded_at is not None and not self.row.dirty:
+            store.remember_planned(self.source, audience, dirty)
+        else:
+            store.remember_staged(self.source, audience, whole=whole, dirty=dirty, fresh=False)
+
+    def _count_apply(
+        self,
+        tally: tuple[int, int, int],
+        *,
+        held: int | None = None,
+        summary: PlanSummary | None = None,
+    ) -> None:
+        """Count one apply's records: people held, or sent (`summary`), leavers, repeats.
+
+        `tally` is (people, leavers, leavers for want of consent) among the records staged
+        since the last apply, each person's last record only: the other records are
+        duplicates. Leavers for want of consent count as `no_consent`, the other leavers as
+        `removed`; a sent plan also removes its absent people. `carried` counts the people
+        held or sent (in `held` or `added`) whose records came in an earlier run: the
+        people placed less this apply's members and those held by an earlier apply of this
+        run. A negative difference is people held earlier in this run whose records came
+        again: duplicates too.
+        """
+        totals, skipped = self.progress.totals, self.progress.skipped
+        people, leavers, no_consent = tally
+        duplicates = self.progress.staged_rows - people
+        if no_consent:
+            skipped[NO_CONSENT_REASON] += no_consent
+        totals["removed"] += leavers - no_consent
+        if summary is None:
+            placed = held or 0
+        else:
+            placed = summary.joined + summary.changed + summary.unchanged
+            totals["added"] += summary.joined
+            totals["changed"] += summary.changed
+            totals["unchanged"] += summary.unchanged
+            totals["removed"] += summary.absent
+            totals["absent"] += summary.absent
+        carried = placed - (people - leavers) - totals["held"]
+        totals["held"] = held or 0
+        if carried < 0:
+            duplicates -= carried
+        else:
+            totals["carried"] += carried
+        if duplicates:
+            skipped[DUPLICATE] += duplicates
+
+    def _send(self, audience: int, summary: PlanSummary) -> None:
+        """Deletes, then adds, each confirmed in the store batch by batch."""
+        client, store = self.run.client, self.store
+        audience_id = ""
+        if summary.add_rows or summary.delete_rows:
+            audience_id = resolve_audience(client, store, self.settings, self.row)
+        for action in ("delete", "add"):
+
+            def confirmed(batch: Batch, act: str = action) -> None:
+                store.confirm_planned(audience, act, batch.first, batch.last)
+                self.run.progress.changes_confirmed(batch.size)
+
+            batches = self._batches(audience, action)
+            try:
+                client.map_all(
+                    action, self.settings.advertiser_ids, audience_id, batches, confirmed
+                )
+            except TikTokAPIError as exc:
+                if exc.code == NOT_FOUND:
+                    raise audience_deleted(self.settings, audience_id) from None
+                raise
+            if action == "delete" and (summary.left or summary.changed):
+                store.confirm_kept_deletes(audience)  # only leavers and changes plan deletes
+        store.finish_upload(audience)
+        self.row = store.get_audience(audience)
+
+    def _batches(self, audience: int, action: str) -> Iterator[Batch]:
+        """Planned rows with a hash to send, in plan order, a batch at a time.
+
+        A batch is a run of planned rows, confirmed in the store by its first and last seq.
+        Its size is the client's at the time, which shrinks if TikTok says a batch is too
+        large.
+        """
+        after = -1
+        while True:
+            size = self.run.client.batch_size
+            batch = self.store.next_batch(audience, action, after, size)
+            if batch is None:
+                return
+            self.run.progress.changes_sent(batch.size)
+            yield batch
+            if batch.size < size:
+                return
+            after = batch.last
+
+    # Reporting
+
+    def report_counts(self) -> dict[str, Any]:
+        """Counts for the run report and the store's last-sync record.
+
+        Every record read counts once, so that, with S the sum of `skipped`:
+
+            records = added + changed + unchanged + held + removed + S - absent - carried
+
+        `records`: the stream's RECORD messages this audience's sink received in this run.
+        A record counts as the person it adds, changes, leaves unchanged or holds; as a
+        removal (`_sdc_deleted_at`, membership false), in `removed`, whether or not the
+        person was a member; or in `skipped` by reason (a person's earlier records in one
+        apply as `duplicate`: the last one wins; consent false, missing or null as
+        `no_consent`, even where it removes a member). Two counts in the report are people
+        rather than records, and the sum takes them out again: `absent`, the people a
+        complete snapshot removes because no record of theirs was staged (in `removed`; a
+        skipped record stages nothing), and `carried`, the people held by an earlier run
+        and now held again or sent (in `held` or `added`). `held` is the people waiting
+        for `min_audience_size` after the last apply.
+        """
+        totals = self.progress.totals
+        return {
+            "records": totals["records"],
+            "added": totals["added"],
+            "removed": totals["removed"],
+            "changed": totals["changed"],
+            "unchanged": totals["unchanged"],
+            "held": totals["held"],
+            "absent": totals["absent"],
+            "carried": totals["carried"],
+            "skipped": dict(self.progress.skipped),
+            "invalid_values": dict(self.progress.invalid),
+            "requests": totals["requests"],
+            "seconds": round(self.progress.seconds, 3),
+        }
+
+
+def _tally(summary: PlanSummary) -> tuple[int, int, int]:
+    """(people, leavers, leavers for want of consent) a plan found staged."""
+    return summary.staged, summary.removals, summary.no_consent
