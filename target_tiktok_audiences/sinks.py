@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from singer_sdk.sinks import BatchSink
 
 from target_tiktok_audiences.people import Hashed, PeopleQueue, RecordSpec
-from target_tiktok_audiences.sync import AudienceSync
+from target_tiktok_audiences.sync import StreamSync
 
 if TYPE_CHECKING:
     from target_tiktok_audiences.target import TargetTikTokAudiences
@@ -44,7 +44,7 @@ class AudienceSink(BatchSink):
     ) -> None:
         super().__init__(target, stream_name, schema, key_properties)
         self.owner = target
-        self.sync: AudienceSync = target.sync_of(stream_name, tuple(self.key_properties or ()))
+        self.sync: StreamSync = target.sync_of(stream_name, tuple(self.key_properties or ()))
         self.policy = self.sync.policy
         self.store = self.sync.store
         settings = self.sync.settings

@@ -1021,13 +1021,9 @@ class MembershipStore:
             self._mark(db, source, dirty)
 
     def remember_staged(
-        self, source: SourceRow, group: int, *, whole: bool, dirty: Sequence[int], fresh: bool
+        self, source: SourceRow, group: int, *, whole: bool, dirty: Sequence[int]
     ) -> None:
-        """The source after what is staged in `group`: replaced by it (`whole`) or changed.
-
-        `fresh`: remember this run's people of the source, for the report of the composed
-        audiences planned from it.
-        """
+        """The source after what is staged in `group`: replaced by it (`whole`) or changed."""
         self._index_staged(group)
         args = {"s": source.id, "g": group}
         with self.transaction() as db:
@@ -1045,12 +1041,18 @@ class MembershipStore:
                 args,
             )
             self._mark(db, source, dirty)
-        if fresh:
-            db.execute(
-                "INSERT INTO fresh (source, person) SELECT :s, person FROM staged "
-                "WHERE audience = :g ON CONFLICT (source, person) DO NOTHING",
-                args,
-            )
+
+    def note_fresh(self, source: SourceRow, group: int) -> None:
+        """Remember, for this run, the source's people staged in `group`: their records came now.
+
+        The report of a composed audience counts them as records, and the others (from
+        sources as they last were) as people carried over.
+        """
+        self._db.execute(
+            "INSERT INTO fresh (source, person) SELECT :s, person FROM staged "
+            "WHERE audience = :g ON CONFLICT (source, person) DO NOTHING",
+            {"s": source.id, "g": group},
+        )
 
     def mark_dirty(self, audience: int) -> None:
         """The audience's members may no longer be what its source holds: plan it in full."""
@@ -1075,8 +1077,8 @@ class MembershipStore:
         identifier hash that a person of an excluded source has (all of such a person's
         hashes are withheld). People of the first included source keep their keys; those of
         the others get keys of their own (`mix_person`), so two streams' people never merge.
-        Each staged row is `fresh` when its record came in this run. Returns (people staged,
-        people of this run's records withheld).
+        Each staged row is `fresh` when its record came in this run. Returns (fresh people
+        staged, fresh people withheld).
         """
         db = self._db
         args: dict[str, object] = {"a": audience}
@@ -1120,7 +1122,10 @@ class MembershipStore:
                     args,
                 ).fetchone()[0]
         db.execute("DELETE FROM withheld")
-        return self.staged_count(audience), excluded_fresh
+        fresh = db.execute(
+            "SELECT COUNT(*) FROM staged WHERE audience = ? AND fresh = 1", (audience,)
+        ).fetchone()[0]
+        return fresh, excluded_fresh
 
     # Holding back a first upload
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +100,12 @@ class StreamProgress:
 
 
 class AudienceSync:
-    """Keeps one TikTok audience in step with what its stream's sink stages."""
+    """Keeps one TikTok audience in step with the people staged for it.
+
+    What is staged under `group` is planned against the audience's confirmed members, then
+    held, guarded, sent and confirmed. `StreamSync` stages one stream's records there;
+    `ComposedSync` (composed.py) stages what the audience's sources say it should hold.
+    """
 
     def __init__(
         self,
@@ -108,36 +113,21 @@ class AudienceSync:
         settings: AudienceSettings,
         progress: StreamProgress,
         *,
-        key_properties: tuple[str, ...],
         lock_timeout: float,
-        allow_key_change: bool,
     ) -> None:
-        """Lock the audience for this run, and check the stream's key properties.
-
-        Other key properties than at the last sync are refused here, before any record, or
-        (`allow_key_change`) the stored people are re-matched by their hashes when applying.
-        """
+        """Find (or create) the audience's row in the store, and lock it for this run."""
         self.run = run
         self.settings = settings
         self.policy = POLICIES[settings.sync_mode]
         self.progress = progress
-        self.key_properties = key_properties
         store = self.store = run.store
         self.row = store.audience(settings.stream, settings.target_key, settings.advertiser_ids)
         store.lock_audience(self.row.id, settings.label, lock_timeout)
         self.row = store.get_audience(self.row.id)  # another run may have synced meanwhile
-        self.source: SourceRow = store.source(settings.stream)
-        self.rematch = store.key_change(
-            self.row.id,
-            key_properties,
-            allow=allow_key_change,
-            stream=settings.stream,
-            label=settings.label,
-        )
 
     @property
     def group(self) -> int:
-        """Where the stream's sink stages its people: under the audience's own id."""
+        """Where the audience's people are staged: under the audience's own id."""
         return self.row.id
 
     def apply(self, *, complete: bool) -> None:
@@ -193,18 +183,7 @@ class AudienceSync:
 
     def _apply(self, audience: int, *, complete: bool) -> None:
         store, settings = self.store, self.settings
-        if self.rematch:
-            matched, stored = store.rematch(audience, self.key_properties)
-            store.mark_dirty(audience)
-            self.rematch = False
-            self.run.logger.warning(
-                "Audience %s: key properties changed (allow_key_change): %d of %d stored "
-                "people re-matched by their identifier hashes; the others had other hashes or "
-                "are not in this run.",
-                settings.label,
-                matched,
-                stored,
-            )
+        self._before_plan()
         snapshot = self.policy.whole(complete=complete)
         self.row = store.get_audience(audience)
         uploaded = self.row.uploaded_at is not None
@@ -268,20 +247,11 @@ class AudienceSync:
         self._send(audience, summary)
         self._count_apply(tally or _tally(summary), summary=summary)
 
-    def _remember(self, summary: PlanSummary | None, *, whole: bool) -> None:
-        """Remember the stream's source as this apply leaves it, before anything is sent.
+    def _before_plan(self) -> None:
+        """What must happen to the store before this apply is planned (nothing, here)."""
 
-        From the plan where it says exactly how the source changes (`summary`: made
-        against the confirmed members; see the store's `remember_*`), else from what is
-        staged. The audience is dirty from then until its plan is confirmed.
-        """
-        store, audience, dirty = self.store, self.row.id, [self.row.id]
-        if summary is not None and not summary.confirmed:
-            store.remember_first_plan(self.source, audience, whole=whole, dirty=dirty)
-        elif summary is not None and self.row.uploaded_at is not None and not self.row.dirty:
-            store.remember_planned(self.source, audience, dirty)
-        else:
-            store.remember_staged(self.source, audience, whole=whole, dirty=dirty, fresh=False)
+    def _remember(self, summary: PlanSummary | None, *, whole: bool) -> None:
+        """Remember what this apply says of the audience's sources (nothing, here)."""
 
     def _count_apply(
         self,
@@ -307,6 +277,7 @@ class AudienceSync:
         if no_consent:
             skipped[NO_CONSENT_REASON] += no_consent
         totals["removed"] += leavers - no_consent
+        totals["removal_records"] += leavers - no_consent
         if summary is None:
             placed = held or 0
         else:
@@ -406,6 +377,77 @@ class AudienceSync:
             "requests": totals["requests"],
             "seconds": round(self.progress.seconds, 3),
         }
+
+
+class StreamSync(AudienceSync):
+    """The simple form: one stream's records, staged by its sink, are the audience.
+
+    It remembers the stream's source in the same step as it plans, so that the audience's
+    members and its source agree whenever the audience is clean.
+    """
+
+    def __init__(
+        self,
+        run: RunContext,
+        settings: AudienceSettings,
+        progress: StreamProgress,
+        *,
+        lock_timeout: float,
+        key_properties: tuple[str, ...],
+        allow_key_change: bool,
+        dependents: Sequence[int] = (),
+    ) -> None:
+        """Also check the stream's key properties; `dependents`: composed audiences it feeds.
+
+        Other key properties than at the last sync are refused here, before any record, or
+        (`allow_key_change`) the stored people are re-matched by their hashes when applying.
+        """
+        super().__init__(run, settings, progress, lock_timeout=lock_timeout)
+        self.key_properties = key_properties
+        self.dependents = tuple(dependents)
+        self.source: SourceRow = self.store.source(settings.stream)
+        self.rematch = self.store.key_change(
+            self.row.id,
+            key_properties,
+            allow=allow_key_change,
+            stream=settings.stream,
+            label=settings.label,
+        )
+        self.awaits_audiences = False
+
+    def _before_plan(self) -> None:
+        """Re-match stored people to new key properties (`allow_key_change`), once."""
+        store, settings, audience = self.store, self.settings, self.row.id
+        if self.rematch:
+            matched, stored = store.rematch(audience, self.key_properties)
+            store.mark_dirty(audience)
+            self.rematch = False
+            self.run.logger.warning(
+                "Audience %s: key properties changed (allow_key_change): %d of %d stored "
+                "people re-matched by their identifier hashes; the others had other hashes or "
+                "are not in this run.",
+                settings.label,
+                matched,
+                stored,
+            )
+
+    def _remember(self, summary: PlanSummary | None, *, whole: bool) -> None:
+        """Remember the stream's source as this apply leaves it, before anything is sent.
+
+        From the plan where it says exactly how the source changes (`summary`: made
+        against the confirmed members; see the store's `remember_*`), else from what is
+        staged. The audience is dirty from then until its plan is confirmed.
+        """
+        store, audience, dirty = self.store, self.row.id, [self.row.id, *self.dependents]
+        if summary is not None and not summary.confirmed:
+            store.remember_first_plan(self.source, audience, whole=whole, dirty=dirty)
+        elif summary is not None and self.row.uploaded_at is not None and not self.row.dirty:
+            store.remember_planned(self.source, audience, dirty)
+        else:
+            store.remember_staged(self.source, audience, whole=whole, dirty=dirty)
+        if self.dependents:  # they count this run's people of the source as records
+            store.note_fresh(self.source, audience)
+            self.awaits_audiences = True
 
 
 def _tally(summary: PlanSummary) -> tuple[int, int, int]:

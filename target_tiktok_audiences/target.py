@@ -62,7 +62,7 @@ from target_tiktok_audiences.settings import (
 )
 from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink
 from target_tiktok_audiences.store import DEFAULT_TIMEOUT, MembershipStore
-from target_tiktok_audiences.sync import AudienceSync, RunContext, StreamProgress
+from target_tiktok_audiences.sync import RunContext, StreamProgress, StreamSync
 from target_tiktok_audiences.workers import Workers
 
 _SECRET_SETTINGS = ("access_token",)
@@ -238,7 +238,7 @@ class TargetTikTokAudiences(Target):
             rebuild_when_store_empty=bool(self.config.get("rebuild_when_store_empty")),
         )
 
-    def sync_of(self, stream: str, key_properties: tuple[str, ...]) -> AudienceSync:
+    def sync_of(self, stream: str, key_properties: tuple[str, ...]) -> StreamSync:
         """The sync of a stream's audience, for a new sink of that stream.
 
         Its progress is the stream's in this run, shared by every sink the stream gets.
@@ -247,7 +247,7 @@ class TargetTikTokAudiences(Target):
         if settings is None:  # unlisted streams go to IgnoredStreamSink
             msg = f"stream {stream!r} has no audience"
             raise TargetError(msg)
-        return AudienceSync(
+        return StreamSync(
             self.run,
             settings,
             self._progress.setdefault(stream, StreamProgress()),
