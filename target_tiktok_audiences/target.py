@@ -46,10 +46,8 @@ from target_tiktok_audiences.reader import SafeSingerReader, record_of
 from target_tiktok_audiences.redaction import mask_url
 from target_tiktok_audiences.reporting import Progress, audience_line
 from target_tiktok_audiences.settings import (
-    DEFAULT_API_URL,
-    DEFAULT_DRY_RUN_OUTPUT,
-    DEFAULT_STORE,
     AudienceSettings,
+    RunSettings,
     check_env_values,
     check_global_settings,
     check_setting_names,
@@ -61,7 +59,7 @@ from target_tiktok_audiences.settings import (
     resolve_settings,
 )
 from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink, StreamProgress
-from target_tiktok_audiences.store import DEFAULT_TIMEOUT, MembershipStore
+from target_tiktok_audiences.store import MembershipStore
 from target_tiktok_audiences.workers import Workers
 
 _SECRET_SETTINGS = ("access_token",)
@@ -95,6 +93,7 @@ class TargetTikTokAudiences(Target):
         # connection serves all sinks, so sinks drain one at a time; requests run in parallel.
         self.max_parallelism = 1
         self.normalization = check_global_settings(self.config)
+        self.run_settings = RunSettings.from_config(self.config)
         self._settings: dict[str, AudienceSettings | None] = {}
         self._streams_by_audience: dict[tuple[str, ...], str] = {}
         self._progress: dict[str, StreamProgress] = {}
@@ -160,7 +159,7 @@ class TargetTikTokAudiences(Target):
     @property
     def dry_run(self) -> bool:
         """Send nothing, change no stored membership, write planned requests to a file."""
-        return bool(self.config.get("dry_run"))
+        return self.run_settings.dry_run
 
     def audience_settings(self, stream: str) -> AudienceSettings | None:
         """The resolved settings of a stream's audience (None: the stream is ignored)."""
@@ -188,9 +187,10 @@ class TargetTikTokAudiences(Target):
     @cached_property
     def store(self) -> MembershipStore:
         """The membership store (a throwaway copy in memory for a dry run)."""
-        location = str(self.config.get("membership_store") or DEFAULT_STORE)
-        timeout = float(self.config.get("store_timeout", DEFAULT_TIMEOUT))
-        return MembershipStore.open(location, throwaway=self.dry_run, timeout=timeout)
+        run = self.run_settings
+        return MembershipStore.open(
+            run.membership_store, throwaway=run.dry_run, timeout=run.store_timeout
+        )
 
     @cached_property
     def progress(self) -> Progress:
@@ -205,20 +205,20 @@ class TargetTikTokAudiences(Target):
     @cached_property
     def client(self) -> TikTokClient:
         """The TikTok client; in a dry run, one that writes requests to `dry_run_output`."""
-        config = self.config
+        run = self.run_settings
         options: dict[str, Any] = {
-            "api_url": config.get("api_url") or DEFAULT_API_URL,
-            "access_token": config.get("access_token"),
-            "timeout": float(config.get("request_timeout", 60)),
-            "max_retries": int(config.get("max_retries", 8)),
-            "max_requests_per_second": float(config.get("max_requests_per_second", 10)),
-            "max_parallel_requests": int(config.get("max_parallel_requests", 4)),
-            "batch_size": int(config.get("batch_size", 10000)),
-            "backoff_base": float(config.get("retry_backoff_seconds", 1)),
+            "api_url": run.api_url,
+            "access_token": run.access_token,
+            "timeout": run.request_timeout,
+            "max_retries": run.max_retries,
+            "max_requests_per_second": run.max_requests_per_second,
+            "max_parallel_requests": run.max_parallel_requests,
+            "batch_size": run.batch_size,
+            "backoff_base": run.retry_backoff_seconds,
             "workers": self.workers,
         }
-        if self.dry_run:
-            path = Path(config.get("dry_run_output") or DEFAULT_DRY_RUN_OUTPUT)
+        if run.dry_run:
+            path = Path(run.dry_run_output)
             if path.parent != Path():
                 path.parent.mkdir(parents=True, exist_ok=True)
             self._dry_run_file: IO[str] = path.open("w", encoding="utf-8")
@@ -288,7 +288,7 @@ class TargetTikTokAudiences(Target):
 
     def process_endofpipe(self) -> None:
         """Apply open snapshots, then let the SDK drain, write STATE and clean up."""
-        end_proves = self.config.get("snapshot_end", "end_of_input") == "end_of_input"
+        end_proves = self.run_settings.end_of_input_proves_snapshot
         for sink in self._audience_sinks():
             self.drain_one(sink)
             sink.finish_input(end_proves_snapshot=end_proves)
