@@ -189,7 +189,7 @@ class _Resolver:
         self.normalization = normalization
         self.implicit = not config.get("audiences")
         self.sources: Mapping[str, Any] = setting(config, "sources")
-        self.exclude_streams = _stream_list(setting(config, "exclude_streams"), "exclude_streams")
+        self.exclude_streams = _stream_list(setting(config, "exclude_streams"))
 
     def source(self, stream: str) -> SourceDefinition:
         spec = (self.config.get("audiences") or {}).get(stream)
@@ -220,7 +220,7 @@ class _Resolver:
         if simple:
             streams: tuple[str, ...] = (key,)
         else:
-            streams = _stream_list(spec["streams"], f"{where}.streams")
+            streams = _stream_list(spec["streams"])
             if not streams:
                 msg = (
                     f"`{where}.streams` is empty: list the streams whose people are members, "
@@ -235,7 +235,7 @@ class _Resolver:
                     "streams (or at the top level)"
                 )
                 raise ConfigError(msg)
-        excluded = _stream_list(spec.get("exclude_streams") or [], f"{where}.exclude_streams")
+        excluded = _stream_list(spec.get("exclude_streams") or [])
         excluded = tuple(dict.fromkeys((*excluded, *self.exclude_streams)))
         both = [s for s in streams if s in excluded]
         if both:
@@ -310,19 +310,16 @@ def _identity(
     return None, audience_name, split_by
 
 
-def _stream_list(value: Any, where: str) -> tuple[str, ...]:
-    """Stream names, each once, in the order given."""
-    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
-        msg = f"`{where}` must be an array of stream names: fix the setting"
-        raise ConfigError(msg)
+def _stream_list(value: list[str]) -> tuple[str, ...]:
+    """Stream names (the schema made them an array of strings), each once, in the order given."""
     return tuple(dict.fromkeys(value))
 
 
-def _where(value: Any, where: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
-    """`where` as (path, allowed values) pairs sorted by path; values are scalars or null."""
-    if not isinstance(value, Mapping):
-        msg = f"`{where}` must be an object of field path to value(s): fix the setting"
-        raise ConfigError(msg)
+def _where(value: Mapping[str, Any], where: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """`where` (an object, by the schema) as (path, allowed values) pairs sorted by path.
+
+    Each allowed value is a JSON scalar or null.
+    """
     pairs = []
     for path, allowed in value.items():
         values = tuple(allowed) if isinstance(allowed, list) else (allowed,)
