@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import pytest
 from singer_sdk.plugin_base import JSONSchemaValidator
 
 from target_tiktok_audiences.errors import ConfigError
 from target_tiktok_audiences.settings import (
-    RunSettings,
     check_setting_names,
-    config_schema,
     resolve_definitions,
     setting_default,
 )
@@ -406,29 +403,3 @@ def test_every_spec_key_of_the_contract_is_known():
     source = dict.fromkeys(("identifier_fields", "sync_mode", "membership_field", "consent_field"))
     settings = config(audiences={"a": spec}, sources={"s": source}, exclude_streams=[])
     assert check_setting_names(settings, full_schema()) == []
-
-
-# RunSettings
-
-
-def test_every_run_setting_defaults_to_the_schemas_default():
-    run = RunSettings.from_config({"advertiser_ids": [ADVERTISER]})
-    properties = config_schema["properties"]
-    for field in dataclasses.fields(RunSettings):
-        assert field.name in properties, field.name
-        default = properties[field.name].get("default")
-        if default is not None:
-            assert getattr(run, field.name) == default, field.name
-    assert run.access_token is None and run.advertiser_ids == (ADVERTISER,)
-
-
-def test_a_null_run_setting_takes_its_default_and_a_given_one_wins():
-    run = RunSettings.from_config(
-        {"advertiser_ids": [ADVERTISER], "request_timeout": None, "max_retries": 2}
-    )
-    assert run.request_timeout == setting_default("request_timeout")
-    assert run.max_retries == 2
-    assert run.end_of_input_proves_snapshot
-    assert not RunSettings.from_config(
-        {"snapshot_end": "activate_version"}
-    ).end_of_input_proves_snapshot
