@@ -35,12 +35,14 @@ from target_tiktok_audiences.errors import ConfigError, StoreError, TargetError,
 from target_tiktok_audiences.identifiers import NormalizationOptions
 from target_tiktok_audiences.redaction import mask_url, remember_secret
 from target_tiktok_audiences.settings import (
-    DEFAULT_API_URL,
+    ENV_PREFIX,
+    RunSettings,
     check_global_settings,
     check_setting_names,
     prepare_config,
     read_config_files,
     resolve_settings,
+    setting_default,
     store_passwords,
 )
 from target_tiktok_audiences.store import (
@@ -53,7 +55,6 @@ from target_tiktok_audiences.target import TargetTikTokAudiences, redact_config_
 
 PROG = "tiktok-audiences"
 DISTRIBUTION = "target-tiktok-audiences"
-ENV_PREFIX = "TARGET_TIKTOK_AUDIENCES_"
 CHECK_RETRIES = 2  # an operator waiting at a terminal wants an answer, not minutes of backoff
 CALCULATING_SECONDS = 48 * 3600  # TikTok matches within 24-48 hours of a change
 MIN_MATCHED = 1000  # TikTok will not serve an audience with fewer matched users
@@ -128,14 +129,15 @@ def _schema_error(error: Any) -> str:
 
 def make_client(config: Mapping[str, Any], access_token: str | None) -> TikTokClient:
     """A client paced like the target's, but with few retries: a person is waiting."""
+    run = RunSettings.from_config(config)
     return TikTokClient(
-        api_url=str(config.get("api_url") or DEFAULT_API_URL),
+        api_url=run.api_url,
         access_token=access_token,
-        timeout=float(config.get("request_timeout", 60)),
-        max_retries=min(CHECK_RETRIES, int(config.get("max_retries", CHECK_RETRIES))),
-        max_requests_per_second=float(config.get("max_requests_per_second", 10)),
+        timeout=run.request_timeout,
+        max_retries=min(CHECK_RETRIES, run.max_retries),
+        max_requests_per_second=run.max_requests_per_second,
         max_parallel_requests=1,
-        backoff_base=float(config.get("retry_backoff_seconds", 1)),
+        backoff_base=run.retry_backoff_seconds,
     )
 
 
@@ -536,10 +538,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     # Everything but the token, which status can do without.
     normalization = check_global_settings({**config, "dry_run": True})
-    location = str(config["membership_store"])
+    run = RunSettings.from_config(config)
     audiences = [
         (with_configured_identity(row, config, normalization), confirmed, pending)
-        for row, confirmed, pending in _read_store(location, float(config["store_timeout"]))
+        for row, confirmed, pending in _read_store(run.membership_store, run.store_timeout)
     ]
     token = None if config.get("dry_run") else config.get("access_token")
     details: dict[str, dict] = {}
@@ -579,7 +581,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
     """Exchange the auth code; print the token and its advertisers on stdout."""
     remember_secret(args.secret)
     remember_secret(args.auth_code)
-    api_url = args.api_url or os.environ.get(f"{ENV_PREFIX}API_URL") or DEFAULT_API_URL
+    api_url = args.api_url or os.environ.get(f"{ENV_PREFIX}API_URL") or setting_default("api_url")
     if not api_url.startswith(("http://", "https://")):
         raise ConfigError(f"--api-url must start with http:// or https://, got {api_url!r}")
     client = TikTokClient(api_url, None, max_retries=CHECK_RETRIES)
@@ -628,7 +630,12 @@ def cmd_store_copy(args: argparse.Namespace) -> int:
     for location in (args.source, args.dest):
         for password in store_passwords(location):
             remember_secret(password)
-    counts = copy_store(args.source, args.dest, force=args.force)
+    counts = copy_store(
+        args.source,
+        args.dest,
+        force=args.force,
+        lock_timeout=setting_default("store_lock_timeout"),
+    )
     print(
         f"copied {counts['audiences']} audiences, {counts['members']} members and "
         f"{counts['pending']} held people"
@@ -682,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_argument("--auth-code", required=True, help="the auth_code from the redirect URL")
     auth.add_argument(
         "--api-url",
-        help=f"API base URL (default: ${ENV_PREFIX}API_URL, then {DEFAULT_API_URL})",
+        help=f"API base URL (default: ${ENV_PREFIX}API_URL, then {setting_default('api_url')})",
     )
     auth.set_defaults(func=cmd_auth)
     store = commands.add_parser(

@@ -15,7 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from target_tiktok_audiences.people import NO_CONSENT_REASON
-from target_tiktok_audiences.settings import AudienceSettings
+from target_tiktok_audiences.settings import (
+    AudienceDefinition,
+    AudienceSettings,
+    SourceDefinition,
+)
 from target_tiktok_audiences.store import PlanSummary, SourceRow
 from target_tiktok_audiences.sync import (
     DUPLICATE,
@@ -27,6 +31,38 @@ from target_tiktok_audiences.sync import (
 )
 
 EXCLUDED = "excluded"
+
+
+def is_plain(definition: AudienceDefinition) -> bool:
+    """The simple form at its simplest: one stream, read by this spec, nothing composed.
+
+    Such an audience is synced straight from its stream's sink (`sync.StreamSync`).
+    """
+    return (
+        definition.simple
+        and not definition.exclude_streams
+        and not definition.where
+        and definition.split_by is None
+    )
+
+
+def composed_settings(definition: AudienceDefinition) -> AudienceSettings:
+    """What the sync of a composed audience needs of its definition.
+
+    Its people are staged as a whole snapshot, whatever the modes of its streams.
+    """
+    return AudienceSettings(
+        stream=definition.key,
+        audience_id=definition.audience_id,
+        audience_name=definition.audience_name,
+        advertiser_ids=definition.advertiser_ids,
+        identifier_fields={},
+        sync_mode="snapshot",
+        membership_field=None,
+        consent_field=None,
+        min_audience_size=definition.min_audience_size,
+        max_removal_fraction=definition.max_removal_fraction,
+    )
 
 
 class SourceSync:
@@ -41,20 +77,22 @@ class SourceSync:
         self,
         run: RunContext,
         source: SourceRow,
-        sync_mode: str,
+        reading: SourceDefinition,
         progress: StreamProgress,
         dependents: Sequence[int],
     ) -> None:
+        """`reading`: how the stream is read; `dependents`: the audiences planned from it."""
         self.run = run
         self.store = run.store
         self.source = source
-        self.policy: Policy = POLICIES[sync_mode]
+        self.reading = reading
+        self.policy: Policy = POLICIES[reading.sync_mode]
         self.progress = progress
         self.dependents = tuple(dependents)
         self.awaits_audiences = False
         # Whether every snapshot of this stream in the run was complete: removals wait for it.
         self.complete = True
-        self.label = f"of stream {source.stream}"
+        self.label = f"(the audiences of stream {source.stream})"
 
     @property
     def group(self) -> int:
@@ -106,8 +144,15 @@ class ComposedSync(AudienceSync):
         included: Sequence[SourceRow],
         excluded: Sequence[SourceRow],
         streams: Sequence[StreamProgress],
+        composition: Sequence[str],
     ) -> None:
+        """Find and lock the audience; remember which streams it is the union of.
+
+        `streams`: the included streams' progress in this run, for the report;
+        `composition`: their names, for `status`.
+        """
         super().__init__(run, settings, StreamProgress(), lock_timeout=lock_timeout)
+        self.store.set_composition(self.row.id, tuple(composition))
         self.included = tuple(included)
         self.excluded = tuple(excluded)
         self.streams = tuple(streams)

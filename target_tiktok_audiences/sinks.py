@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from singer_sdk.sinks import BatchSink
 
 from target_tiktok_audiences.people import Hashed, PeopleQueue, RecordSpec
-from target_tiktok_audiences.sync import StreamSync
 
 if TYPE_CHECKING:
     from target_tiktok_audiences.target import TargetTikTokAudiences
@@ -44,10 +43,10 @@ class AudienceSink(BatchSink):
     ) -> None:
         super().__init__(target, stream_name, schema, key_properties)
         self.owner = target
-        self.sync: StreamSync = target.sync_of(stream_name, tuple(self.key_properties or ()))
+        self.sync = target.sync_of(stream_name, tuple(self.key_properties or ()))
         self.policy = self.sync.policy
         self.store = self.sync.store
-        settings = self.sync.settings
+        settings = self.sync.reading
         spec = RecordSpec(
             stream_name,
             tuple(self.key_properties or ()),
@@ -85,8 +84,16 @@ class AudienceSink(BatchSink):
 
     @property
     def has_unconfirmed_work(self) -> bool:
-        """True while records have come that TikTok has not confirmed (an open snapshot)."""
-        return self.progress.records_since_close > 0 or self.people.pending > 0
+        """True while records have come that TikTok has not confirmed.
+
+        An open snapshot, records still hashing, or sources applied for composed audiences
+        that are synced only once the input has ended.
+        """
+        return (
+            self.progress.records_since_close > 0
+            or self.people.pending > 0
+            or self.sync.awaits_audiences
+        )
 
     @property
     def current_size(self) -> int:
@@ -180,5 +187,5 @@ class AudienceSink(BatchSink):
                 "alone (an incremental tap with nothing new looks like this; an empty snapshot "
                 "must end with ACTIVATE_VERSION).",
                 self.stream_name,
-                self.sync.settings.label,
+                self.sync.label,
             )

@@ -1054,6 +1054,20 @@ class MembershipStore:
             {"s": source.id, "g": group},
         )
 
+    def set_composition(self, audience: int, streams: tuple[str, ...]) -> None:
+        """Remember which streams a composed audience is the union of, for `status`."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE audiences SET streams = ? WHERE id = ?", (json.dumps(streams), audience)
+            )
+
+    def is_dirty(self, key: str) -> bool:
+        """Whether an audience of this key has a sync that did not finish (see `mark_dirty`)."""
+        row = self._db.execute(
+            "SELECT 1 FROM audiences WHERE stream = ? AND dirty = 1 LIMIT 1", (key,)
+        ).fetchone()
+        return row is not None
+
     def mark_dirty(self, audience: int) -> None:
         """The audience's members may no longer be what its source holds: plan it in full."""
         with self.transaction() as db:

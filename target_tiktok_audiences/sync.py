@@ -130,6 +130,11 @@ class AudienceSync:
         """Where the audience's people are staged: under the audience's own id."""
         return self.row.id
 
+    @property
+    def label(self) -> str:
+        """How logs name the audience."""
+        return self.settings.label
+
     def apply(self, *, complete: bool) -> None:
         """Plan, guard, hold or send, and confirm: everything staged for this audience.
 
@@ -414,6 +419,7 @@ class StreamSync(AudienceSync):
             label=settings.label,
         )
         self.awaits_audiences = False
+        self.reading = settings  # how the stream is read: the spec says
 
     def _before_plan(self) -> None:
         """Re-match stored people to new key properties (`allow_key_change`), once."""

@@ -36,6 +36,12 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.sinks import Sink
 
 from target_tiktok_audiences.client import DryRunClient, TikTokClient
+from target_tiktok_audiences.composed import (
+    ComposedSync,
+    SourceSync,
+    composed_settings,
+    is_plain,
+)
 from target_tiktok_audiences.console import (
     discard_stdout,
     install_stderr_scrubber,
@@ -46,10 +52,9 @@ from target_tiktok_audiences.reader import SafeSingerReader, record_of
 from target_tiktok_audiences.redaction import mask_url
 from target_tiktok_audiences.reporting import Progress, audience_line
 from target_tiktok_audiences.settings import (
-    DEFAULT_API_URL,
-    DEFAULT_DRY_RUN_OUTPUT,
-    DEFAULT_STORE,
+    AudienceDefinition,
     AudienceSettings,
+    RunSettings,
     check_env_values,
     check_global_settings,
     check_setting_names,
@@ -58,10 +63,11 @@ from target_tiktok_audiences.settings import (
     duplicate_audience_error,
     prepare_config,
     read_config_files,
+    resolve_definitions,
     resolve_settings,
 )
 from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink
-from target_tiktok_audiences.store import DEFAULT_TIMEOUT, MembershipStore
+from target_tiktok_audiences.store import MembershipStore
 from target_tiktok_audiences.sync import RunContext, StreamProgress, StreamSync
 from target_tiktok_audiences.workers import Workers
 
@@ -96,9 +102,14 @@ class TargetTikTokAudiences(Target):
         # connection serves all sinks, so sinks drain one at a time; requests run in parallel.
         self.max_parallelism = 1
         self.normalization = check_global_settings(self.config)
+        self.run_settings = RunSettings.from_config(self.config)
+        # Every audience spec, resolved (and every bad one refused) before any input.
+        self.definitions = resolve_definitions(self.config)
         self._settings: dict[str, AudienceSettings | None] = {}
         self._streams_by_audience: dict[tuple[str, ...], str] = {}
         self._progress: dict[str, StreamProgress] = {}
+        self._syncs: dict[str, StreamSync | SourceSync] = {}
+        self._composed: dict[str, ComposedSync] = {}
         self._held_state = False
         self._told_dry_run_state = False
         # Looked up once, not per record: the SDK's `config` wraps the settings on every read.
@@ -161,7 +172,7 @@ class TargetTikTokAudiences(Target):
     @property
     def dry_run(self) -> bool:
         """Send nothing, change no stored membership, write planned requests to a file."""
-        return bool(self.config.get("dry_run"))
+        return self.run_settings.dry_run
 
     def audience_settings(self, stream: str) -> AudienceSettings | None:
         """The resolved settings of a stream's audience (None: the stream is ignored)."""
@@ -181,17 +192,21 @@ class TargetTikTokAudiences(Target):
         return self._settings[stream]
 
     def get_sink_class(self, stream_name: str) -> type[Sink]:
-        """Streams without an audience go to a sink that drops them."""
-        if self.audience_settings(stream_name) is None:
+        """Streams that feed no audience and exclude from none go to a sink that drops them."""
+        if not self.definitions.audiences_of(stream_name):
+            self.logger.warning(
+                "Stream %s is not listed in `audiences`: its records are ignored.", stream_name
+            )
             return IgnoredStreamSink
         return AudienceSink
 
     @cached_property
     def store(self) -> MembershipStore:
         """The membership store (a throwaway copy in memory for a dry run)."""
-        location = str(self.config.get("membership_store") or DEFAULT_STORE)
-        timeout = float(self.config.get("store_timeout", DEFAULT_TIMEOUT))
-        return MembershipStore.open(location, throwaway=self.dry_run, timeout=timeout)
+        run = self.run_settings
+        return MembershipStore.open(
+            run.membership_store, throwaway=run.dry_run, timeout=run.store_timeout
+        )
 
     @cached_property
     def progress(self) -> Progress:
@@ -206,20 +221,20 @@ class TargetTikTokAudiences(Target):
     @cached_property
     def client(self) -> TikTokClient:
         """The TikTok client; in a dry run, one that writes requests to `dry_run_output`."""
-        config = self.config
+        run = self.run_settings
         options: dict[str, Any] = {
-            "api_url": config.get("api_url") or DEFAULT_API_URL,
-            "access_token": config.get("access_token"),
-            "timeout": float(config.get("request_timeout", 60)),
-            "max_retries": int(config.get("max_retries", 8)),
-            "max_requests_per_second": float(config.get("max_requests_per_second", 10)),
-            "max_parallel_requests": int(config.get("max_parallel_requests", 4)),
-            "batch_size": int(config.get("batch_size", 10000)),
-            "backoff_base": float(config.get("retry_backoff_seconds", 1)),
+            "api_url": run.api_url,
+            "access_token": run.access_token,
+            "timeout": run.request_timeout,
+            "max_retries": run.max_retries,
+            "max_requests_per_second": run.max_requests_per_second,
+            "max_parallel_requests": run.max_parallel_requests,
+            "batch_size": run.batch_size,
+            "backoff_base": run.retry_backoff_seconds,
             "workers": self.workers,
         }
-        if self.dry_run:
-            path = Path(config.get("dry_run_output") or DEFAULT_DRY_RUN_OUTPUT)
+        if run.dry_run:
+            path = Path(run.dry_run_output)
             if path.parent != Path():
                 path.parent.mkdir(parents=True, exist_ok=True)
             self._dry_run_file: IO[str] = path.open("w", encoding="utf-8")
@@ -235,26 +250,80 @@ class TargetTikTokAudiences(Target):
             progress=self.progress,
             logger=self.logger,
             dry_run=self.dry_run,
-            rebuild_when_store_empty=bool(self.config.get("rebuild_when_store_empty")),
+            rebuild_when_store_empty=self.run_settings.rebuild_when_store_empty,
         )
 
-    def sync_of(self, stream: str, key_properties: tuple[str, ...]) -> StreamSync:
-        """The sync of a stream's audience, for a new sink of that stream.
+    def sync_of(self, stream: str, key_properties: tuple[str, ...]) -> StreamSync | SourceSync:
+        """What a new sink of `stream` stages for: its simple audience, or its source.
 
-        Its progress is the stream's in this run, shared by every sink the stream gets.
+        A stream that is a simple audience's (its key, no exclusions, filters or fan-out)
+        is synced by that audience; any other stream is read into its source for the
+        composed audiences it feeds or excludes from, synced once the input has ended. The
+        stream's progress is shared by every sink it gets in this run.
         """
-        settings = self.audience_settings(stream)
-        if settings is None:  # unlisted streams go to IgnoredStreamSink
-            msg = f"stream {stream!r} has no audience"
-            raise TargetError(msg)
-        return StreamSync(
-            self.run,
-            settings,
-            self._progress.setdefault(stream, StreamProgress()),
-            key_properties=key_properties,
-            lock_timeout=float(self.config.get("store_lock_timeout", 60)),
-            allow_key_change=bool(self.config.get("allow_key_change")),
-        )
+        definitions = self.definitions.audiences_of(stream)
+        plain = [d for d in definitions if is_plain(d)]
+        dependents = [self._composed_sync(d).row.id for d in definitions if not is_plain(d)]
+        progress = self._progress.setdefault(stream, StreamProgress())
+        run = self.run_settings
+        sync: StreamSync | SourceSync
+        if plain:
+            settings = self.audience_settings(stream)
+            if settings is None:
+                msg = f"stream {stream!r} has no audience"
+                raise TargetError(msg)
+            sync = StreamSync(
+                self.run,
+                settings,
+                progress,
+                key_properties=key_properties,
+                lock_timeout=run.store_lock_timeout,
+                allow_key_change=run.allow_key_change,
+                dependents=dependents,
+            )
+        else:
+            source = self.definitions.source(stream)
+            sync = SourceSync(self.run, self.store.source(stream), source, progress, dependents)
+        self._syncs[stream] = sync
+        return sync
+
+    def _composed_sync(self, definition: AudienceDefinition) -> ComposedSync:
+        """The sync of a composed audience, made (and its audience locked) on first use."""
+        sync = self._composed.get(definition.key)
+        if sync is None:
+            sync = self._composed[definition.key] = ComposedSync(
+                self.run,
+                composed_settings(definition),
+                lock_timeout=self.run_settings.store_lock_timeout,
+                included=[self.store.source(s) for s in definition.streams],
+                excluded=[self.store.source(s) for s in definition.exclude_streams],
+                streams=[
+                    self._progress.setdefault(s, StreamProgress()) for s in definition.streams
+                ],
+                composition=definition.streams,
+            )
+        return sync
+
+    def _sync_composed(self) -> None:
+        """Once the input has ended: sync each composed audience that needs it.
+
+        One needs it when one of its streams was applied in this run, or when its last
+        sync did not finish (dirty). Removals wait for every snapshot of its streams in this
+        run to be complete.
+        """
+        for definition in self.definitions.audiences.values():
+            if is_plain(definition):
+                continue
+            streams = (*definition.streams, *definition.exclude_streams)
+            came = [self._progress[s].closed_any for s in streams if s in self._progress]
+            if not any(came) and not self.store.is_dirty(definition.key):
+                continue
+            complete = all(
+                sync.complete for s in streams if isinstance(sync := self._syncs.get(s), SourceSync)
+            )
+            self._composed_sync(definition).sync(complete=complete)
+        for sync in self._syncs.values():
+            sync.awaits_audiences = False
 
     def archived_sinks(self, stream: str) -> list[Sink]:
         """Sinks of a stream that a new SCHEMA replaced and that still hold records."""
@@ -315,10 +384,11 @@ class TargetTikTokAudiences(Target):
 
     def process_endofpipe(self) -> None:
         """Apply open snapshots, then let the SDK drain, write STATE and clean up."""
-        end_proves = self.config.get("snapshot_end", "end_of_input") == "end_of_input"
+        end_proves = self.run_settings.end_of_input_proves_snapshot
         for sink in self._audience_sinks():
             self.drain_one(sink)
             sink.finish_input(end_proves_snapshot=end_proves)
+        self._sync_composed()
         super().process_endofpipe()
         self._report()
         self.workers.close()
@@ -363,16 +433,24 @@ class TargetTikTokAudiences(Target):
         sys.stdout.flush()
 
     def _report(self) -> None:
-        """One line per audience on stderr."""
+        """One line per audience on stderr: simple ones, then composed ones."""
         for sink in self._audience_sinks():
-            self.logger.info(
-                audience_line(
-                    sink.sync.settings.label,
-                    sink.stream_name,
-                    sink.sync.report_counts(),
-                    dry_run=self.dry_run,
+            if isinstance(sink.sync, StreamSync):
+                self.logger.info(
+                    audience_line(
+                        sink.sync.settings.label,
+                        sink.stream_name,
+                        sink.sync.report_counts(),
+                        dry_run=self.dry_run,
+                    )
                 )
-            )
+        for key, sync in self._composed.items():
+            if sync.progress.closed_any:
+                self.logger.info(
+                    audience_line(
+                        sync.settings.label, key, sync.report_counts(), dry_run=self.dry_run
+                    )
+                )
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
         """Stop at once on SIGTERM: unconfirmed work is redone by the next run, never guessed."""

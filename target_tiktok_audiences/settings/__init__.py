@@ -1,0 +1,61 @@
+"""The target's settings: their schema, where they come from, and what they mean for a run.
+
+- `schema`: every setting's name, type, choices and default (for `--about` and Meltano).
+- `names`: strict names, unknown ones refused with the closest known one.
+- `env`: config files and `TARGET_TIKTOK_AUDIENCES_*` variables; secrets registered.
+- `run`: `RunSettings`, the run's own settings, frozen.
+- `definitions`: `Definitions`, the audiences and how each stream is read, frozen.
+- `resolve`: the checks every resolution shares, and the simple form's `AudienceSettings`.
+"""
+
+from target_tiktok_audiences.settings.definitions import (
+    AudienceDefinition,
+    Definitions,
+    Lookalike,
+    SourceDefinition,
+    resolve_definitions,
+)
+from target_tiktok_audiences.settings.env import (
+    ENV_PREFIX,
+    check_env_values,
+    coerce_env_settings,
+    nest_meltano_object,
+    prepare_config,
+    read_config_files,
+    store_passwords,
+)
+from target_tiktok_audiences.settings.names import SDK_INERT_SETTINGS, check_setting_names
+from target_tiktok_audiences.settings.resolve import (
+    AudienceSettings,
+    check_distinct_audiences,
+    check_global_settings,
+    duplicate_audience_error,
+    resolve_settings,
+)
+from target_tiktok_audiences.settings.run import RunSettings
+from target_tiktok_audiences.settings.schema import config_schema, setting_default
+
+__all__ = [
+    "ENV_PREFIX",
+    "SDK_INERT_SETTINGS",
+    "AudienceDefinition",
+    "AudienceSettings",
+    "Definitions",
+    "Lookalike",
+    "RunSettings",
+    "SourceDefinition",
+    "check_distinct_audiences",
+    "check_env_values",
+    "check_global_settings",
+    "check_setting_names",
+    "coerce_env_settings",
+    "config_schema",
+    "duplicate_audience_error",
+    "nest_meltano_object",
+    "prepare_config",
+    "read_config_files",
+    "resolve_definitions",
+    "resolve_settings",
+    "setting_default",
+    "store_passwords",
+]
