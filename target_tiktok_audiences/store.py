@@ -266,6 +266,7 @@ CREATE TEMP TABLE IF NOT EXISTS rekey (
 CREATE TEMP TABLE IF NOT EXISTS withheld (
     slot INTEGER NOT NULL,
     hash {blob} NOT NULL,
+    tier INTEGER NOT NULL,
     PRIMARY KEY (slot, hash)
 );
 CREATE TEMP TABLE IF NOT EXISTS fresh (
@@ -1087,59 +1088,76 @@ class MembershipStore:
     ) -> tuple[int, int]:
         """Stage what a composed audience should hold, from its sources as they last were.
 
-        The union of the included sources' people, less every person of theirs who has any
-        identifier hash that a person of an excluded source has (all of such a person's
-        hashes are withheld). People of the first included source keep their keys; those of
-        the others get keys of their own (`mix_person`), so two streams' people never merge.
-        Each staged row is `fresh` when its record came in this run. Returns (fresh people
-        staged, fresh people withheld).
+        The hashes TikTok should hold are the union of the included people's hashes, less
+        every hash of an excluded person: an included person that has any hash of a person
+        of an excluded source. Each remaining person is staged with the hashes it has left
+        (none left: not staged). People of the first included source keep their keys; those
+        of the others get keys of their own (`mix_person`), so two streams' people never
+        merge. A staged row is `fresh` when its record came in this run. Returns (fresh
+        people staged, fresh people withheld: excluded, or left with no hash).
         """
         db = self._db
-        args: dict[str, object] = {"a": audience}
         self.clear_staged(audience)
         self._unindex_staged()
         self._in_temp["staged"].add(audience)
         self._composed.add(audience)
         db.execute("DELETE FROM withheld")
+        # Tier 0: the excluded sources' hashes; tier 1: the other hashes of people matched.
         for source in excluded:
-            for slot, column in enumerate(SLOT_COLUMNS):
-                db.execute(
-                    f"INSERT INTO withheld (slot, hash) SELECT {slot}, {column} FROM "
-                    f"source_people WHERE source = :s AND {column} IS NOT NULL "
-                    "ON CONFLICT (slot, hash) DO NOTHING",
-                    {"s": source.id},
-                )
-        withheld = " OR ".join(
-            f"EXISTS (SELECT 1 FROM withheld w WHERE w.slot = {slot} AND w.hash = p.{column})"
+            self._withhold(f"FROM source_people p WHERE p.source = {int(source.id)}", tier=0)
+        matched = " OR ".join(
+            f"EXISTS (SELECT 1 FROM withheld w WHERE w.slot = {slot} AND w.hash = p.{column} "
+            "AND w.tier = 0)"
             for slot, column in enumerate(SLOT_COLUMNS)
         )
-        excluded_fresh = 0
+        for source in included if excluded else ():
+            self._withhold(
+                f"FROM source_people p WHERE p.source = {int(source.id)} AND ({matched})", tier=1
+            )
+        kept = ", ".join(
+            f"CASE WHEN EXISTS (SELECT 1 FROM withheld w WHERE w.slot = {slot} "
+            f"AND w.hash = p.{column}) THEN NULL ELSE p.{column} END AS {column}"
+            for slot, column in enumerate(SLOT_COLUMNS)
+        )
+        came = 0
         for position, source in enumerate(included):
             person = (
-                "p.person"
-                if not position
-                else db.words["mix_person"].format(person="p.person", index=position)
+                db.words["mix_person"].format(person="p.person", index=position)
+                if position
+                else "p.person"
             )
-            args["s"] = source.id
+            args = {"a": audience, "s": source.id}
             is_fresh = "EXISTS (SELECT 1 FROM fresh f WHERE f.source = :s AND f.person = p.person)"
-            db.execute(
-                f"INSERT INTO staged (audience, person, remove, fresh, {_SLOT_LIST}) "
-                f"SELECT :a, {person}, 0, CASE WHEN {is_fresh} THEN 1 ELSE 0 END, "
-                + ", ".join(f"p.{c}" for c in SLOT_COLUMNS)
-                + f" FROM source_people p WHERE p.source = :s AND NOT ({withheld})",
-                args,
+            rows = (
+                f"SELECT {person} AS person, CASE WHEN {is_fresh} THEN 1 ELSE 0 END AS fresh, "
+                f"{kept} FROM source_people p WHERE p.source = :s"
             )
             if excluded:
-                excluded_fresh += db.execute(
-                    f"SELECT COUNT(*) FROM source_people p WHERE p.source = :s AND ({withheld}) "
-                    f"AND {is_fresh}",
-                    args,
-                ).fetchone()[0]
-        db.execute("DELETE FROM withheld")
+                rows += f" AND NOT ({matched})"
+            db.execute(
+                f"INSERT INTO staged (audience, person, remove, fresh, {_SLOT_LIST}) "
+                f"SELECT :a, person, 0, fresh, {_SLOT_LIST} FROM ({rows}) AS r "
+                f"WHERE {_ANY_SLOT}",
+                args,
+            )
+            came += db.execute(
+                f"SELECT COUNT(*) FROM source_people p WHERE p.source = :s AND {is_fresh}", args
+            ).fetchone()[0]
         fresh = db.execute(
             "SELECT COUNT(*) FROM staged WHERE audience = ? AND fresh = 1", (audience,)
         ).fetchone()[0]
-        return fresh, excluded_fresh
+        withheld = came - fresh
+        db.execute("DELETE FROM withheld")
+        return fresh, withheld
+
+    def _withhold(self, rows: str, *, tier: int) -> None:
+        """Add every hash of the people `rows` (a FROM ... WHERE clause over `p`) to `withheld`."""
+        for slot, column in enumerate(SLOT_COLUMNS):
+            self._db.execute(
+                f"INSERT INTO withheld (slot, hash, tier) SELECT DISTINCT {slot}, p.{column}, "
+                f"{tier} "
+                f"{rows} AND p.{column} IS NOT NULL ON CONFLICT (slot, hash) DO NOTHING"
+            )
 
     # Holding back a first upload
 
@@ -1211,6 +1229,7 @@ class MembershipStore:
         if not summary.confirmed:
             self._plan_first_sync(audience, summary)
             db.analyze("plan")
+            self._send_each_hash_once(audience)
             return summary
         self._index_staged(audience)
         summary.staged, summary.removals, summary.no_consent = self.staged_people(audience)
@@ -1272,6 +1291,7 @@ class MembershipStore:
         db.execute("DELETE FROM diff")
         db.analyze("plan")
         self._keep_shared_hashes(audience, snapshot=whole)
+        self._send_each_hash_once(audience)
         summary.delete_rows = self._count_sendable(audience, "delete")
         return summary
 
@@ -1353,6 +1373,34 @@ class MembershipStore:
                 {"a": audience},
             )
 
+    def _send_each_hash_once(self, audience: int) -> None:
+        """In a composed audience, a hash that several planned rows of an action carry goes once.
+
+        Two streams' people often share a hash (the same person in a CRM and a warehouse):
+        each later add or delete of it is kept, not sent (`confirm_kept` applies it after
+        the sent ones are confirmed).
+        """
+        if audience not in self._composed:
+            return
+        work = self._db.words["work"]
+        for action in ("delete", "add"):
+            if not self._count_sendable(audience, action):
+                continue
+            for bit, slot in enumerate(SLOT_COLUMNS):
+                self._db.execute(
+                    f"CREATE INDEX IF NOT EXISTS {work}plan_{slot} ON plan ({slot}, seq)"
+                )
+                try:
+                    self._db.execute(
+                        f"UPDATE plan SET kept = kept | {1 << bit} WHERE audience = :a "
+                        f"AND action = :action AND {slot} IS NOT NULL AND EXISTS (SELECT 1 "
+                        f"FROM plan q WHERE q.{slot} = plan.{slot} AND q.seq < plan.seq "
+                        "AND q.audience = :a AND q.action = :action)",
+                        {"a": audience, "action": action},
+                    )
+                finally:
+                    self._db.execute(f"DROP INDEX IF EXISTS {work}plan_{slot}")
+
     def _count_sendable(self, audience: int, action: str) -> int:
         return self._db.execute(
             f"SELECT COUNT(*) FROM plan WHERE audience = ? AND action = ? AND ({_SENDABLE})",
@@ -1431,19 +1479,23 @@ class MembershipStore:
         with self.transaction() as db:
             self._merge(db, audience, action, rows, args)
 
-    def confirm_kept_deletes(self, audience: int) -> None:
-        """Apply the planned deletes with nothing to send, once the sent ones are confirmed.
+    def confirm_kept(self, audience: int, action: str) -> None:
+        """Apply the planned rows with nothing to send, once the sent ones are confirmed.
 
-        Every hash of such a row is kept for another person: TikTok is not asked to remove
-        it, and only the store forgets this person.
+        Every hash of such a row is kept: a delete's by another person who still has it
+        (TikTok is not asked to remove it, and only the store forgets this person); a
+        composed audience's add's by an earlier add of the same hash.
         """
         rows = (
-            "SELECT person, {slots} FROM plan WHERE audience = :a AND action = 'delete' "
+            "SELECT person, {slots} FROM plan WHERE audience = :a AND action = :action "
             f"AND NOT ({_SENDABLE})"
         )
+        if action == "add" and audience not in self._composed:
+            return  # only a composed audience keeps adds
+        args = {"a": audience, "action": action}
         with self.transaction() as db:
-            if db.execute(rows.format(slots=_SLOT_LIST) + " LIMIT 1", {"a": audience}).fetchone():
-                self._merge(db, audience, "delete", rows, {})
+            if db.execute(rows.format(slots=_SLOT_LIST) + " LIMIT 1", args).fetchone():
+                self._merge(db, audience, action, rows, {"action": action})
 
     def _merge(
         self, db: Backend, audience: int, action: str, rows: str, args: dict[str, object]

@@ -322,8 +322,8 @@ class AudienceSync:
                 if exc.code == NOT_FOUND:
                     raise audience_deleted(self.settings, audience_id) from None
                 raise
-            if action == "delete" and (summary.left or summary.changed):
-                store.confirm_kept_deletes(audience)  # only leavers and changes plan deletes
+            if action == "add" or summary.left or summary.changed:  # what plans kept rows
+                store.confirm_kept(audience, action)
         store.finish_upload(audience)
         self.row = store.get_audience(audience)
 
