@@ -10,16 +10,19 @@ this run, or when its last sync did not finish (it is dirty).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from target_tiktok_audiences.people import NO_CONSENT_REASON
+from target_tiktok_audiences.people import NO_CONSENT_REASON, Selection
 from target_tiktok_audiences.settings import (
     AudienceDefinition,
     AudienceSettings,
     SourceDefinition,
 )
+from target_tiktok_audiences.settings.definitions import SPLIT_PLACEHOLDER
+from target_tiktok_audiences.settings.resolve import tiktok_audience_name
 from target_tiktok_audiences.store import PlanSummary, SourceRow
 from target_tiktok_audiences.sync import (
     DUPLICATE,
@@ -31,6 +34,7 @@ from target_tiktok_audiences.sync import (
 )
 
 EXCLUDED = "excluded"
+FILTERED = "filtered"
 
 
 def is_plain(definition: AudienceDefinition) -> bool:
@@ -46,15 +50,34 @@ def is_plain(definition: AudienceDefinition) -> bool:
     )
 
 
-def composed_settings(definition: AudienceDefinition) -> AudienceSettings:
-    """What the sync of a composed audience needs of its definition.
+def selection_of(definition: AudienceDefinition) -> Selection:
+    """The records of its streams that an audience picks: its `where` and `split_by`."""
+    return Selection(definition.where, definition.split_by)
+
+
+def selection_text(definition: AudienceDefinition) -> str:
+    """Its selection as the store names it ("" when it picks every record)."""
+    if not definition.where and definition.split_by is None:
+        return ""
+    return json.dumps(
+        {"where": [[p, list(v)] for p, v in definition.where], "split_by": definition.split_by},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def composed_settings(definition: AudienceDefinition, split: str | None) -> AudienceSettings:
+    """What the sync of a composed audience (of one `split_by` value) needs of its definition.
 
     Its people are staged as a whole snapshot, whatever the modes of its streams.
     """
+    name = definition.audience_name
+    if split is not None and name is not None:
+        name = tiktok_audience_name(name.replace(SPLIT_PLACEHOLDER, split))
     return AudienceSettings(
         stream=definition.key,
         audience_id=definition.audience_id,
-        audience_name=definition.audience_name,
+        audience_name=name,
         advertiser_ids=definition.advertiser_ids,
         identifier_fields={},
         sync_mode="snapshot",
@@ -80,12 +103,20 @@ class SourceSync:
         reading: SourceDefinition,
         progress: StreamProgress,
         dependents: Sequence[int],
+        selections: Sequence[tuple[Selection, str, SourceRow]] = (),
     ) -> None:
-        """`reading`: how the stream is read; `dependents`: the audiences planned from it."""
+        """`reading`: how the stream is read; `dependents`: the audiences planned from it.
+
+        `selections`: the stream's records that filtered or fanned-out audiences pick, each
+        with its text and its source of its own.
+        """
         self.run = run
         self.store = run.store
         self.source = source
         self.reading = reading
+        self.selections = tuple(selection for selection, _, _ in selections)
+        self._selected = tuple((text, row) for _, text, row in selections)
+        self.selection_groups = tuple(row.group for _, row in self._selected)
         self.policy: Policy = POLICIES[reading.sync_mode]
         self.progress = progress
         self.dependents = tuple(dependents)
@@ -120,6 +151,11 @@ class SourceSync:
             progress.skipped[NO_CONSENT_REASON] += no_consent
         progress.totals["removal_records"] += leavers - no_consent
         store.clear_staged(group)
+        for text, selected in self._selected:
+            store.remember_staged(selected, selected.group, whole=whole, dirty=self.dependents)
+            store.note_fresh(selected, selected.group)
+            progress.filtered[text] += store.filtered_people(selected.group)
+            store.clear_staged(selected.group)
         progress.staged_rows = 0
         progress.records_since_close = 0
         progress.closed_any = True
@@ -145,14 +181,20 @@ class ComposedSync(AudienceSync):
         excluded: Sequence[SourceRow],
         streams: Sequence[StreamProgress],
         composition: Sequence[str],
+        selection: str = "",
+        split: str | None = None,
     ) -> None:
         """Find and lock the audience; remember which streams it is the union of.
 
-        `streams`: the included streams' progress in this run, for the report;
-        `composition`: their names, for `status`.
+        `streams`: the included streams' progress in this run, for the report (none for the
+        audience of one `split_by` value, which counts the records of its own people);
+        `composition`: their names, for `status`; `selection`: the text of the records it
+        picks; `split`: its `split_by` value.
         """
         super().__init__(run, settings, StreamProgress(), lock_timeout=lock_timeout)
-        self.store.set_composition(self.row.id, tuple(composition))
+        self.store.set_composition(self.row.id, tuple(composition), split)
+        self.selection = selection
+        self.split = split
         self.included = tuple(included)
         self.excluded = tuple(excluded)
         self.streams = tuple(streams)
@@ -162,7 +204,7 @@ class ComposedSync(AudienceSync):
     def sync(self, *, complete: bool) -> None:
         """Stage what the audience should hold now, then sync it as a snapshot."""
         self._fresh, self._excluded = self.store.stage_composed(
-            self.row.id, self.included, self.excluded
+            self.row.id, self.included, self.excluded, self.split
         )
         self.apply(complete=complete)
 
@@ -187,6 +229,8 @@ class ComposedSync(AudienceSync):
             summary.joined - summary.fresh_joined + summary.changed - summary.fresh_changed
         )
         totals["left"] += summary.left
+        if summary.left:
+            totals["absent"] += summary.left - self.store.fresh_leavers(self.row.id, self.included)
 
     def report_counts(self) -> dict[str, Any]:
         """The report's counts (see `AudienceSync.report_counts` for the sum they keep)."""
@@ -199,10 +243,13 @@ class ComposedSync(AudienceSync):
             removals += stream.totals["removal_records"]
             skipped.update(stream.skipped)
             invalid.update(stream.invalid)
+            if self.selection and stream.filtered[self.selection]:
+                skipped[FILTERED] += stream.filtered[self.selection]
+        if not self.streams:  # one split value's audience: its own people's records
+            records = self._fresh + self._excluded
         if self._excluded:
             skipped[EXCLUDED] += self._excluded
-        # People who left without a removal record of theirs in this run.
-        absent = max(totals["left"] - removals, 0)
+        absent = totals["absent"]  # people who left without a record of theirs in this run
         return {
             "records": records,
             "added": totals["added"],
@@ -217,3 +264,35 @@ class ComposedSync(AudienceSync):
             "requests": totals["requests"],
             "seconds": round(self.progress.seconds, 3),
         }
+
+
+def unassigned_counts(
+    streams: Sequence[StreamProgress], selection: str, values: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """The report of a `split_by` audience's records that no value's audience counts.
+
+    Each value's audience counts its own people's records; this counts the rest of its
+    streams' records in this run: skipped ones (`filtered` among them: no value, or not
+    picked by `where`) and removals.
+    """
+    skipped: Counter[str] = Counter()
+    invalid: Counter[str] = Counter()
+    records = removals = 0
+    for stream in streams:
+        records += stream.totals["records"]
+        removals += stream.totals["removal_records"]
+        skipped.update(stream.skipped)
+        invalid.update(stream.invalid)
+        if stream.filtered[selection]:
+            skipped[FILTERED] += stream.filtered[selection]
+    counted = sum(value["records"] for value in values)
+    zero = dict.fromkeys(("added", "changed", "unchanged", "held", "absent", "carried"), 0)
+    return {
+        "records": records - counted,
+        **zero,
+        "removed": removals,
+        "skipped": dict(skipped),
+        "invalid_values": dict(invalid),
+        "requests": 0,
+        "seconds": 0.0,
+    }

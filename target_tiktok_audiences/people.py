@@ -13,6 +13,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from singer_sdk.exceptions import MissingKeyPropertiesError
@@ -20,6 +21,7 @@ from singer_sdk.exceptions import MissingKeyPropertiesError
 from target_tiktok_audiences.errors import InputError
 from target_tiktok_audiences.identifiers import IdentifierExtractor, NormalizationOptions
 from target_tiktok_audiences.reader import long_number, parse_line, record_of
+from target_tiktok_audiences.settings.definitions import split_text
 from target_tiktok_audiences.store import LEAVES, NO_CONSENT, STAYS, Staged
 
 if TYPE_CHECKING:
@@ -36,10 +38,16 @@ INVALID_FLAG = 3
 INVALID_FLAG_REASON = "invalid_flag"
 NO_CONSENT_REASON = "no_consent"
 # One record as the reader sees it: (key values, or None without keys; its status; the raw
-# identifier values the extractor read).
-Pending = tuple[tuple[Any, ...] | None, int, tuple[Any, ...]]
-# What a chunk becomes: its people packed for the store, skips and rejected values.
-Hashed = tuple[Staged, Counter, Counter]
+# identifier values the extractor read; what each of the stream's selections picks of it).
+Pending = tuple[tuple[Any, ...] | None, int, tuple[Any, ...], tuple[str | None, ...]]
+# A person staged for a selection: (person key, remove, no_consent, split value, slots).
+SelectedRow = tuple[bytes, int, int, str | None, Slots]
+# A member whose record a selection does not pick: it leaves that selection's source, and its
+# no-consent byte says why (so it counts as `filtered`, not as a removal).
+FILTERED = 2
+# What a chunk becomes: its people packed for the store, skips and rejected values, and the
+# people of each selection.
+Hashed = tuple[Staged, Counter, Counter, tuple[list[SelectedRow], ...]]
 
 _FLAG_WORDS: dict[str, bool] = {"true": True, "false": False}
 _NOT_A_FLAG = object()
@@ -92,6 +100,40 @@ class MissingKeyError(InputError, MissingKeyPropertiesError):
         return MissingKeyError, (self.stream, self.keys, self.record, self.line)
 
 
+def json_equal(value: Any, wanted: Any) -> bool:
+    """JSON equality: booleans only equal booleans, numbers compare as numbers, strings exactly."""
+    if isinstance(value, bool) or isinstance(wanted, bool):
+        return value is wanted
+    if isinstance(value, (int, float, Decimal)) and isinstance(wanted, (int, float, Decimal)):
+        return value == wanted
+    return type(value) is type(wanted) and value == wanted
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which records of a stream an audience takes (`where`), and its fan-out (`split_by`)."""
+
+    where: tuple[tuple[str, tuple[Any, ...]], ...]
+    split_by: str | None
+
+    def pick(self, record: Mapping[str, Any]) -> str | None:
+        """The record's split value as text ("" without `split_by`), or None: not picked.
+
+        Every `where` field must equal one of its values; a missing, null or non-scalar
+        split value is not picked either.
+        """
+        for path, values in self.where:
+            value = _field(record, path)
+            if not any(json_equal(value, wanted) for wanted in values):
+                return None
+        if self.split_by is None:
+            return ""
+        value = _field(record, self.split_by)
+        if value is None or isinstance(value, (Mapping, list)):
+            return None
+        return split_text(value)
+
+
 @dataclass(frozen=True)
 class RecordSpec:
     """How a stream's records are read: all a worker needs to turn them into people."""
@@ -102,6 +144,7 @@ class RecordSpec:
     consent_field: str | None
     identifier_fields: tuple[tuple[str, str | None], ...]
     options: NormalizationOptions
+    selections: tuple[Selection, ...] = ()
 
     def key_values(self, record: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The record key's values (None without key properties).
@@ -157,9 +200,11 @@ class RecordSpec:
     def reader(self) -> Callable[[Mapping[str, Any]], Pending]:
         """What is read from a record, the costly hashing left for later; built once per use."""
         key_values, status, values = self.key_values, self.status, self.extractor().values
+        selections = self.selections
 
         def read(record: Mapping[str, Any]) -> Pending:
-            return key_values(record), status(record), values(record)
+            picks = tuple(s.pick(record) for s in selections) if selections else ()
+            return key_values(record), status(record), values(record), picks
 
         return read
 
@@ -201,9 +246,10 @@ def hash_chunk(spec: RecordSpec, chunk: list[Pending]) -> Hashed:
     """
     hash_values = spec.extractor().hash_values
     rows: list[tuple[bytes, int, Slots]] = []
+    selected: tuple[list[SelectedRow], ...] = tuple([] for _ in spec.selections)
     skipped: Counter[str] = Counter()
     invalid: Counter[str] = Counter()
-    for key_values, status, values in chunk:
+    for key_values, status, values, picks in chunk:
         if status == INVALID_FLAG:
             skipped[INVALID_FLAG_REASON] += 1
             continue
@@ -218,7 +264,14 @@ def hash_chunk(spec: RecordSpec, chunk: list[Pending]) -> Hashed:
             skipped[NO_CONSENT_REASON if status == NO_CONSENT else reasons[0]] += 1
             continue
         rows.append((person, status, slots))
-    return Staged.pack(rows), skipped, invalid
+        for people, pick in zip(selected, picks, strict=True) if selected else ():
+            if status != STAYS:
+                people.append((person, 1, int(status == NO_CONSENT), None, slots))
+            elif pick is None:
+                people.append((person, 1, FILTERED, None, slots))
+            else:
+                people.append((person, 0, 0, pick, slots))
+    return Staged.pack(rows), skipped, invalid, selected
 
 
 def hash_lines(spec: RecordSpec, pieces: list[Piece]) -> Hashed:

@@ -54,6 +54,7 @@ class AudienceSink(BatchSink):
             settings.consent_field,
             tuple(sorted(settings.identifier_fields.items())),
             settings.normalization,
+            self.sync.selections,
         )
         self.progress = self.sync.progress
         # Builds the extractor: a bad identifier_fields mapping fails here, before any record.
@@ -136,8 +137,10 @@ class AudienceSink(BatchSink):
         progress.totals["records"] += count
 
     def _stage(self, hashed: Hashed) -> None:
-        people, skipped, invalid = hashed
+        people, skipped, invalid, selected = hashed
         self.store.stage(self.sync.group, people)
+        for group, rows in zip(self.sync.selection_groups, selected, strict=True):
+            self.store.stage_rows(group, rows)
         self.progress.staged_rows += people.count
         self.progress.skipped.update(skipped)
         self.progress.invalid.update(invalid)

@@ -55,8 +55,8 @@ __all__ = [
 SCHEMA_VERSION = 4
 # What upgrades a store written at version N-1 to version N, run in one transaction. The words
 # in braces are the backend's (`Backend.words`), so one list serves SQLite and PostgreSQL.
-# Version 4 remembers sources: each stream's latest snapshot becomes what its audience holds
-# (confirmed and held people), so an upgraded store plans exactly as before and sends nothing.
+# Version 4 remembers sources for composed audiences. A simple audience's confirmed and held
+# people are what its stream last said, so an upgraded store plans exactly as before.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE audiences ADD COLUMN last_change_at {real}",),
     3: ("ALTER TABLE audiences ADD COLUMN key_properties TEXT",),
@@ -67,18 +67,6 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE audiences ADD COLUMN shared_with TEXT",
         "ALTER TABLE audiences ADD COLUMN lookalike_audience_id TEXT",
         "{sources_schema}",
-        # Each stream's source is read from its most recent audience row.
-        "INSERT INTO sources (stream, key_properties) SELECT a.stream, a.key_properties "
-        "FROM audiences a WHERE a.id = (SELECT MAX(b.id) FROM audiences b "
-        "WHERE b.stream = a.stream)",
-        "INSERT INTO source_people (source, person, {slot_list}) "
-        "SELECT s.id, p.person, {p_slots} FROM sources s JOIN audiences a ON a.id = "
-        "(SELECT MAX(b.id) FROM audiences b WHERE b.stream = s.stream) JOIN pending p "
-        "ON p.audience = a.id",
-        "INSERT INTO source_people (source, person, {slot_list}) "
-        "SELECT s.id, m.person, {m_slots} FROM sources s JOIN audiences a ON a.id = "
-        "(SELECT MAX(b.id) FROM audiences b WHERE b.stream = s.stream) JOIN members m "
-        "ON m.audience = a.id ON CONFLICT (source, person) DO NOTHING",
     ),
 }
 SLOT_COLUMNS = tuple(f"s{i}" for i in range(len(SLOTS)))
@@ -226,13 +214,16 @@ CREATE TABLE IF NOT EXISTS pending (
 _SOURCES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sources (
     id {id_pk},
-    stream TEXT NOT NULL UNIQUE,
+    stream TEXT NOT NULL,
+    selection TEXT NOT NULL DEFAULT '',
     key_properties TEXT,
-    snapshot_at {real}
+    snapshot_at {real},
+    UNIQUE (stream, selection)
 );
 CREATE TABLE IF NOT EXISTS source_people (
     source INTEGER NOT NULL,
     person {blob} NOT NULL,
+    split TEXT,
     {slots},
     PRIMARY KEY (source, person)
 ){table_suffix}"""
@@ -245,6 +236,7 @@ CREATE TEMP TABLE IF NOT EXISTS staged (
     remove INTEGER NOT NULL,
     no_consent INTEGER NOT NULL DEFAULT 0,
     fresh INTEGER NOT NULL DEFAULT 1,
+    split TEXT,
     {slots}
 );
 CREATE {work_table} IF NOT EXISTS {work}plan (
@@ -311,8 +303,8 @@ _TABLES: dict[str, tuple[str, ...]] = {
     "audiences": _AUDIENCE_COLUMNS,
     "members": _PERSON_COLUMNS,
     "pending": _PERSON_COLUMNS,
-    "sources": ("id", "stream", "key_properties", "snapshot_at"),
-    "source_people": ("source", "person", *SLOT_COLUMNS),
+    "sources": ("id", "stream", "selection", "key_properties", "snapshot_at"),
+    "source_people": ("source", "person", "split", *SLOT_COLUMNS),
 }
 # The columns a store of each schema version has, table by table: a location whose tables of
 # these names lack some of them is not this target's store.
@@ -346,9 +338,6 @@ def _sql(template: str, db: Backend) -> list[str]:
     fields = {
         "slots": ", ".join(f"{c} {blob}" for c in SLOT_COLUMNS),
         "old_slots": ", ".join(f"{c} {blob}" for c in OLD_COLUMNS),
-        "slot_list": _SLOT_LIST,
-        "p_slots": ", ".join(f"p.{c}" for c in SLOT_COLUMNS),
-        "m_slots": ", ".join(f"m.{c}" for c in SLOT_COLUMNS),
         **db.words,
     }
     text = template.format(sources_schema=_SOURCES_SCHEMA.format(**fields), **fields)
@@ -751,17 +740,22 @@ class MembershipStore:
             lookalike_audience_id=row[16],
         )
 
-    def source(self, stream: str) -> SourceRow:
-        """The store's row for a stream's source, created on first use (see `audience`)."""
-        find = "SELECT id FROM sources WHERE stream = ?"
-        row = self._db.execute(find, (stream,)).fetchone()
+    def source(self, stream: str, selection: str = "") -> SourceRow:
+        """The store's row for a stream's source, created on first use (see `audience`).
+
+        `selection`: the records of the stream an audience picks (its `where` and `split_by`,
+        as text); "" for all of them.
+        """
+        find = "SELECT id FROM sources WHERE stream = ? AND selection = ?"
+        row = self._db.execute(find, (stream, selection)).fetchone()
         if row is None:
             with self.transaction() as db:
                 db.execute(
-                    "INSERT INTO sources (stream) VALUES (?) ON CONFLICT (stream) DO NOTHING",
-                    (stream,),
+                    "INSERT INTO sources (stream, selection) VALUES (?, ?) "
+                    "ON CONFLICT (stream, selection) DO NOTHING",
+                    (stream, selection),
                 )
-            row = self._db.execute(find, (stream,)).fetchone()
+            row = self._db.execute(find, (stream, selection)).fetchone()
         return SourceRow(row[0], stream)
 
     def list_audiences(self) -> list[AudienceRow]:
@@ -915,6 +909,52 @@ class MembershipStore:
             self._unpack, {"a": audience, "packed": people.packed, "rows": people.count}
         )
 
+    def stage_rows(
+        self, group: int, rows: Sequence[tuple[bytes, int, int, str | None, Slots]]
+    ) -> None:
+        """Record people picked by a selection: (person, remove, no_consent, split, slots).
+
+        As `stage`, in order; bound row by row, for the few streams that feed filtered or
+        fanned-out audiences.
+        """
+        if not rows:
+            return
+        self._unindex_staged()
+        self._in_temp["staged"].add(group)
+        self._db.load(
+            "staged",
+            ("audience", "person", "remove", "no_consent", "split", *SLOT_COLUMNS),
+            (
+                (group, person, remove, why, split, *slots)
+                for person, remove, why, split, slots in rows
+            ),
+        )
+
+    def filtered_people(self, group: int) -> int:
+        """People staged in `group` whose last record its selection did not pick."""
+        return self._db.execute(
+            "SELECT COUNT(*) FROM staged WHERE audience = ? AND remove = 1 AND no_consent = 2",
+            (group,),
+        ).fetchone()[0]
+
+    def split_values(self, source: SourceRow) -> list[str]:
+        """The `split_by` values that a source's people have, in order."""
+        return [
+            row[0]
+            for row in self._db.execute(
+                "SELECT DISTINCT split FROM source_people WHERE source = ? AND split IS NOT NULL "
+                "ORDER BY split",
+                (source.id,),
+            ).fetchall()
+        ]
+
+    def audiences_of_key(self, key: str) -> list[AudienceRow]:
+        """The audiences the store has under one key of `audiences` (one per split value)."""
+        ids = self._db.execute(
+            "SELECT id FROM audiences WHERE stream = ? ORDER BY id", (key,)
+        ).fetchall()
+        return [self.get_audience(row[0]) for row in ids]
+
     def _index_staged(self, audience: int) -> None:
         """Index what was staged and keep only each person's last row."""
         if not self._staged_indexed:
@@ -1037,8 +1077,9 @@ class MembershipStore:
                     args,
                 )
             db.execute(
-                f"INSERT INTO source_people (source, person, {_SLOT_LIST}) SELECT :s, person, "
-                f"{_SLOT_LIST} FROM staged WHERE audience = :g AND remove = 0 ORDER BY person",
+                f"INSERT INTO source_people (source, person, split, {_SLOT_LIST}) SELECT :s, "
+                f"person, split, {_SLOT_LIST} FROM staged WHERE audience = :g AND remove = 0 "
+                "ORDER BY person",
                 args,
             )
             self._mark(db, source, dirty)
@@ -1055,11 +1096,14 @@ class MembershipStore:
             {"s": source.id, "g": group},
         )
 
-    def set_composition(self, audience: int, streams: tuple[str, ...]) -> None:
-        """Remember which streams a composed audience is the union of, for `status`."""
+    def set_composition(
+        self, audience: int, streams: tuple[str, ...], split_value: str | None
+    ) -> None:
+        """Remember, for `status`, a composed audience's streams and `split_by` value."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE audiences SET streams = ? WHERE id = ?", (json.dumps(streams), audience)
+                "UPDATE audiences SET streams = ?, split_value = ? WHERE id = ?",
+                (json.dumps(streams), split_value, audience),
             )
 
     def is_dirty(self, key: str) -> bool:
@@ -1085,8 +1129,11 @@ class MembershipStore:
         audience: int,
         included: Sequence[SourceRow],
         excluded: Sequence[SourceRow],
+        split: str | None = None,
     ) -> tuple[int, int]:
         """Stage what a composed audience should hold, from its sources as they last were.
+
+        `split`: the audience of one `split_by` value holds only the people of that value.
 
         The hashes TikTok should hold are the union of the included people's hashes, less
         every hash of an excluded person: an included person that has any hash of a person
@@ -1110,9 +1157,12 @@ class MembershipStore:
             "AND w.tier = 0)"
             for slot, column in enumerate(SLOT_COLUMNS)
         )
+        of_value = "" if split is None else " AND p.split = :v"
         for source in included if excluded else ():
             self._withhold(
-                f"FROM source_people p WHERE p.source = {int(source.id)} AND ({matched})", tier=1
+                f"FROM source_people p WHERE p.source = {int(source.id)}{of_value} AND ({matched})",
+                tier=1,
+                args={"v": split},
             )
         kept = ", ".join(
             f"CASE WHEN EXISTS (SELECT 1 FROM withheld w WHERE w.slot = {slot} "
@@ -1126,11 +1176,11 @@ class MembershipStore:
                 if position
                 else "p.person"
             )
-            args = {"a": audience, "s": source.id}
+            args = {"a": audience, "s": source.id, "v": split}
             is_fresh = "EXISTS (SELECT 1 FROM fresh f WHERE f.source = :s AND f.person = p.person)"
             rows = (
                 f"SELECT {person} AS person, CASE WHEN {is_fresh} THEN 1 ELSE 0 END AS fresh, "
-                f"{kept} FROM source_people p WHERE p.source = :s"
+                f"{kept} FROM source_people p WHERE p.source = :s{of_value}"
             )
             if excluded:
                 rows += f" AND NOT ({matched})"
@@ -1141,7 +1191,9 @@ class MembershipStore:
                 args,
             )
             came += db.execute(
-                f"SELECT COUNT(*) FROM source_people p WHERE p.source = :s AND {is_fresh}", args
+                f"SELECT COUNT(*) FROM source_people p WHERE p.source = :s{of_value} "
+                f"AND {is_fresh}",
+                args,
             ).fetchone()[0]
         fresh = db.execute(
             "SELECT COUNT(*) FROM staged WHERE audience = ? AND fresh = 1", (audience,)
@@ -1150,13 +1202,37 @@ class MembershipStore:
         db.execute("DELETE FROM withheld")
         return fresh, withheld
 
-    def _withhold(self, rows: str, *, tier: int) -> None:
+    def fresh_leavers(self, audience: int, included: Sequence[SourceRow]) -> int:
+        """People a composed audience's plan removes whose records came in this run.
+
+        They leave by a record of theirs (filtered, a removal, no consent), unlike the people
+        a snapshot no longer has. Read while the plan and what was staged are still there.
+        """
+        db = self._db
+        count = 0
+        for position, source in enumerate(included):
+            person = (
+                db.words["mix_person"].format(person="f.person", index=position)
+                if position
+                else "f.person"
+            )
+            count += db.execute(
+                "SELECT COUNT(*) FROM plan pl WHERE pl.audience = :a AND pl.action = 'delete' "
+                "AND NOT EXISTS (SELECT 1 FROM staged st WHERE st.audience = :a "
+                "AND st.person = pl.person) AND EXISTS (SELECT 1 FROM fresh f "
+                f"WHERE f.source = :s AND {person} = pl.person)",
+                {"a": audience, "s": source.id},
+            ).fetchone()[0]
+        return count
+
+    def _withhold(self, rows: str, *, tier: int, args: dict[str, object] | None = None) -> None:
         """Add every hash of the people `rows` (a FROM ... WHERE clause over `p`) to `withheld`."""
         for slot, column in enumerate(SLOT_COLUMNS):
             self._db.execute(
                 f"INSERT INTO withheld (slot, hash, tier) SELECT DISTINCT {slot}, p.{column}, "
                 f"{tier} "
-                f"{rows} AND p.{column} IS NOT NULL ON CONFLICT (slot, hash) DO NOTHING"
+                f"{rows} AND p.{column} IS NOT NULL ON CONFLICT (slot, hash) DO NOTHING",
+                args or {},
             )
 
     # Holding back a first upload

@@ -28,7 +28,7 @@ from target_tiktok_audiences.errors import (
     TargetError,
     TikTokAPIError,
 )
-from target_tiktok_audiences.people import NO_CONSENT_REASON
+from target_tiktok_audiences.people import NO_CONSENT_REASON, Selection
 from target_tiktok_audiences.planning import removal_refusal, should_hold
 from target_tiktok_audiences.reporting import Progress
 from target_tiktok_audiences.settings import AudienceSettings
@@ -96,6 +96,8 @@ class StreamProgress:
     skipped: Counter[str] = field(default_factory=Counter)
     invalid: Counter[str] = field(default_factory=Counter)
     totals: Counter[str] = field(default_factory=Counter)
+    # Records each selection of the stream (by its text) did not pick: `filtered`.
+    filtered: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
 
 
@@ -387,7 +389,9 @@ class AudienceSync:
 class StreamSync(AudienceSync):
     """The simple form: one stream's records, staged by its sink, are the audience.
 
-    It remembers the stream's source in the same step as it plans, so that the audience's
+    Its confirmed and held people are what the stream last said, so its stream needs no source
+    of its own, until a composed audience plans from the stream too (`dependents`): then the
+    sync remembers the stream's source in the same step as it plans, so that the audience's
     members and its source agree whenever the audience is clean.
     """
 
@@ -420,6 +424,9 @@ class StreamSync(AudienceSync):
         )
         self.awaits_audiences = False
         self.reading = settings  # how the stream is read: the spec says
+        # A simple audience's stream stages no selection (composed.py's streams do).
+        self.selections: tuple[Selection, ...] = ()
+        self.selection_groups: tuple[int, ...] = ()
 
     def _before_plan(self) -> None:
         """Re-match stored people to new key properties (`allow_key_change`), once."""
@@ -444,6 +451,8 @@ class StreamSync(AudienceSync):
         against the confirmed members; see the store's `remember_*`), else from what is
         staged. The audience is dirty from then until its plan is confirmed.
         """
+        if not self.dependents:  # the audience itself is what its stream last said
+            return
         store, audience, dirty = self.store, self.row.id, [self.row.id, *self.dependents]
         if summary is not None and not summary.confirmed:
             store.remember_first_plan(self.source, audience, whole=whole, dirty=dirty)
@@ -451,9 +460,8 @@ class StreamSync(AudienceSync):
             store.remember_planned(self.source, audience, dirty)
         else:
             store.remember_staged(self.source, audience, whole=whole, dirty=dirty)
-        if self.dependents:  # they count this run's people of the source as records
-            store.note_fresh(self.source, audience)
-            self.awaits_audiences = True
+        store.note_fresh(self.source, audience)  # they count this run's people as records
+        self.awaits_audiences = True
 
 
 def _tally(summary: PlanSummary) -> tuple[int, int, int]:

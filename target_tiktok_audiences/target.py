@@ -14,6 +14,7 @@ import os
 import sqlite3
 import sys
 import time
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from types import FrameType
@@ -41,6 +42,9 @@ from target_tiktok_audiences.composed import (
     SourceSync,
     composed_settings,
     is_plain,
+    selection_of,
+    selection_text,
+    unassigned_counts,
 )
 from target_tiktok_audiences.console import (
     discard_stdout,
@@ -109,7 +113,7 @@ class TargetTikTokAudiences(Target):
         self._streams_by_audience: dict[tuple[str, ...], str] = {}
         self._progress: dict[str, StreamProgress] = {}
         self._syncs: dict[str, StreamSync | SourceSync] = {}
-        self._composed: dict[str, ComposedSync] = {}
+        self._composed: dict[tuple[str, str | None], ComposedSync] = {}
         self._held_state = False
         self._told_dry_run_state = False
         # Looked up once, not per record: the SDK's `config` wraps the settings on every read.
@@ -256,18 +260,19 @@ class TargetTikTokAudiences(Target):
     def sync_of(self, stream: str, key_properties: tuple[str, ...]) -> StreamSync | SourceSync:
         """What a new sink of `stream` stages for: its simple audience, or its source.
 
-        A stream that is a simple audience's (its key, no exclusions, filters or fan-out)
-        is synced by that audience; any other stream is read into its source for the
-        composed audiences it feeds or excludes from, synced once the input has ended. The
-        stream's progress is shared by every sink it gets in this run.
+        A stream that is a simple audience's (its key, nothing composed, and no other
+        audience filters it) is synced by that audience; any other stream is read into its
+        source for the composed audiences it feeds or excludes from, synced once the input
+        has ended. The stream's progress is shared by every sink it gets in this run.
         """
         definitions = self.definitions.audiences_of(stream)
-        plain = [d for d in definitions if is_plain(d)]
-        dependents = [self._composed_sync(d).row.id for d in definitions if not is_plain(d)]
+        dependents = [
+            row.id for d in definitions if not self._is_plain(d) for row in self._rows_of(d)
+        ]
         progress = self._progress.setdefault(stream, StreamProgress())
         run = self.run_settings
         sync: StreamSync | SourceSync
-        if plain:
+        if any(self._is_plain(d) for d in definitions):
             settings = self.audience_settings(stream)
             if settings is None:
                 msg = f"stream {stream!r} has no audience"
@@ -282,25 +287,54 @@ class TargetTikTokAudiences(Target):
                 dependents=dependents,
             )
         else:
-            source = self.definitions.source(stream)
-            sync = SourceSync(self.run, self.store.source(stream), source, progress, dependents)
+            selections = {
+                selection_text(d): (selection_of(d), selection_text(d))
+                for d in definitions
+                if stream in d.streams and selection_text(d)
+            }
+            sync = SourceSync(
+                self.run,
+                self.store.source(stream),
+                self.definitions.source(stream),
+                progress,
+                dependents,
+                [(sel, text, self.store.source(stream, text)) for sel, text in selections.values()],
+            )
         self._syncs[stream] = sync
         return sync
 
-    def _composed_sync(self, definition: AudienceDefinition) -> ComposedSync:
-        """The sync of a composed audience, made (and its audience locked) on first use."""
-        sync = self._composed.get(definition.key)
+    def _is_plain(self, definition: AudienceDefinition) -> bool:
+        """Synced straight from its stream's sink: simple, and its stream filtered by nobody."""
+        if not is_plain(definition):
+            return False
+        stream = definition.streams[0]
+        return not any(
+            selection_text(d) and stream in d.streams for d in self.definitions.audiences_of(stream)
+        )
+
+    def _rows_of(self, definition: AudienceDefinition) -> list[Any]:
+        """The store's audiences of a composed definition known so far (one per split value)."""
+        if definition.split_by is None:
+            return [self._composed_sync(definition, None).row]
+        return self.store.audiences_of_key(definition.key)
+
+    def _composed_sync(self, definition: AudienceDefinition, split: str | None) -> ComposedSync:
+        """The sync of a composed audience (of one split value), made and locked on first use."""
+        sync = self._composed.get((definition.key, split))
         if sync is None:
-            sync = self._composed[definition.key] = ComposedSync(
+            text = selection_text(definition)
+            sync = self._composed[(definition.key, split)] = ComposedSync(
                 self.run,
-                composed_settings(definition),
+                composed_settings(definition, split),
                 lock_timeout=self.run_settings.store_lock_timeout,
-                included=[self.store.source(s) for s in definition.streams],
+                included=[self.store.source(s, text) for s in definition.streams],
                 excluded=[self.store.source(s) for s in definition.exclude_streams],
-                streams=[
-                    self._progress.setdefault(s, StreamProgress()) for s in definition.streams
-                ],
+                streams=[self._progress.setdefault(s, StreamProgress()) for s in definition.streams]
+                if split is None
+                else [],
                 composition=definition.streams,
+                selection=text,
+                split=split,
             )
         return sync
 
@@ -309,19 +343,32 @@ class TargetTikTokAudiences(Target):
 
         One needs it when one of its streams was applied in this run, or when its last
         sync did not finish (dirty). Removals wait for every snapshot of its streams in this
-        run to be complete.
+        run to be complete. Under `split_by`, each value its sources now have is an audience
+        (created on first sight), and so is each value the store knows: one no longer seen
+        is emptied, through the removal guard.
         """
         for definition in self.definitions.audiences.values():
-            if is_plain(definition):
+            if self._is_plain(definition):
                 continue
             streams = (*definition.streams, *definition.exclude_streams)
-            came = [self._progress[s].closed_any for s in streams if s in self._progress]
-            if not any(came) and not self.store.is_dirty(definition.key):
+            came = any(self._progress[s].closed_any for s in streams if s in self._progress)
+            if not came and not self.store.is_dirty(definition.key):
                 continue
             complete = all(
                 sync.complete for s in streams if isinstance(sync := self._syncs.get(s), SourceSync)
             )
-            self._composed_sync(definition).sync(complete=complete)
+            values: Sequence[str | None] = [None]
+            if definition.split_by is not None:
+                text = selection_text(definition)
+                seen = {
+                    value
+                    for s in definition.streams
+                    for value in self.store.split_values(self.store.source(s, text))
+                }
+                known = {r.split_value for r in self.store.audiences_of_key(definition.key)}
+                values = sorted(v for v in seen | known if v is not None)
+            for value in values:
+                self._composed_sync(definition, value).sync(complete=complete)
         for sync in self._syncs.values():
             sync.awaits_audiences = False
 
@@ -444,13 +491,24 @@ class TargetTikTokAudiences(Target):
                         dry_run=self.dry_run,
                     )
                 )
-        for key, sync in self._composed.items():
-            if sync.progress.closed_any:
-                self.logger.info(
-                    audience_line(
-                        sync.settings.label, key, sync.report_counts(), dry_run=self.dry_run
-                    )
-                )
+        for definition in self.definitions.audiences.values():
+            synced = [
+                sync
+                for (key, _), sync in self._composed.items()
+                if key == definition.key and sync.progress.closed_any
+            ]
+            for sync in synced:
+                self._report_line(sync.settings.label, definition.key, sync.report_counts())
+            if definition.split_by is not None and synced:
+                streams = [
+                    self._progress.setdefault(s, StreamProgress()) for s in definition.streams
+                ]
+                counts = [sync.report_counts() for sync in synced]
+                rest = unassigned_counts(streams, selection_text(definition), counts)
+                self._report_line(str(definition.audience_name), definition.key, rest)
+
+    def _report_line(self, label: str, key: str, counts: dict[str, Any]) -> None:
+        self.logger.info(audience_line(label, key, counts, dry_run=self.dry_run))
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
         """Stop at once on SIGTERM: unconfirmed work is redone by the next run, never guessed."""

@@ -97,8 +97,15 @@ class AudienceDefinition(TikTokAudienceIdentity):
 
 
 def split_text(value: Any) -> str:
-    """A `split_by` value's string form: a string as it is, other scalars as JSON writes them."""
-    return value if isinstance(value, str) else json.dumps(value)
+    """A `split_by` value's string form: a string as it is, other scalars as JSON writes them.
+
+    Numbers as the reader keeps them (long ones as Decimal) are written as they were read.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value) if isinstance(value, (int, float)) else str(value)
 
 
 @dataclass(frozen=True)
