@@ -1106,6 +1106,22 @@ class MembershipStore:
                 (json.dumps(streams), split_value, audience),
             )
 
+    def set_shared(self, audience: int, advertiser_ids: tuple[str, ...]) -> None:
+        """Remember the advertisers TikTok confirmed the audience is shared with."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE audiences SET shared_with = ? WHERE id = ?",
+                (json.dumps(list(advertiser_ids)), audience),
+            )
+
+    def set_lookalike(self, audience: int, lookalike_id: str) -> None:
+        """Remember the audience's lookalike, so it is never created twice."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE audiences SET lookalike_audience_id = ? WHERE id = ?",
+                (lookalike_id, audience),
+            )
+
     def is_dirty(self, key: str) -> bool:
         """Whether an audience of this key has a sync that did not finish (see `mark_dirty`)."""
         row = self._db.execute(

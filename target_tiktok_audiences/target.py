@@ -70,8 +70,9 @@ from target_tiktok_audiences.settings import (
     resolve_definitions,
     resolve_settings,
 )
+from target_tiktok_audiences.sharing import SharingError, share_and_extend
 from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink
-from target_tiktok_audiences.store import MembershipStore
+from target_tiktok_audiences.store import AudienceRow, MembershipStore
 from target_tiktok_audiences.sync import RunContext, StreamProgress, StreamSync
 from target_tiktok_audiences.workers import Workers
 
@@ -436,11 +437,18 @@ class TargetTikTokAudiences(Target):
             self.drain_one(sink)
             sink.finish_input(end_proves_snapshot=end_proves)
         self._sync_composed()
+        refused = self._share_and_extend()
         super().process_endofpipe()
         self._report()
         self.workers.close()
         self.client.close()
         self.store.close()
+        if refused:
+            raise SharingError(
+                "; ".join(refused)
+                + ": membership is synced and the tap's STATE written; fix the audience's "
+                "`share_with_advertiser_ids` or `lookalike` (or TikTok's permissions) and re-run"
+            )
 
     def _process_state_message(self, message_dict: dict) -> None:
         """Keep the latest STATE as the JSON text it will be written as (see `_state_json`).
@@ -478,6 +486,21 @@ class TargetTikTokAudiences(Target):
         self._held_state = False
         sys.stdout.write(state + "\n")
         sys.stdout.flush()
+
+    def _share_and_extend(self) -> list[str]:
+        """Shares and lookalikes of the audiences synced in this run; each refusal's reason."""
+        synced: dict[str, list[AudienceRow]] = {}
+        for sync in self._syncs.values():
+            if isinstance(sync, StreamSync):
+                synced.setdefault(sync.settings.stream, []).append(sync.row)
+        for (key, _), composed in self._composed.items():
+            synced.setdefault(key, []).append(composed.row)
+        refused: list[str] = []
+        for definition in self.definitions.audiences.values():
+            if definition.share_with_advertiser_ids or definition.lookalike:
+                rows = [self.store.get_audience(r.id) for r in synced.get(definition.key, [])]
+                refused += share_and_extend(self.client, self.store, definition, rows)
+        return refused
 
     def _report(self) -> None:
         """One line per audience on stderr: simple ones, then composed ones."""

@@ -101,7 +101,7 @@ def test_an_invalid_flag_is_counted_never_staged():
         {"id": 2, "email": "b@x.io", "consent": True, "member": "no"},
         {"id": 3, "email": "c@x.io", "consent": "true"},
     ]
-    people, skipped, _ = hash_chunk(FLAGGED, [read(r) for r in records])
+    people, skipped, *_ = hash_chunk(FLAGGED, [read(r) for r in records])
     assert people.count == 1
     assert skipped == Counter(invalid_flag=2)
 
