@@ -32,7 +32,7 @@ from target_tiktok_audiences.tiktok.codes import (
     describe_code,
     is_retryable_code,
 )
-from target_tiktok_audiences.tiktok.mapping import Batch, batch_json, mapping_body
+from target_tiktok_audiences.tiktok.mapping import MAPPING, Batch, batch_json, mapping_body
 from target_tiktok_audiences.tiktok.pacing import Pacer
 from target_tiktok_audiences.tiktok.watchdog import (
     TRANSPORT_ERRORS,
@@ -359,7 +359,7 @@ class TikTokClient(AudienceCalls):
         try:
             self.request(
                 "POST",
-                "segment/mapping/",
+                MAPPING,
                 body=body or mapping_body(action, advertiser_ids, audience_id, batch.slots()),
             )
         except TikTokAPIError as exc:
