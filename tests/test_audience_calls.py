@@ -245,3 +245,47 @@ def test_share_and_lookalike_against_the_fake():
             client.create_lookalike(ADVERTISER, "Lookalike", source, **SPEC)
         assert caught.value.code == 40002 and "at least 100" in str(caught.value)
         client.close()
+
+
+@pytest.fixture
+def seeded():
+    """The fake with a source audience of 100 people, and a client of it."""
+    with FakeTikTok() as fake:
+        fake.add_advertiser(ADVERTISER)
+        fake.add_advertiser("7000000000000000002")
+        fake.add_token(TOKEN, [ADVERTISER])
+        source = fake.add_audience(ADVERTISER, "Customers")
+        rows = [[{"id": f"{i:064x}", "audience_ids": [source]}] for i in range(100)]
+        client = TikTokClient(fake.url, TOKEN, max_requests_per_second=1e6, backoff_base=0.001)
+        client.request(
+            "POST",
+            "segment/mapping/",
+            body={
+                "advertiser_ids": [ADVERTISER],
+                "action": "add",
+                "id_schema": ["EMAIL_SHA256"],
+                "batch_data": rows,
+            },
+        )
+        yield fake, client, source
+        client.close()
+
+
+def test_a_lookalike_whose_answer_breaks_off_is_not_created_twice(seeded):
+    fake, client, source = seeded
+    fake.inject(break_next=1, paths=("dmp/custom_audience/lookalike/create/",))
+    with pytest.raises(TikTokAPIError, match="broke off mid-way"):
+        client.create_lookalike(ADVERTISER, "Lookalike", source, **SPEC)
+    assert len(fake.requests_log("dmp/custom_audience/lookalike/create/")) == 1
+    assert [a["type"] for a in fake.audiences()] == ["Partner", "Lookalike"]
+    fake.inject()
+    lookalike = client.create_lookalike(ADVERTISER, "Lookalike 2", source, **SPEC)
+    assert fake.audience(lookalike)["type"] == "Lookalike"
+
+
+def test_a_share_whose_answer_breaks_off_is_sent_again(seeded):
+    fake, client, source = seeded
+    fake.inject(break_next=1, paths=("dmp/custom_audience/share/",))
+    client.share_audiences(ADVERTISER, [source], ["7000000000000000002"])
+    assert len(fake.requests_log("dmp/custom_audience/share/")) == 2
+    assert fake.shares(source) == {"7000000000000000002"}
