@@ -179,6 +179,13 @@ def test_a_refused_lookalike_is_not_retried(requests_mock, client, code):
     assert ("at least 100 people" in line) == (code == 40002)
 
 
+def test_a_lookalike_refused_while_its_source_is_busy_says_so(requests_mock, client):
+    requests_mock.post(LOOKALIKE_URL, json=fail(40002, "Audience is busy processing"))
+    with pytest.raises(TikTokAPIError) as caught:
+        client.create_lookalike(ADVERTISER, "Lookalike", SOURCE, **SPEC)
+    assert "stayed busy" in str(caught.value) and "at least 100" not in str(caught.value)
+
+
 def test_a_rate_limited_lookalike_is_retried(requests_mock, client):
     requests_mock.post(LOOKALIKE_URL, [{"json": fail(40100)}, {"json": ok({"audience_id": "999"})}])
     assert client.create_lookalike(ADVERTISER, "Lookalike", SOURCE, **SPEC) == "999"
