@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from target_tiktok_audiences.client import TikTokClient
 from target_tiktok_audiences.errors import TargetError, TikTokAPIError
 from target_tiktok_audiences.settings import AudienceDefinition
 from target_tiktok_audiences.store import AudienceRow, MembershipStore
+from target_tiktok_audiences.tiktok.http import TikTokClient
 
 # TikTok makes a lookalike only of an audience with at least this many people.
 LOOKALIKE_SEED = 100

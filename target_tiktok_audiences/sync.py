@@ -21,7 +21,6 @@ from target_tiktok_audiences.audiences import (
     check_unknown_audience,
     resolve_audience,
 )
-from target_tiktok_audiences.client import NOT_FOUND, TikTokClient
 from target_tiktok_audiences.errors import (
     AudienceDeletedError,
     RemovalGuardError,
@@ -32,7 +31,10 @@ from target_tiktok_audiences.people import NO_CONSENT_REASON, Selection
 from target_tiktok_audiences.planning import removal_refusal, should_hold
 from target_tiktok_audiences.reporting import Progress
 from target_tiktok_audiences.settings import AudienceSettings
-from target_tiktok_audiences.store import Batch, MembershipStore, PlanSummary, SourceRow
+from target_tiktok_audiences.store import MembershipStore, PlanSummary, SourceRow
+from target_tiktok_audiences.tiktok.codes import NOT_FOUND
+from target_tiktok_audiences.tiktok.http import TikTokClient
+from target_tiktok_audiences.tiktok.mapping import Batch
 
 DUPLICATE = "duplicate"
 

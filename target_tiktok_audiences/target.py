@@ -36,7 +36,6 @@ from singer_sdk.plugin_base import _ConfigInput, _plugin_log_level
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.sinks import Sink
 
-from target_tiktok_audiences.client import DryRunClient, TikTokClient
 from target_tiktok_audiences.composed import (
     ComposedSync,
     SourceSync,
@@ -74,6 +73,8 @@ from target_tiktok_audiences.sharing import SharingError, share_and_extend
 from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink
 from target_tiktok_audiences.store import AudienceRow, MembershipStore
 from target_tiktok_audiences.sync import RunContext, StreamProgress, StreamSync
+from target_tiktok_audiences.tiktok.dry_run import DryRunClient
+from target_tiktok_audiences.tiktok.http import TikTokClient
 from target_tiktok_audiences.workers import Workers
 
 _SECRET_SETTINGS = ("access_token",)

@@ -15,7 +15,6 @@ from typing import Any
 
 import phonenumbers
 
-from target_tiktok_audiences.client import token_fault
 from target_tiktok_audiences.errors import ConfigError
 from target_tiktok_audiences.identifiers import (
     DEFAULT_IDENTIFIER_FIELDS,
@@ -23,6 +22,7 @@ from target_tiktok_audiences.identifiers import (
     NormalizationOptions,
 )
 from target_tiktok_audiences.settings.schema import setting
+from target_tiktok_audiences.tiktok.http import token_fault
 
 # TikTok cuts longer names to 67 characters plus "...": we do it first so the stored name matches.
 MAX_AUDIENCE_NAME = 70
