@@ -5,7 +5,8 @@
 - `env`: config files and `TARGET_TIKTOK_AUDIENCES_*` variables; secrets registered.
 - `run`: `RunSettings`, the run's own settings, frozen.
 - `definitions`: `Definitions`, the audiences and how each stream is read, frozen.
-- `resolve`: the checks every resolution shares, and the simple form's `AudienceSettings`.
+- `resolve`: the checks every resolution of specs shares.
+- `simple`: `AudienceSettings`, one stream's settings in the simple form, for today's sink.
 """
 
 from target_tiktok_audiences.settings.definitions import (
@@ -25,15 +26,15 @@ from target_tiktok_audiences.settings.env import (
     store_passwords,
 )
 from target_tiktok_audiences.settings.names import SDK_INERT_SETTINGS, check_setting_names
-from target_tiktok_audiences.settings.resolve import (
+from target_tiktok_audiences.settings.resolve import duplicate_audience_error
+from target_tiktok_audiences.settings.run import RunSettings
+from target_tiktok_audiences.settings.schema import config_schema, setting_default
+from target_tiktok_audiences.settings.simple import (
     AudienceSettings,
     check_distinct_audiences,
     check_global_settings,
-    duplicate_audience_error,
     resolve_settings,
 )
-from target_tiktok_audiences.settings.run import RunSettings
-from target_tiktok_audiences.settings.schema import config_schema, setting_default
 
 __all__ = [
     "ENV_PREFIX",

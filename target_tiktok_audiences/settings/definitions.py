@@ -26,6 +26,8 @@ from target_tiktok_audiences.settings.resolve import (
     check_top_level,
     duplicate_audience_error,
     identifier_fields,
+    overridden,
+    refuse_duplicates,
     tiktok_audience_name,
 )
 from target_tiktok_audiences.settings.schema import (
@@ -120,7 +122,7 @@ class Definitions:
     """
 
     audiences: Mapping[str, AudienceDefinition]
-    _resolver: _Resolver = field(repr=False, compare=False)
+    _resolver: Resolver = field(repr=False, compare=False)
     # `audiences` itself, which the implicit form fills as streams show up.
     _made: dict[str, AudienceDefinition] = field(repr=False, compare=False)
     _sources: dict[str, SourceDefinition] = field(default_factory=dict, repr=False, compare=False)
@@ -153,14 +155,10 @@ class Definitions:
 
 def resolve_definitions(config: Mapping[str, Any]) -> Definitions:
     """Every audience and source of `config`; every refusal is raised here, before any input."""
-    resolver = _Resolver(config, check_top_level(config))
+    resolver = Resolver(config, check_top_level(config))
     specs: Mapping[str, Any] = config.get("audiences") or {}
     audiences = {key: resolver.audience(key, spec or {}) for key, spec in specs.items()}
-    seen: dict[tuple[str, ...], str] = {}
-    for key, audience in audiences.items():
-        first = seen.setdefault(audience.tiktok_audience, key)
-        if first != key:
-            raise duplicate_audience_error(f"`audiences.{first}`", f"`audiences.{key}`", audience)
+    refuse_duplicates(audiences.items())
     definitions = Definitions(audiences=audiences, _resolver=resolver, _made=audiences)
     for stream in resolver.sources:
         _check_source_is_used(stream, definitions)
@@ -188,8 +186,11 @@ def _check_source_is_used(stream: str, definitions: Definitions) -> None:
         raise ConfigError(msg)
 
 
-class _Resolver:
-    """Turns one config's specs into definitions; kept for streams the implicit form meets later."""
+class Resolver:
+    """Turns one config's specs into definitions; kept for streams the implicit form meets later.
+
+    `audience` and `source` raise a ConfigError naming the setting on any spec they refuse.
+    """
 
     def __init__(self, config: Mapping[str, Any], normalization: NormalizationOptions) -> None:
         self.config = config
@@ -199,8 +200,9 @@ class _Resolver:
         self.exclude_streams = _stream_list(setting(config, "exclude_streams"))
 
     def source(self, stream: str) -> SourceDefinition:
+        """How `stream` is read: as its simple-form spec says, else `sources.<stream>`, else top."""
         spec = (self.config.get("audiences") or {}).get(stream)
-        if spec is not None and "streams" not in spec:
+        if spec is not None and spec.get("streams") is None:
             return self._source(stream, spec, f"audiences.{stream}")
         if stream in self.sources:
             return self._source(stream, self.sources[stream] or {}, f"sources.{stream}")
@@ -222,6 +224,7 @@ class _Resolver:
         )
 
     def audience(self, key: str, spec: Mapping[str, Any]) -> AudienceDefinition:
+        """The audience of the spec `audiences.<key>` (`{}` for the implicit form's streams)."""
         where = f"audiences.{key}" if not self.implicit else "audiences"
         simple = spec.get("streams") is None
         if simple:
@@ -234,7 +237,7 @@ class _Resolver:
                     f"or drop `streams` to have stream {key!r} feed it"
                 )
                 raise ConfigError(msg)
-            reading = [name for name in SOURCE_KEYS if name in spec]
+            reading = [name for name in SOURCE_KEYS if spec.get(name) is not None]
             if reading:
                 msg = (
                     f"`{where}` has `streams` and sets `{reading[0]}`: how a stream is read "
@@ -265,8 +268,8 @@ class _Resolver:
                 spec["advertiser_ids"] if advertisers_given else self.config.get("advertiser_ids"),
                 f"{where}.advertiser_ids" if advertisers_given else "advertiser_ids",
             ),
-            min_audience_size=int(self._overridden(spec, "min_audience_size")),
-            max_removal_fraction=float(self._overridden(spec, "max_removal_fraction")),
+            min_audience_size=int(overridden(spec, self.config, "min_audience_size")),
+            max_removal_fraction=float(overridden(spec, self.config, "max_removal_fraction")),
             share_with_advertiser_ids=tuple(
                 dict.fromkeys(
                     check_advertisers(
@@ -281,10 +284,6 @@ class _Resolver:
             else None,
             simple=simple,
         )
-
-    def _overridden(self, spec: Mapping[str, Any], name: str) -> Any:
-        value = spec.get(name)
-        return setting(self.config, name) if value is None else value
 
 
 def _identity(

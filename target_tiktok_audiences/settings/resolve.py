@@ -1,16 +1,14 @@
-"""Per-stream settings of the simple form, and the checks every resolution shares.
+"""The checks every resolution of audience specs shares.
 
 `check_top_level` holds the checks a schema cannot express at the top level (a token unless
-`dry_run`, a usable `api_url`, a known phone region). `AudienceSettings`, one frozen value per
-stream, is what today's sink reads; `definitions.Definitions` is its successor for composed
-audiences.
+`dry_run`, a usable `api_url`, a known phone region); the rest check one value of a spec
+(advertiser ids, identifier fields) or compare specs (one spec per TikTok audience).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import phonenumbers
@@ -67,23 +65,6 @@ class TikTokAudienceIdentity:
     def label(self) -> str:
         """How logs name the audience."""
         return str(self.audience_id or self.audience_name)
-
-
-@dataclass(frozen=True)
-class AudienceSettings(TikTokAudienceIdentity):
-    """Everything one stream's sync needs to know, resolved from the top level and its spec."""
-
-    stream: str
-    audience_id: str | None
-    audience_name: str | None
-    advertiser_ids: tuple[str, ...]
-    identifier_fields: Mapping[str, str | None]
-    sync_mode: str
-    membership_field: str | None
-    consent_field: str | None
-    min_audience_size: int
-    max_removal_fraction: float
-    normalization: NormalizationOptions = field(default_factory=NormalizationOptions)
 
 
 def tiktok_audience_name(name: str) -> str:
@@ -144,13 +125,6 @@ def check_top_level(config: Mapping[str, Any]) -> NormalizationOptions:
     )
 
 
-def check_global_settings(config: Mapping[str, Any]) -> NormalizationOptions:
-    """`check_top_level`, then every spec resolved and compared (`check_distinct_audiences`)."""
-    normalization = check_top_level(config)
-    check_distinct_audiences(config, normalization)
-    return normalization
-
-
 def identifier_fields(value: Any, setting_name: str) -> dict[str, str | None]:
     """A given `identifier_fields` merged with the default; refused when it can send nothing."""
     fields: dict[str, str | None] = dict(DEFAULT_IDENTIFIER_FIELDS)
@@ -168,46 +142,7 @@ def identifier_fields(value: Any, setting_name: str) -> dict[str, str | None]:
     return fields
 
 
-def resolve_settings(
-    config: Mapping[str, Any], stream: str, normalization: NormalizationOptions
-) -> AudienceSettings | None:
-    """Settings for one stream's audience, or None when `audiences` does not list the stream."""
-    audiences: Mapping[str, Any] = config.get("audiences") or {}
-    if audiences and stream not in audiences:
-        return None
-    spec: Mapping[str, Any] = audiences.get(stream) or {}
-    where = f"audiences.{stream}" if audiences else "audiences"
-    audience_id = spec.get("audience_id")
-    audience_name = spec.get("audience_name")
-    if audience_id and audience_name:
-        msg = f"`{where}` sets both audience_id and audience_name: keep one."
-        raise ConfigError(msg)
-    if not audience_id:
-        audience_name = tiktok_audience_name(audience_name or stream)
-    advertiser_ids = check_advertisers(
-        spec.get("advertiser_ids", config.get("advertiser_ids")),
-        f"{where}.advertiser_ids" if "advertiser_ids" in spec else "advertiser_ids",
-    )
-    fields = identifier_fields(
-        spec.get("identifier_fields", config.get("identifier_fields")),
-        f"{where}.identifier_fields" if "identifier_fields" in spec else "identifier_fields",
-    )
-    return AudienceSettings(
-        stream=stream,
-        audience_id=str(audience_id) if audience_id else None,
-        audience_name=audience_name if not audience_id else None,
-        advertiser_ids=advertiser_ids,
-        identifier_fields=fields,
-        sync_mode=spec.get("sync_mode") or setting(config, "sync_mode"),
-        membership_field=spec.get("membership_field", config.get("membership_field")),
-        consent_field=spec.get("consent_field", config.get("consent_field")),
-        min_audience_size=int(_overridden(spec, config, "min_audience_size")),
-        max_removal_fraction=float(_overridden(spec, config, "max_removal_fraction")),
-        normalization=normalization,
-    )
-
-
-def _overridden(spec: Mapping[str, Any], config: Mapping[str, Any], name: str) -> Any:
+def overridden(spec: Mapping[str, Any], config: Mapping[str, Any], name: str) -> Any:
     """A spec's value of `name`, else the top level's, else the schema's default."""
     value = spec.get(name)
     return setting(config, name) if value is None else value
@@ -229,18 +164,13 @@ def duplicate_audience_error(
     return ConfigError(msg)
 
 
-def check_distinct_audiences(
-    config: Mapping[str, Any], normalization: NormalizationOptions
-) -> None:
-    """Refuse two audience specs that resolve to the same TikTok audience (see `tiktok_audience`).
+def refuse_duplicates(resolved: Iterable[tuple[str, TikTokAudienceIdentity]]) -> None:
+    """Refuse two audience specs, (key, spec) in config order, of one TikTok audience.
 
-    Resolving every spec here also reports a bad spec at start, before any input is read.
+    Two specs are one audience when their `tiktok_audience` is equal.
     """
     seen: dict[tuple[str, ...], str] = {}
-    for key in config.get("audiences") or {}:
-        settings = resolve_settings(config, key, normalization)
-        if settings is None:
-            continue
-        first = seen.setdefault(settings.tiktok_audience, key)
+    for key, spec in resolved:
+        first = seen.setdefault(spec.tiktok_audience, key)
         if first != key:
-            raise duplicate_audience_error(f"`audiences.{first}`", f"`audiences.{key}`", settings)
+            raise duplicate_audience_error(f"`audiences.{first}`", f"`audiences.{key}`", spec)
