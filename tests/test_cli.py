@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 import requests
 
-from target_tiktok_audiences.cli import (
+from target_tiktok_audiences.cli.status import (
     CALCULATING_SECONDS,
     STATUS_KEYS,
     fetch_details,
-    render_table,
     status_word,
     with_configured_identity,
 )
+from target_tiktok_audiences.cli.status_table import render_table
 from target_tiktok_audiences.errors import TikTokAPIError
 from target_tiktok_audiences.identifiers import NormalizationOptions
 from target_tiktok_audiences.settings import nest_meltano_object
