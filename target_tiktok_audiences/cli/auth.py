@@ -12,10 +12,11 @@ import json
 import os
 
 from target_tiktok_audiences.cli.config import CHECK_RETRIES, ENV_PREFIX, err
-from target_tiktok_audiences.client import TikTokClient
 from target_tiktok_audiences.errors import ConfigError, TikTokAPIError
 from target_tiktok_audiences.redaction import remember_secret
 from target_tiktok_audiences.settings import DEFAULT_API_URL
+from target_tiktok_audiences.tiktok.codes import INVALID_AUTH_CODE
+from target_tiktok_audiences.tiktok.http import TikTokClient
 
 AUTH_HELP = """\
 Exchange a one-time auth code for a long-term access token, and print the token and the
@@ -58,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         data = client.request("POST", "oauth2/access_token/", body=body, idempotent=False)
     except TikTokAPIError as exc:
-        if exc.code == 40110:
+        if exc.code == INVALID_AUTH_CODE:
             msg = (
-                "the auth code is invalid, expired or already used (40110): open the app's "
-                "advertiser authorization URL again and use the new auth_code within the hour"
+                f"the auth code is invalid, expired or already used ({INVALID_AUTH_CODE}): open "
+                "the app's advertiser authorization URL again and use the new auth_code within "
+                "the hour"
             )
         elif exc.code is not None:
             msg = (

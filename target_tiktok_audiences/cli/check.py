@@ -13,7 +13,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from target_tiktok_audiences.audiences import read_audiences
 from target_tiktok_audiences.cli.config import (
     ENV_PREFIX,
     PROG,
@@ -21,11 +20,15 @@ from target_tiktok_audiences.cli.config import (
     load_config,
     make_client,
 )
-from target_tiktok_audiences.client import TikTokClient
 from target_tiktok_audiences.errors import ConfigError, TikTokAPIError
 from target_tiktok_audiences.settings import check_global_settings
-
-TOKEN_CODES = frozenset({40102, 40104, 40105})
+from target_tiktok_audiences.tiktok.codes import (
+    ADVERTISER_NOT_FOUND,
+    NO_PERMISSION,
+    NOT_FOUND,
+    TOKEN_CODES,
+)
+from target_tiktok_audiences.tiktok.http import TikTokClient
 
 
 @dataclass(frozen=True)
@@ -82,12 +85,12 @@ def run_checks(config: Mapping[str, Any], client: TikTokClient) -> Iterator[Chec
     reachable: set[str] = set()
     for advertiser in _advertisers_to_check(config):
         causes = {
-            40001: (
+            NO_PERMISSION: (
                 "not usable by this token",
                 f"authorise this ad account for the app (run `{PROG} auth` again and choose "
                 "it), or remove it from `advertiser_ids`",
             ),
-            40300: (
+            ADVERTISER_NOT_FOUND: (
                 "does not exist",
                 "check `advertiser_ids` (the id shown in TikTok Ads Manager)",
             ),
@@ -110,23 +113,23 @@ def run_checks(config: Mapping[str, Any], client: TikTokClient) -> Iterator[Chec
             yield CheckResult(False, f"{label}: not checked, advertiser {advertiser} failed above")
             continue
         causes = {
-            40007: (
+            NOT_FOUND: (
                 f"does not exist in advertiser {advertiser}",
                 f"check `audiences.{stream}.audience_id`, or use `audience_name` to have the "
                 "target create one",
             ),
-            40001: (
+            NO_PERMISSION: (
                 f"belongs to another advertiser, not {advertiser}",
                 f"set `audiences.{stream}.advertiser_ids` to the audience's ad account",
             ),
         }
         try:
-            details = next(read_audiences(client, advertiser, [audience_id]), None)
+            details = next(client.read_audiences(advertiser, [audience_id]), None)
         except TikTokAPIError as exc:
             yield CheckResult(False, f"{label}: {_code_cause(exc, causes)}")
             continue
         if details is None:
-            cause, fix = causes[40007]
+            cause, fix = causes[NOT_FOUND]
             yield CheckResult(False, f"{label}: {cause} (TikTok returned nothing): {fix}")
             continue
         name = details.get("name")

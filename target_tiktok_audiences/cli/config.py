@@ -16,7 +16,6 @@ from typing import Any
 
 from singer_sdk.plugin_base import JSONSchemaValidator
 
-from target_tiktok_audiences.client import TikTokClient
 from target_tiktok_audiences.errors import ConfigError
 from target_tiktok_audiences.settings import (
     DEFAULT_API_URL,
@@ -25,6 +24,7 @@ from target_tiktok_audiences.settings import (
     read_config_files,
 )
 from target_tiktok_audiences.target import TargetTikTokAudiences, redact_config_error
+from target_tiktok_audiences.tiktok.http import TikTokClient
 
 PROG = "tiktok-audiences"
 ENV_PREFIX = "TARGET_TIKTOK_AUDIENCES_"

@@ -16,7 +16,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from target_tiktok_audiences.audiences import read_audiences
 from target_tiktok_audiences.cli.config import (
     add_config_command,
     err,
@@ -24,12 +23,14 @@ from target_tiktok_audiences.cli.config import (
     make_client,
 )
 from target_tiktok_audiences.cli.status_table import render_table
-from target_tiktok_audiences.client import DRY_RUN_PREFIX, TikTokClient
 from target_tiktok_audiences.errors import StoreError, TikTokAPIError
 from target_tiktok_audiences.identifiers import NormalizationOptions
 from target_tiktok_audiences.redaction import mask_url
 from target_tiktok_audiences.settings import check_global_settings, resolve_settings
 from target_tiktok_audiences.store import AudienceRow, MembershipStore, StoreMissingError
+from target_tiktok_audiences.tiktok.audiences import AudienceCalls
+from target_tiktok_audiences.tiktok.codes import NO_PERMISSION, NOT_FOUND
+from target_tiktok_audiences.tiktok.dry_run import DRY_RUN_PREFIX
 
 CALCULATING_SECONDS = 48 * 3600  # TikTok matches within 24-48 hours of a change
 MIN_MATCHED = 1000  # TikTok will not serve an audience with fewer matched users
@@ -150,11 +151,11 @@ def _on_tiktok(row: AudienceRow) -> bool:
 
 
 def fetch_details(
-    client: TikTokClient, rows: Sequence[AudienceRow]
+    client: AudienceCalls, rows: Sequence[AudienceRow]
 ) -> tuple[dict[str, dict], list[str]]:
     """TikTok's details by audience id, read per advertiser 100 ids a call; plus problems.
 
-    One audience deleted on TikTok (40007) fails its whole batch, so that batch is re-read id
+    One audience deleted on TikTok (NOT_FOUND) fails its whole batch, so that batch is re-read id
     by id to show the others. Any other error (a bad token, TikTok down) is raised.
     """
     wanted: dict[str, list[str]] = {}
@@ -167,25 +168,25 @@ def fetch_details(
     problems: list[str] = []
     for advertiser, ids in wanted.items():
         try:
-            found = list(read_audiences(client, advertiser, ids))
+            found = list(client.read_audiences(advertiser, ids))
         except TikTokAPIError as exc:
-            if exc.code == 40001:
+            if exc.code == NO_PERMISSION:
                 problems.append(
-                    f"advertiser {advertiser} is not usable by this token (40001): "
+                    f"advertiser {advertiser} is not usable by this token ({NO_PERMISSION}): "
                     "its audiences show no TikTok columns; run `tiktok-audiences check`"
                 )
                 continue
-            if exc.code != 40007:
+            if exc.code != NOT_FOUND:
                 raise
             found = []
             for audience_id in ids:
                 try:
-                    found.extend(read_audiences(client, advertiser, [audience_id]))
+                    found.extend(client.read_audiences(advertiser, [audience_id]))
                 except TikTokAPIError as one:
-                    if one.code != 40007:
+                    if one.code != NOT_FOUND:
                         raise
                     problems.append(
-                        f"audience {audience_id} no longer exists on TikTok (40007): "
+                        f"audience {audience_id} no longer exists on TikTok ({NOT_FOUND}): "
                         "remove it from `audiences`, or re-create it"
                     )
         for item in found:
