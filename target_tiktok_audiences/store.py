@@ -320,6 +320,13 @@ class AudienceRow:
     last_counts: dict | None = None
     # The stream's key properties at its last sync ((): none; None: not known yet).
     key_properties: tuple[str, ...] | None = None
+    # Composed audiences: the `split_by` value this audience is for (None outside split_by),
+    # the streams that feed it (None: not known), the advertisers it is shared with, and the
+    # id of its lookalike (None: none made).
+    split_value: str | None = None
+    streams: tuple[str, ...] | None = None
+    shared_with: tuple[str, ...] = ()
+    lookalike_audience_id: str | None = None
 
 
 @dataclass

@@ -13,7 +13,6 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from target_tiktok_audiences.cli.config import (
@@ -22,6 +21,7 @@ from target_tiktok_audiences.cli.config import (
     load_config,
     make_client,
 )
+from target_tiktok_audiences.cli.status_rows import STATUS_KEYS, shared_with, status_row
 from target_tiktok_audiences.cli.status_table import render_table
 from target_tiktok_audiences.errors import StoreError, TikTokAPIError
 from target_tiktok_audiences.identifiers import NormalizationOptions
@@ -31,119 +31,6 @@ from target_tiktok_audiences.store import AudienceRow, MembershipStore, StoreMis
 from target_tiktok_audiences.tiktok.audiences import AudienceCalls
 from target_tiktok_audiences.tiktok.codes import NO_PERMISSION, NOT_FOUND
 from target_tiktok_audiences.tiktok.dry_run import DRY_RUN_PREFIX
-
-CALCULATING_SECONDS = 48 * 3600  # TikTok matches within 24-48 hours of a change
-MIN_MATCHED = 1000  # TikTok will not serve an audience with fewer matched users
-STATUS_KEYS = (
-    "stream",
-    "audience_id",
-    "name",
-    "advertiser_ids",
-    "confirmed",
-    "pending",
-    "last_sync_at",
-    "last_result",
-    "matched",
-    "match_rate",
-    "valid",
-    "expires_at",
-    "status",
-)
-
-
-def status_word(
-    *,
-    last_result: str | None,
-    pending: int,
-    uploaded: bool,
-    valid: bool | None,
-    last_change_at: float | None,
-    matched: int | None,
-    expiring: bool | None,
-    now: float,
-) -> str | None:
-    """The audience's state in one word; the first rule that applies wins.
-
-    None when nothing the store knows decides it and TikTok's side is unknown (no token, or
-    no TikTok audience yet): guessing ACTIVE there would hide exactly what `status` is for.
-    """
-    if last_result == "failed":
-        return "FAILED"
-    if pending > 0 and not uploaded:
-        return "PENDING"
-    if valid is None and matched is None and expiring is None:
-        return None
-    recent = last_change_at is not None and now - last_change_at < CALCULATING_SECONDS
-    if valid is False and recent:
-        return "CALCULATING"
-    if matched is not None and matched < MIN_MATCHED:
-        return "TOO_SMALL"
-    if expiring:
-        return "EXPIRING"
-    return "ACTIVE"
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _tiktok_time(value: Any) -> str | None:
-    """TikTok's `YYYY-MM-DD HH:MM:SS` (UTC) as ISO 8601; anything else passes through."""
-    if value in (None, ""):
-        return None
-    try:
-        parsed = datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
-    except ValueError:
-        return str(value)
-    return parsed.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _as_int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _as_bool(value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-def status_row(
-    row: AudienceRow, confirmed: int, pending: int, details: Mapping[str, Any] | None, now: float
-) -> dict[str, Any]:
-    """One audience as `status --format json` prints it (plus `last_error` for the table)."""
-    details = details or {}
-    matched = _as_int(details.get("cover_num"))
-    valid = _as_bool(details.get("is_valid"))
-    expiring = _as_bool(details.get("is_expiring"))
-    return {
-        "stream": row.stream,
-        "audience_id": row.audience_id,
-        "name": details.get("name") or row.name,
-        "advertiser_ids": list(row.advertiser_ids),
-        "confirmed": confirmed,
-        "pending": pending,
-        "last_sync_at": _iso(row.last_sync_at),
-        "last_result": row.last_result,
-        "matched": matched,
-        "match_rate": round(matched / confirmed, 4) if matched is not None and confirmed else None,
-        "valid": valid,
-        "expires_at": _tiktok_time(details.get("expired_time")),
-        "status": status_word(
-            last_result=row.last_result,
-            pending=pending,
-            uploaded=row.uploaded_at is not None,
-            valid=valid,
-            last_change_at=row.last_change_at,
-            matched=matched,
-            expiring=expiring,
-            now=now,
-        ),
-        "last_error": row.last_error,
-    }
 
 
 def _on_tiktok(row: AudienceRow) -> bool:
@@ -269,7 +156,14 @@ def run(args: argparse.Namespace) -> int:
             client.close()
     now = time.time()
     rows = [
-        status_row(row, confirmed, pending, details.get(str(row.audience_id)), now)
+        status_row(
+            row,
+            confirmed,
+            pending,
+            details.get(str(row.audience_id)),
+            now,
+            shared_with(row, config),
+        )
         for row, confirmed, pending in audiences
     ]
     if args.format == "json":

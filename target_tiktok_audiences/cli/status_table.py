@@ -1,66 +1,98 @@
-"""`status`'s table: the rows of `status.status_row`, in aligned columns for a person.
+"""`status`'s table: the rows of `status_rows.status_row`, in aligned columns for a person.
 
 Every row has the same columns, unknown values shown as `-`, numbers right-aligned under
-their header; a failed sync's error follows the table, one line per audience.
+their header; a failed sync's error follows the table, one line per audience. The columns of
+composed audiences (split value, streams, shares, lookalike) follow STATUS and appear only
+when some row has a value for them, so a table of simple audiences shows none of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+Row = Mapping[str, Any]
+UNKNOWN = "-"
 
-def render_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Aligned columns a person can read at a glance; unknown values are `-`."""
 
-    def num(value: int | None) -> str:
-        return "-" if value is None else f"{value:,}"
+def _num(value: int | None) -> str:
+    return UNKNOWN if value is None else f"{value:,}"
 
-    def short(text: str | None, width: int = 32) -> str:
-        text = text or "-"
-        return text if len(text) <= width else text[: width - 1] + "…"
 
-    header = (
-        "STREAM",
-        "AUDIENCE ID",
-        "NAME",
-        "CONFIRMED",
-        "PENDING",
-        "LAST SYNC (UTC)",
-        "RESULT",
-        "MATCHED",
+def _short(text: str | None, width: int = 32) -> str:
+    text = text or UNKNOWN
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _streams(row: Row) -> str:
+    """The streams that feed a composed audience; `-` for the simple form's own stream."""
+    streams = row["streams"]
+    if not streams or list(streams) == [row["stream"]]:
+        return UNKNOWN
+    return _short(",".join(streams))
+
+
+def _shared(row: Row) -> str:
+    shared = row["shared_with"]
+    if shared is None:
+        return UNKNOWN
+    return _short(",".join(shared), 40) if shared else "none yet"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its header, how a row fills it, and how it is laid out."""
+
+    header: str
+    cell: Callable[[Row], str]
+    right: bool = False  # a number, right-aligned under its header
+    optional: bool = False  # shown only when some row has a value (not `-`) in it
+
+
+COLUMNS = (
+    Column("STREAM", lambda r: r["stream"]),
+    Column("AUDIENCE ID", lambda r: r["audience_id"] or UNKNOWN),
+    Column("NAME", lambda r: _short(r["name"])),
+    Column("CONFIRMED", lambda r: _num(r["confirmed"]), right=True),
+    Column("PENDING", lambda r: _num(r["pending"]), right=True),
+    Column(
+        "LAST SYNC (UTC)", lambda r: (r["last_sync_at"] or UNKNOWN).replace("T", " ").rstrip("Z")
+    ),
+    Column("RESULT", lambda r: r["last_result"] or UNKNOWN),
+    Column("MATCHED", lambda r: _num(r["matched"]), right=True),
+    Column(
         "MATCH RATE",
-        "VALID",
-        "EXPIRES",
-        "STATUS",
-    )
-    right = {3, 4, 7, 8}
-    cells = [header]
-    for r in rows:
-        valid = {True: "yes", False: "no", None: "-"}[r["valid"]]
-        cells.append(
-            (
-                r["stream"],
-                r["audience_id"] or "-",
-                short(r["name"]),
-                num(r["confirmed"]),
-                num(r["pending"]),
-                (r["last_sync_at"] or "-").replace("T", " ").rstrip("Z"),
-                r["last_result"] or "-",
-                num(r["matched"]),
-                "-" if r["match_rate"] is None else f"{r['match_rate']:.1%}",
-                valid,
-                (r["expires_at"] or "-")[:10],
-                r["status"] or "-",
-            )
-        )
-    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+        lambda r: UNKNOWN if r["match_rate"] is None else f"{r['match_rate']:.1%}",
+        right=True,
+    ),
+    Column("VALID", lambda r: {True: "yes", False: "no", None: UNKNOWN}[r["valid"]]),
+    Column("EXPIRES", lambda r: (r["expires_at"] or UNKNOWN)[:10]),
+    Column("STATUS", lambda r: r["status"] or UNKNOWN),
+    Column("SPLIT VALUE", lambda r: _short(r["split_value"]), optional=True),
+    Column("STREAMS", _streams, optional=True),
+    Column("SHARED WITH", _shared, optional=True),
+    Column("LOOKALIKE", lambda r: r["lookalike_audience_id"] or UNKNOWN, optional=True),
+)
+
+
+def render_table(rows: Sequence[Row]) -> str:
+    """Aligned columns a person can read at a glance; unknown values are `-`."""
+    filled = [(column, [column.cell(r) for r in rows]) for column in COLUMNS]
+    shown = [
+        (column, cells)
+        for column, cells in filled
+        if not column.optional or any(c != UNKNOWN for c in cells)
+    ]
+    table = [[column.header for column, _ in shown]]
+    table += [[cells[i] for _, cells in shown] for i in range(len(rows))]
+    widths = [max(len(text) for text in texts) for texts in zip(*table, strict=True)]
     lines = [
         "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cell, widths, strict=True))
+            text.rjust(width) if column.right else text.ljust(width)
+            for text, width, (column, _) in zip(texts, widths, shown, strict=True)
         ).rstrip()
-        for cell in cells
+        for texts in table
     ]
     lines.extend(
         f"{r['stream']}: last sync failed: {r['last_error']}"
