@@ -385,6 +385,9 @@ class AudienceRow:
     key_properties: tuple[str, ...] | None = None
     # Its sources changed since its members last matched them: plan it again in full.
     dirty: bool = False
+    # Composed audiences: the `split_by` value this audience is for (None outside split_by),
+    # the streams that feed it (None: not known), the advertisers it is shared with, and the
+    # id of its lookalike (None: none made).
     split_value: str | None = None
     streams: tuple[str, ...] | None = None
     shared_with: tuple[str, ...] = ()

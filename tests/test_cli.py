@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -21,14 +21,15 @@ from typing import Any
 import pytest
 import requests
 
-from target_tiktok_audiences.cli import (
+from target_tiktok_audiences.cli.status import fetch_details, with_configured_identity
+from target_tiktok_audiences.cli.status_rows import (
     CALCULATING_SECONDS,
     STATUS_KEYS,
-    fetch_details,
-    render_table,
+    shared_with,
+    status_row,
     status_word,
-    with_configured_identity,
 )
+from target_tiktok_audiences.cli.status_table import render_table
 from target_tiktok_audiences.errors import TikTokAPIError
 from target_tiktok_audiences.identifiers import NormalizationOptions
 from target_tiktok_audiences.settings import nest_meltano_object
@@ -39,6 +40,12 @@ from tests.conftest import ADVERTISER, OTHER_ADVERTISER, TOKEN, record, schema
 _SCRIPT = shutil.which("tiktok-audiences") or str(Path(sys.executable).parent / "tiktok-audiences")
 UNUSABLE_ADVERTISER = "7000000000000000003"  # exists, but the token may not use it
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+# design.md's "Operator commands": the keys of `status --format json`, in order.
+CONTRACT_KEYS = [
+    *("stream", "audience_id", "name", "advertiser_ids", "confirmed", "pending"),
+    *("last_sync_at", "last_result", "matched", "match_rate", "valid", "expires_at", "status"),
+    *("split_value", "streams", "shared_with", "lookalike_audience_id"),
+]
 
 
 @dataclass
@@ -380,7 +387,9 @@ def test_status_json_has_every_status_word(tmp_path, target, synced):
     assert run.returncode == 0, run.output
     assert run.stderr == ""
     rows = json.loads(run.stdout)
-    assert all(set(r) == set(STATUS_KEYS) for r in rows)
+    assert all(list(r) == CONTRACT_KEYS for r in rows)
+    # Simple audiences: no split value, no known streams, not shared, no lookalike.
+    assert all(r[k] is None for r in rows for k in CONTRACT_KEYS[-4:])
     by_stream = {r["stream"]: r for r in rows}
     assert [r["stream"] for r in rows] == [
         "active",
@@ -529,6 +538,75 @@ def test_status_before_any_sync(tmp_path, target):
     assert run.stderr.startswith("tiktok-audiences: no membership store at ")
     assert run.stderr.count("\n") == 1
     assert not target.store_path.exists(), "status must not create a store"
+
+
+def composed_row(**fields: Any) -> AudienceRow:
+    return replace(
+        AudienceRow(7, "tiers", "7100000000000000042", "Tier gold", (ADVERTISER,), 1.0), **fields
+    )
+
+
+def test_status_row_carries_what_the_store_knows_of_a_composed_audience():
+    row = composed_row(
+        split_value="gold",
+        streams=("buyers", "newsletter"),
+        shared_with=(OTHER_ADVERTISER,),
+        lookalike_audience_id="7100000000000000043",
+    )
+    shown = status_row(row, 5, 0, None, 0.0, shared_with(row, {}))
+    assert {k: shown[k] for k in CONTRACT_KEYS[-4:]} == {
+        "split_value": "gold",
+        "streams": ["buyers", "newsletter"],
+        "shared_with": [OTHER_ADVERTISER],
+        "lookalike_audience_id": "7100000000000000043",
+    }
+    json.dumps(shown)  # what --format json prints
+
+
+def test_shared_with_is_null_only_for_an_audience_not_meant_to_be_shared():
+    config = {"audiences": {"tiers": {"share_with_advertiser_ids": [OTHER_ADVERTISER]}}}
+    assert shared_with(composed_row(), {}) is None
+    assert shared_with(composed_row(), {"audiences": {"tiers": {}}}) is None
+    assert shared_with(composed_row(), config) == []  # configured, not shared yet
+    shared = composed_row(shared_with=(OTHER_ADVERTISER,))
+    assert shared_with(shared, config) == [OTHER_ADVERTISER]
+    assert shared_with(shared, {}) == [OTHER_ADVERTISER]  # shared, since removed from the config
+
+
+def test_status_table_shows_the_composed_columns_only_where_known():
+    simple = status_row(composed_row(streams=("tiers",)), 5, 0, None, 0.0, None)
+    gold = composed_row(split_value="gold", streams=("buyers", "newsletter"))
+    composed = [
+        status_row(gold, 5, 0, None, 0.0, []),
+        status_row(
+            replace(gold, split_value="silver", lookalike_audience_id="71"), 5, 0, None, 0.0, None
+        ),
+    ]
+    assert render_table([simple]).splitlines()[0].split("  ")[-1] == "STATUS"
+    header, *body = render_table([simple, *composed]).splitlines()
+    columns = re.split(r"\s{2,}", header)
+    assert columns[-4:] == ["SPLIT VALUE", "STREAMS", "SHARED WITH", "LOOKALIKE"]
+    at = {name: header.index(name) for name in columns[-4:]}
+    assert [line[at["SPLIT VALUE"] :].split()[0] for line in body] == ["-", "gold", "silver"]
+    assert [line[at["STREAMS"] :].split()[0] for line in body] == [
+        "-",  # the simple form's own stream is not repeated
+        "buyers,newsletter",
+        "buyers,newsletter",
+    ]
+    assert [line[at["SHARED WITH"] : at["LOOKALIKE"]].strip() for line in body] == [
+        "-",
+        "none yet",
+        "-",
+    ]
+    assert [line[at["LOOKALIKE"] :] for line in body] == ["-", "-", "71"]
+    # Only the columns some row fills.
+    only_lookalike = render_table(composed[1:]).splitlines()[0]
+    assert re.split(r"\s{2,}", only_lookalike)[-4:] == [
+        "STATUS",
+        "SPLIT VALUE",
+        "STREAMS",
+        "LOOKALIKE",
+    ]
 
 
 def test_render_table_marks_unknowns():
