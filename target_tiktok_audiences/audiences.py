@@ -1,27 +1,27 @@
-"""TikTok audiences: resolve a stream's audience, create it once by name, read audiences back."""
+"""A stream's TikTok audience in the store: resolve it, create it once by name, adopt a lost one.
+
+The TikTok side of each step is a client call (`tiktok.audiences`); this module keeps the store
+in step with what TikTok answered.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from target_tiktok_audiences.client import NOT_FOUND
 from target_tiktok_audiences.errors import (
     AudienceDeletedError,
     ConfigError,
     TargetError,
     TikTokAPIError,
 )
+from target_tiktok_audiences.tiktok.codes import NOT_FOUND
 
 if TYPE_CHECKING:
-    from target_tiktok_audiences.client import TikTokClient
     from target_tiktok_audiences.settings import AudienceSettings
     from target_tiktok_audiences.store import AudienceRow, MembershipStore
-
-READ_BATCH = 100  # dmp/custom_audience/get/ takes at most 100 ids per call
+    from target_tiktok_audiences.tiktok.http import TikTokClient
 
 
 def resolve_audience(
@@ -52,28 +52,7 @@ def create_audience(
     Only an id TikTok sent is ever stored: a confirmed create without one fails the run, and
     the next run finds the audience by its name (`check_unknown_audience`).
     """
-    try:
-        data = client.request(
-            "POST",
-            "segment/audience/",
-            body={
-                "advertiser_id": settings.advertiser_ids[0],
-                "action": "create",
-                "custom_audience_name": name,
-            },
-            idempotent=False,
-        )
-    except TikTokAPIError as exc:
-        msg = f"creating audience {name!r} failed: {exc}"
-        raise TikTokAPIError(msg, code=exc.code, path=exc.path) from None
-    audience_id = str(data.get("audience_id") or "")
-    if not audience_id:
-        msg = (
-            f"creating audience {name!r}: TikTok answered code 0 but sent no audience_id, so "
-            "nothing was stored; re-run: the next run finds the audience by its name and uses "
-            "it rather than creating a second one"
-        )
-        raise TikTokAPIError(msg, path="segment/audience/")
+    audience_id = client.create_audience(settings.advertiser_ids[0], name)
     store.set_tiktok_audience(row.id, audience_id, name)
     row.audience_id, row.name = audience_id, name
     return audience_id
@@ -81,18 +60,7 @@ def create_audience(
 
 def find_audiences_named(client: TikTokClient, advertiser_id: str, name: str) -> list[dict]:
     """Audiences of an advertiser with exactly this name (TikTok allows several)."""
-    found, page = [], 1
-    while True:
-        data = client.request(
-            "GET",
-            "dmp/custom_audience/list/",
-            params={"advertiser_id": advertiser_id, "page": page, "page_size": READ_BATCH},
-        )
-        found += [a for a in data.get("list") or [] if a.get("name") == name]
-        total_pages = int((data.get("page_info") or {}).get("total_page") or 1)
-        if page >= total_pages:
-            return found
-        page += 1
+    return [a for a in client.list_audiences(advertiser_id) if a.get("name") == name]
 
 
 def check_unknown_audience(
@@ -137,7 +105,7 @@ def check_unknown_audience(
         row.audience_id = audience_id
     else:
         try:
-            details = next(iter(read_audiences(client, advertiser, [audience_id])), {})
+            details = next(client.read_audiences(advertiser, [audience_id]), {})
         except TikTokAPIError as exc:
             if exc.code == NOT_FOUND:
                 raise audience_deleted(settings, audience_id) from None
@@ -169,7 +137,7 @@ def check_unknown_audience(
 
 
 def audience_deleted(settings: AudienceSettings, audience_id: str) -> TargetError:
-    """The error for an audience TikTok no longer has (40007 for its id).
+    """The error for an audience TikTok no longer has (NOT_FOUND for its id).
 
     One configured by `audience_id` is the user's to replace: a one-line ConfigError naming
     it and the fix. One created by name is the target's to create again
@@ -189,21 +157,3 @@ def audience_deleted(settings: AudienceSettings, audience_id: str) -> TargetErro
         "the audience in TikTok Ads Manager"
     )
     return AudienceDeletedError(msg, audience_id=audience_id)
-
-
-def read_audiences(
-    client: TikTokClient, advertiser_id: str, audience_ids: Sequence[str]
-) -> Iterator[dict]:
-    """TikTok's details (`cover_num`, `is_valid`, ...) for audiences, 100 ids per request."""
-    ids = list(audience_ids)
-    for start in range(0, len(ids), READ_BATCH):
-        data = client.request(
-            "GET",
-            "dmp/custom_audience/get/",
-            params={
-                "advertiser_id": advertiser_id,
-                "custom_audience_ids": json.dumps(ids[start : start + READ_BATCH]),
-            },
-        )
-        for item in data.get("list") or []:
-            yield item.get("audience_details") or item

@@ -23,8 +23,6 @@ from typing import Any
 import requests
 from singer_sdk.plugin_base import JSONSchemaValidator
 
-from target_tiktok_audiences.audiences import read_audiences
-from target_tiktok_audiences.client import DRY_RUN_PREFIX, TikTokClient
 from target_tiktok_audiences.console import (
     SIGPIPE_EXIT,
     discard_stdout,
@@ -50,6 +48,15 @@ from target_tiktok_audiences.store import (
     copy_store,
 )
 from target_tiktok_audiences.target import TargetTikTokAudiences, redact_config_error
+from target_tiktok_audiences.tiktok.codes import (
+    ADVERTISER_NOT_FOUND,
+    INVALID_AUTH_CODE,
+    NO_PERMISSION,
+    NOT_FOUND,
+    TOKEN_CODES,
+)
+from target_tiktok_audiences.tiktok.dry_run import DRY_RUN_PREFIX
+from target_tiktok_audiences.tiktok.http import TikTokClient
 
 PROG = "tiktok-audiences"
 DISTRIBUTION = "target-tiktok-audiences"
@@ -57,7 +64,6 @@ ENV_PREFIX = "TARGET_TIKTOK_AUDIENCES_"
 CHECK_RETRIES = 2  # an operator waiting at a terminal wants an answer, not minutes of backoff
 CALCULATING_SECONDS = 48 * 3600  # TikTok matches within 24-48 hours of a change
 MIN_MATCHED = 1000  # TikTok will not serve an audience with fewer matched users
-TOKEN_CODES = frozenset({40102, 40104, 40105})
 STATUS_KEYS = (
     "stream",
     "audience_id",
@@ -204,12 +210,12 @@ def run_checks(config: Mapping[str, Any], client: TikTokClient) -> Iterator[Chec
     reachable: set[str] = set()
     for advertiser in _advertisers_to_check(config):
         causes = {
-            40001: (
+            NO_PERMISSION: (
                 "not usable by this token",
                 f"authorise this ad account for the app (run `{PROG} auth` again and choose "
                 "it), or remove it from `advertiser_ids`",
             ),
-            40300: (
+            ADVERTISER_NOT_FOUND: (
                 "does not exist",
                 "check `advertiser_ids` (the id shown in TikTok Ads Manager)",
             ),
@@ -232,23 +238,23 @@ def run_checks(config: Mapping[str, Any], client: TikTokClient) -> Iterator[Chec
             yield CheckResult(False, f"{label}: not checked, advertiser {advertiser} failed above")
             continue
         causes = {
-            40007: (
+            NOT_FOUND: (
                 f"does not exist in advertiser {advertiser}",
                 f"check `audiences.{stream}.audience_id`, or use `audience_name` to have the "
                 "target create one",
             ),
-            40001: (
+            NO_PERMISSION: (
                 f"belongs to another advertiser, not {advertiser}",
                 f"set `audiences.{stream}.advertiser_ids` to the audience's ad account",
             ),
         }
         try:
-            details = next(read_audiences(client, advertiser, [audience_id]), None)
+            details = next(client.read_audiences(advertiser, [audience_id]), None)
         except TikTokAPIError as exc:
             yield CheckResult(False, f"{label}: {_code_cause(exc, causes)}")
             continue
         if details is None:
-            cause, fix = causes[40007]
+            cause, fix = causes[NOT_FOUND]
             yield CheckResult(False, f"{label}: {cause} (TikTok returned nothing): {fix}")
             continue
         name = details.get("name")
@@ -385,7 +391,7 @@ def fetch_details(
 ) -> tuple[dict[str, dict], list[str]]:
     """TikTok's details by audience id, read per advertiser 100 ids a call; plus problems.
 
-    One audience deleted on TikTok (40007) fails its whole batch, so that batch is re-read id
+    One audience deleted on TikTok (NOT_FOUND) fails its whole batch, so that batch is re-read id
     by id to show the others. Any other error (a bad token, TikTok down) is raised.
     """
     wanted: dict[str, list[str]] = {}
@@ -398,25 +404,25 @@ def fetch_details(
     problems: list[str] = []
     for advertiser, ids in wanted.items():
         try:
-            found = list(read_audiences(client, advertiser, ids))
+            found = list(client.read_audiences(advertiser, ids))
         except TikTokAPIError as exc:
-            if exc.code == 40001:
+            if exc.code == NO_PERMISSION:
                 problems.append(
-                    f"advertiser {advertiser} is not usable by this token (40001): "
+                    f"advertiser {advertiser} is not usable by this token ({NO_PERMISSION}): "
                     "its audiences show no TikTok columns; run `tiktok-audiences check`"
                 )
                 continue
-            if exc.code != 40007:
+            if exc.code != NOT_FOUND:
                 raise
             found = []
             for audience_id in ids:
                 try:
-                    found.extend(read_audiences(client, advertiser, [audience_id]))
+                    found.extend(client.read_audiences(advertiser, [audience_id]))
                 except TikTokAPIError as one:
-                    if one.code != 40007:
+                    if one.code != NOT_FOUND:
                         raise
                     problems.append(
-                        f"audience {audience_id} no longer exists on TikTok (40007): "
+                        f"audience {audience_id} no longer exists on TikTok ({NOT_FOUND}): "
                         "remove it from `audiences`, or re-create it"
                     )
         for item in found:
@@ -587,10 +593,11 @@ def cmd_auth(args: argparse.Namespace) -> int:
     try:
         data = client.request("POST", "oauth2/access_token/", body=body, idempotent=False)
     except TikTokAPIError as exc:
-        if exc.code == 40110:
+        if exc.code == INVALID_AUTH_CODE:
             msg = (
-                "the auth code is invalid, expired or already used (40110): open the app's "
-                "advertiser authorization URL again and use the new auth_code within the hour"
+                f"the auth code is invalid, expired or already used ({INVALID_AUTH_CODE}): open "
+                "the app's advertiser authorization URL again and use the new auth_code within "
+                "the hour"
             )
         elif exc.code is not None:
             msg = (

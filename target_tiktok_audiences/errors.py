@@ -51,7 +51,7 @@ class TikTokAPIError(TargetError):
 
 
 class AudienceDeletedError(TargetError):
-    """An audience the target created by name is gone from TikTok (40007 for its id).
+    """An audience the target created by name is gone from TikTok (NOT_FOUND for its id).
 
     The sync catches it and creates the audience again; it only reaches the user when the
     new audience is reported gone too.

@@ -1,16 +1,11 @@
-"""Pure decisions about a planned sync: what to hold, what to refuse, and what to send.
+"""Pure decisions about a planned sync: what to hold and what to refuse.
 
-No I/O here: the store counts, these functions decide, and the client sends the bodies they build.
+No I/O here: the store counts, these functions decide.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import orjson
-
-from target_tiktok_audiences.identifiers import SLOTS
-from target_tiktok_audiences.store import Batch, PlanSummary, Slots
+from target_tiktok_audiences.store import PlanSummary
 
 
 def should_hold(people: int, min_audience_size: int, *, uploaded: bool) -> bool:
@@ -37,43 +32,3 @@ def removal_refusal(
         f"{max_removal_fraction:g}. If the source really shrank, raise max_removal_fraction "
         "(1.0 turns the guard off) and re-run; nothing was sent."
     )
-
-
-def mapping_body(
-    action: str, advertiser_ids: Sequence[str], audience_id: str, rows: Sequence[Slots]
-) -> dict:
-    """A `segment/mapping/` body: one row per person, slots aligned with `id_schema`.
-
-    `id_schema` lists only the identifier types some row of this batch has, in a fixed order;
-    a person lacking one gets `{}` in its slot, so no hash ever lands under the wrong type.
-    """
-    used = [i for i in range(len(SLOTS)) if any(row[i] is not None for row in rows)]
-    audience_ids = [audience_id]
-    batch_data = [
-        [
-            {"id": slot.hex(), "audience_ids": audience_ids} if (slot := row[i]) is not None else {}
-            for i in used
-        ]
-        for row in rows
-    ]
-    return {
-        "advertiser_ids": list(advertiser_ids),
-        "action": action,
-        "id_schema": [SLOTS[i] for i in used],
-        "batch_data": batch_data,
-    }
-
-
-def mapping_json(
-    action: str, advertiser_ids: Sequence[str], audience_id: str, rows: Sequence[Slots]
-) -> bytes:
-    """The body of `mapping_body`, serialised."""
-    return orjson.dumps(mapping_body(action, advertiser_ids, audience_id, rows))
-
-
-def batch_json(action: str, advertiser_ids: Sequence[str], audience_id: str, batch: Batch) -> bytes:
-    """A batch's body, serialised: what a worker process builds while earlier batches go.
-
-    Where the batch has a source rather than rows, the worker reads the rows itself.
-    """
-    return mapping_json(action, advertiser_ids, audience_id, batch.slots())

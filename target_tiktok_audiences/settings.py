@@ -29,7 +29,6 @@ from singer_sdk.helpers.capabilities import (
     TARGET_VALIDATE_RECORDS_CONFIG,
 )
 
-from target_tiktok_audiences.client import token_fault
 from target_tiktok_audiences.errors import ConfigError
 from target_tiktok_audiences.identifiers import (
     DEFAULT_IDENTIFIER_FIELDS,
@@ -37,6 +36,7 @@ from target_tiktok_audiences.identifiers import (
     NormalizationOptions,
 )
 from target_tiktok_audiences.redaction import remember_secret
+from target_tiktok_audiences.tiktok.http import token_fault
 
 DEFAULT_API_URL = "https://business-api.tiktok.com/open_api/v1.3/"
 DEFAULT_STORE = ".tiktok-audiences/membership.sqlite"

@@ -22,7 +22,6 @@ from target_tiktok_audiences.audiences import (
     check_unknown_audience,
     resolve_audience,
 )
-from target_tiktok_audiences.client import NOT_FOUND
 from target_tiktok_audiences.errors import (
     AudienceDeletedError,
     RemovalGuardError,
@@ -31,7 +30,9 @@ from target_tiktok_audiences.errors import (
 )
 from target_tiktok_audiences.people import NO_CONSENT_REASON, Hashed, PeopleQueue, RecordSpec
 from target_tiktok_audiences.planning import removal_refusal, should_hold
-from target_tiktok_audiences.store import Batch, PlanSummary
+from target_tiktok_audiences.store import PlanSummary
+from target_tiktok_audiences.tiktok.codes import NOT_FOUND
+from target_tiktok_audiences.tiktok.mapping import Batch
 
 if TYPE_CHECKING:
     from target_tiktok_audiences.settings import AudienceSettings

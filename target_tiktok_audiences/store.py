@@ -21,7 +21,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ from target_tiktok_audiences.store_backend import (
     driver_cause,
 )
 from target_tiktok_audiences.store_sqlite import SQLiteBackend
+from target_tiktok_audiences.tiktok.mapping import Batch, Slots
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -65,7 +66,6 @@ OLD_COLUMNS = tuple(f"o{i}" for i in range(len(SLOTS)))
 
 # A staged or planned person: (person key digest, *one hash or None per slot).
 Row = tuple[bytes, ...]
-Slots = tuple[bytes | None, ...]
 
 # Staged people travel packed: a fixed-width record each, unpacked by one SQL statement on the
 # database side. Binding nine values per person from Python cost three times as much.
@@ -392,42 +392,6 @@ class PlanRows:
             ).fetchall()
         finally:
             db.close()
-
-
-@dataclass(frozen=True)
-class Batch:
-    """People sent in one request: `size` planned rows with a hash to send.
-
-    They are the plan's rows from seq `first` to `last`, and confirmed by that range. Their
-    slots come with the batch (`rows`) or are read where its body is built (`source`).
-    """
-
-    first: int
-    last: int
-    size: int
-    rows: Sequence[Slots] | None = None
-    source: Callable[[int, int], Sequence[Slots]] | None = None
-
-    @classmethod
-    def of(cls, rows: Sequence[Slots]) -> Batch:
-        """A batch of rows not read from a plan (a half of a batch), numbered from 0."""
-        return cls(0, len(rows) - 1, len(rows), rows=rows)
-
-    def slots(self) -> Sequence[Slots]:
-        """One tuple of slots per person, in plan order; a kept hash is None."""
-        if self.rows is not None:
-            return self.rows
-        if self.source is None:
-            msg = "a batch needs its rows or a source to read them from"
-            raise ValueError(msg)
-        rows = self.source(self.first, self.last)
-        if len(rows) != self.size:
-            msg = (
-                f"the plan changed under a batch (seq {self.first} to {self.last}: "
-                f"{len(rows)} rows, not {self.size}): this is a bug, please report it"
-            )
-            raise StoreError(msg)
-        return rows
 
 
 class MembershipStore:

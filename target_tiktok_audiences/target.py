@@ -35,7 +35,6 @@ from singer_sdk.plugin_base import _ConfigInput, _plugin_log_level
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.sinks import Sink
 
-from target_tiktok_audiences.client import DryRunClient, TikTokClient
 from target_tiktok_audiences.console import (
     discard_stdout,
     install_stderr_scrubber,
@@ -62,6 +61,8 @@ from target_tiktok_audiences.settings import (
 )
 from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink, StreamProgress
 from target_tiktok_audiences.store import DEFAULT_TIMEOUT, MembershipStore
+from target_tiktok_audiences.tiktok.dry_run import DryRunClient
+from target_tiktok_audiences.tiktok.http import TikTokClient
 from target_tiktok_audiences.workers import Workers
 
 _SECRET_SETTINGS = ("access_token",)

@@ -72,7 +72,7 @@ class Workers:
             # forkserver: workers never inherit a lock held by another thread of this process.
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(
-                ["target_tiktok_audiences.people", "target_tiktok_audiences.planning"]
+                ["target_tiktok_audiences.people", "target_tiktok_audiences.tiktok.mapping"]
             )
             self._executor = ProcessPoolExecutor(self.count, mp_context=context)
         return self._executor

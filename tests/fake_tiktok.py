@@ -6,6 +6,11 @@ HTTP 503 and 429, error codes, rate limiting, answers that break off mid-body or
 at a time, a create answered without its id, partial success 20001, a busy audience 40002, an
 audience deleted behind the target's back).
 
+Every advertiser sits in a Business Center (``add_advertiser(..., business_center="bc1")``, one for
+all by default): mapping requests and shares (``share/``, ``share/cancel/``, read back with
+``shares()``) stay inside one. ``lookalike/create/`` makes an audience of type ``Lookalike`` from a
+source of at least 100 people, counted in the fake's own membership.
+
 Use it from tests::
 
     with FakeTikTok() as fake:
@@ -59,32 +64,77 @@ ID_SCHEMAS: dict[str, int] = {
 _HEX_RUN = re.compile(r"[0-9a-f]*")
 _HEX_DIGITS = b"0123456789abcdef"
 
+# TikTok's codes, as tiktok-api.md's table lists them. Spelled out here rather than imported
+# from the package: the fake is the protocol's independent witness (and stdlib only).
+OK = 0
+PARTIAL_SUCCESS = 20001
+INVALID_PARAMETERS = 40000
+NO_PERMISSION = 40001
+INVALID_OR_BUSY = 40002
+NOT_FOUND = 40007
+TOO_MANY_IDS = 40011
+RATE_LIMITED_API = 40016
+INVALID_BATCH_SIZE = 40061
+PII_NOT_HASHED = 40062
+RATE_LIMITED_APP = 40100
+TOKEN_MISSING = 40104
+TOKEN_INVALID = 40105
+INVALID_AUTH_CODE = 40110
+RATE_LIMITED_REQUESTS = 40132
+RATE_LIMITED_ADVERTISER = 40133
+WRITE_CONFLICT = 40202
+ADVERTISER_NOT_FOUND = 40300
+SERVER_ERROR = 50000
+SERVER_FAULT = 50002
+MAINTENANCE = 60001
+RATE_LIMITED_SYSTEM = 61000
+
 MESSAGES: dict[int, str] = {
-    0: "OK",
-    20001: "Partial success",
-    40000: "Invalid parameters",
-    40001: "No permission",
-    40002: "Invalid parameters",
-    40007: "Object does not exist",
-    40011: "Too many ids",
-    40016: "Too many requests",
-    40061: "Invalid batch size",
-    40062: "PII not hashed",
-    40100: "Too many requests",
-    40104: "Access token is missing",
-    40105: "Access token is invalid",
-    40110: "Invalid auth code",
-    40132: "Too many requests",
-    40133: "Too many requests",
-    40202: "Write conflict",
-    40300: "Advertiser does not exist",
-    50000: "Internal server error",
-    50002: "Internal server error",
-    60001: "System maintenance",
-    61000: "Too many requests",
+    OK: "OK",
+    PARTIAL_SUCCESS: "Partial success",
+    INVALID_PARAMETERS: "Invalid parameters",
+    NO_PERMISSION: "No permission",
+    INVALID_OR_BUSY: "Invalid parameters",
+    NOT_FOUND: "Object does not exist",
+    TOO_MANY_IDS: "Too many ids",
+    RATE_LIMITED_API: "Too many requests",
+    INVALID_BATCH_SIZE: "Invalid batch size",
+    PII_NOT_HASHED: "PII not hashed",
+    RATE_LIMITED_APP: "Too many requests",
+    TOKEN_MISSING: "Access token is missing",
+    TOKEN_INVALID: "Access token is invalid",
+    INVALID_AUTH_CODE: "Invalid auth code",
+    RATE_LIMITED_REQUESTS: "Too many requests",
+    RATE_LIMITED_ADVERTISER: "Too many requests",
+    WRITE_CONFLICT: "Write conflict",
+    ADVERTISER_NOT_FOUND: "Advertiser does not exist",
+    SERVER_ERROR: "Internal server error",
+    SERVER_FAULT: "Internal server error",
+    MAINTENANCE: "System maintenance",
+    RATE_LIMITED_SYSTEM: "Too many requests",
 }
 
 BUSY_MESSAGE = "Audience is busy processing, try later"
+
+SHARE_KEYS = frozenset({"advertiser_id", "custom_audience_ids", "shared_advertiser_ids"})
+SHARE_MAX = 10  # ids in each list of a share/ or share/cancel/ body
+LOOKALIKE_KEYS = frozenset({"advertiser_id", "custom_audience_name", "lookalike_spec"})
+LOOKALIKE_SPEC_KEYS = frozenset(
+    {
+        "source_audience_id",
+        "include_source",
+        "location_ids",
+        "mobile_os",
+        "placements",
+        "audience_size",
+    }
+)
+LOOKALIKE_ENUMS = {
+    "mobile_os": ("ALL", "ANDROID", "IOS"),
+    "audience_size": ("NARROW", "BALANCED", "BROAD"),
+}
+LOOKALIKE_NAME_MAX = 128
+LOOKALIKE_MIN_SOURCE = 100  # people in a lookalike's source audience
 
 FIRST_AUDIENCE_ID = 7100000000000000001
 YEAR_SECONDS = 365 * 24 * 3600
@@ -128,15 +178,17 @@ def _json_array_param(query: dict[str, str], name: str, max_len: int = 100) -> l
     """Parse a query parameter holding a JSON-encoded array of 1..max_len strings."""
     raw = query.get(name)
     if raw is None:
-        raise ApiError(40000, f"{name}: missing")
+        raise ApiError(INVALID_PARAMETERS, f"{name}: missing")
     try:
         value = json.loads(raw)
     except ValueError:
-        raise ApiError(40000, f"{name}: not a JSON array") from None
+        raise ApiError(INVALID_PARAMETERS, f"{name}: not a JSON array") from None
     if not _is_str_list(value):
-        raise ApiError(40000, f"{name}: must be a JSON array of 1 to {max_len} id strings")
+        raise ApiError(
+            INVALID_PARAMETERS, f"{name}: must be a JSON array of 1 to {max_len} id strings"
+        )
     if len(value) > max_len:
-        raise ApiError(40000, f"{name}: at most {max_len} ids, got {len(value)}")
+        raise ApiError(INVALID_PARAMETERS, f"{name}: at most {max_len} ids, got {len(value)}")
     return value
 
 
@@ -148,10 +200,26 @@ def _int_param(query: dict[str, str], name: str, default: int, lo: int, hi: int 
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(40000, f"{name}: not an integer") from None
+        raise ApiError(INVALID_PARAMETERS, f"{name}: not an integer") from None
     if value < lo or (hi is not None and value > hi):
         bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ApiError(40000, f"{name}: must be {bound}, got {value}")
+        raise ApiError(INVALID_PARAMETERS, f"{name}: must be {bound}, got {value}")
+    return value
+
+
+def _exact_keys(obj: dict[str, Any], keys: frozenset[str], name: str) -> None:
+    """Refuse an object whose keys are not exactly `keys` (a missing or an unknown one)."""
+    missing, unknown = sorted(keys - obj.keys()), sorted(obj.keys() - keys)
+    if missing or unknown:
+        parts = [f"missing {', '.join(missing)}"] if missing else []
+        parts += [f"unknown {', '.join(unknown)}"] if unknown else []
+        raise ApiError(INVALID_PARAMETERS, f"{name}: {'; '.join(parts)}")
+
+
+def _id_list(value: Any, name: str, max_len: int) -> list[str]:
+    """A body's list of 1..max_len id strings."""
+    if not _is_str_list(value) or len(value) > max_len:
+        raise ApiError(INVALID_PARAMETERS, f"{name}: must be a list of 1 to {max_len} id strings")
     return value
 
 
@@ -210,31 +278,36 @@ def _rows_checked(batch: list[Any], schema: list[str]) -> Groups:
     cur: list[list[str]] = []
     for n, row in enumerate(batch):
         if type(row) is not list:
-            raise ApiError(40000, f"batch_data: row {n} is not a list")
+            raise ApiError(INVALID_PARAMETERS, f"batch_data: row {n} is not a list")
         if len(row) != width:
             raise ApiError(
-                40000, f"batch_data: row {n} has {len(row)} entries, id_schema has {width}"
+                INVALID_PARAMETERS,
+                f"batch_data: row {n} has {len(row)} entries, id_schema has {width}",
             )
         filled = False
         for j, item in enumerate(row):
             if type(item) is not dict:
-                raise ApiError(40000, f"batch_data: row {n} entry {j} is not an object")
+                raise ApiError(
+                    INVALID_PARAMETERS, f"batch_data: row {n} entry {j} is not an object"
+                )
             if not item:
                 continue
             if len(item) != 2 or "id" not in item or "audience_ids" not in item:
                 raise ApiError(
-                    40000,
+                    INVALID_PARAMETERS,
                     f"batch_data: row {n} entry {j} must be {{}} or have exactly "
                     f"id and audience_ids",
                 )
             ident = item["id"]
             auds = item["audience_ids"]
             if type(ident) is not str:
-                raise ApiError(40000, f"batch_data: row {n} entry {j}: id must be a string")
+                raise ApiError(
+                    INVALID_PARAMETERS, f"batch_data: row {n} entry {j}: id must be a string"
+                )
             if auds != last_auds or type(auds) is not list:
                 if not _is_str_list(auds):
                     raise ApiError(
-                        40000,
+                        INVALID_PARAMETERS,
                         f"batch_data: row {n} entry {j}: audience_ids must be a non-empty "
                         f"list of strings",
                     )
@@ -243,14 +316,14 @@ def _rows_checked(batch: list[Any], schema: list[str]) -> Groups:
             length = ID_SCHEMAS[schema[j]]
             if len(ident) != length or not _HEX_RUN.fullmatch(ident):
                 raise ApiError(
-                    40062,
+                    PII_NOT_HASHED,
                     f"PII not hashed: row {n} entry {j} ({schema[j]}) must be lowercase hex "
                     f"of length {length}",
                 )
             cur[j].append(ident)
             filled = True
         if not filled:
-            raise ApiError(40000, f"batch_data: row {n} has only empty entries")
+            raise ApiError(INVALID_PARAMETERS, f"batch_data: row {n} has only empty entries")
     return groups
 
 
@@ -452,6 +525,9 @@ class FakeTikTok:
             "segment/audience/": ("POST", True, self._segment_audience),
             "dmp/custom_audience/get/": ("GET", True, self._audience_get),
             "dmp/custom_audience/list/": ("GET", True, self._audience_list),
+            "dmp/custom_audience/share/": ("POST", True, self._share),
+            "dmp/custom_audience/share/cancel/": ("POST", True, self._share_cancel),
+            "dmp/custom_audience/lookalike/create/": ("POST", True, self._lookalike_create),
             "user/info/": ("GET", True, self._user_info),
             "advertiser/info/": ("GET", True, self._advertiser_info),
             "oauth2/advertiser/get/": ("GET", True, self._oauth_advertisers),
@@ -581,6 +657,11 @@ class FakeTikTok:
                 else:
                     aud["overrides"][key] = value
 
+    def shares(self, audience_id: str) -> set[str]:
+        """The advertisers an audience is shared with now (``share/`` less ``share/cancel/``)."""
+        with self._lock:
+            return set(self._audiences[str(audience_id)]["shared_with"])
+
     def audiences(self) -> list[dict[str, Any]]:
         """Return all existing audiences (creation order), shaped like ``audience()``."""
         with self._lock:
@@ -617,7 +698,7 @@ class FakeTikTok:
         self,
         *,
         error_rate: float = 0.0,
-        error_codes: tuple[int, ...] = (50000,),
+        error_codes: tuple[int, ...] = (SERVER_ERROR,),
         http_503_rate: float = 0.0,
         latency: float = 0.0,
         hang_next: int = 0,
@@ -643,13 +724,14 @@ class FakeTikTok:
         out, then send the headers and half the body and close the connection (FIN, or a TCP
         reset); ``dribble_next`` carries it out and sends the answer (with ``dribble_head``
         false: only its body) a byte at a time, ``dribble_seconds`` apart.
-        ``create_without_id_next`` hits creates (``segment/audience/``, action create) whatever
-        ``paths`` says: the audience is created, the answer is code 0 without ``audience_id``.
+        ``create_without_id_next`` hits creates (``segment/audience/`` action create, and
+        ``lookalike/create/``) whatever ``paths`` says: the audience is created, the answer is
+        code 0 without ``audience_id``.
         """
         with self._lock:
             self._faults = {
                 "error_rate": float(error_rate),
-                "error_codes": tuple(error_codes) or (50000,),
+                "error_codes": tuple(error_codes) or (SERVER_ERROR,),
                 "http_503_rate": float(http_503_rate),
                 "latency": float(latency),
                 "hang_next": int(hang_next),
@@ -676,7 +758,7 @@ class FakeTikTok:
     # ------------------------------------------------------------------ internals
 
     def _create_audience_locked(
-        self, advertiser_id: str, name: str, audience_id: str | None
+        self, advertiser_id: str, name: str, audience_id: str | None, kind: str = "Partner"
     ) -> str:
         if audience_id is None:
             while str(self._next_audience_id) in self._audiences:
@@ -693,6 +775,8 @@ class FakeTikTok:
             # dicts of str -> None rather than sets: the garbage collector never scans them
             "members": {s: {} for s in ID_SCHEMAS},
             "overrides": {},
+            "type": kind,
+            "shared_with": set(),
         }
         return str(audience_id)
 
@@ -710,7 +794,7 @@ class FakeTikTok:
             "is_expiring": False,
             "expired_time": _fmt_time(created + YEAR_SECONDS),
             "create_time": _fmt_time(created),
-            type_key: "Partner",
+            type_key: aud["type"],
         }
         details.update(aud["overrides"])
         if with_count:
@@ -730,11 +814,11 @@ class FakeTikTok:
 
     def _check_advertiser_locked(self, token: str | None, advertiser_id: Any) -> str:
         if not isinstance(advertiser_id, str) or not advertiser_id:
-            raise ApiError(40000, "advertiser_id: must be a non-empty string")
+            raise ApiError(INVALID_PARAMETERS, "advertiser_id: must be a non-empty string")
         if advertiser_id not in self._advertisers:
-            raise ApiError(40300, f"Advertiser {advertiser_id} does not exist")
+            raise ApiError(ADVERTISER_NOT_FOUND, f"Advertiser {advertiser_id} does not exist")
         if token is None or advertiser_id not in self._tokens.get(token, set()):
-            raise ApiError(40001, f"No permission to operate advertiser {advertiser_id}")
+            raise ApiError(NO_PERMISSION, f"No permission to operate advertiser {advertiser_id}")
         return advertiser_id
 
     def _faults_for(self, rel: str) -> _Fault:
@@ -750,7 +834,7 @@ class FakeTikTok:
                     self._window.popleft()
                 if len(self._window) >= limit:
                     self.stats["rate_limited"] += 1
-                    return _Fault("rate_limited", 40100)
+                    return _Fault("rate_limited", RATE_LIMITED_APP)
                 self._window.append(now)
             for knob, kind, stat in (
                 ("http_429_next", "http_429", "http_429"),
@@ -791,7 +875,10 @@ class FakeTikTok:
 
     def _create_without_id(self, rel: str, body: dict[str, Any] | None) -> bool:
         """Whether this request is a create to answer without its id (and count it)."""
-        if rel != "segment/audience/" or not body or body.get("action") != "create":
+        if not body:
+            return False
+        create = rel == "segment/audience/" and body.get("action") == "create"
+        if not create and rel != "dmp/custom_audience/lookalike/create/":
             return False
         with self._lock:
             if self._faults["create_without_id_next"] <= 0:
@@ -841,19 +928,19 @@ class FakeTikTok:
                 msg = "Access-Token header is missing"
                 if headers_l.get("authorization", "").lower().startswith("bearer"):
                     msg += " (Authorization: Bearer is not accepted)"
-                return finish(200, self._envelope(40104, msg, None))
+                return finish(200, self._envelope(TOKEN_MISSING, msg, None))
             with self._lock:
                 known = token in self._tokens
             if not known:
-                return finish(200, self._envelope(40105, "Access token is invalid", None))
+                return finish(200, self._envelope(TOKEN_INVALID, "Access token is invalid", None))
 
         fault = self._faults_for(rel)
         if fault.kind == "rate_limited":
-            return finish(200, self._envelope(40100, "Too many requests", None))
+            return finish(200, self._envelope(RATE_LIMITED_APP, "Too many requests", None))
         if fault.kind == "http_429":
             return finish(429, {"message": "Too Many Requests"})
         if fault.kind == "busy":
-            return finish(200, self._envelope(40002, BUSY_MESSAGE, None))
+            return finish(200, self._envelope(INVALID_OR_BUSY, BUSY_MESSAGE, None))
         if fault.latency > 0:
             time.sleep(fault.latency)
         if fault.kind == "http_503":
@@ -867,13 +954,13 @@ class FakeTikTok:
             if method == "POST":
                 ctype = headers_l.get("content-type", "").split(";")[0].strip().lower()
                 if ctype != "application/json":
-                    raise ApiError(40000, "Content-Type must be application/json")
+                    raise ApiError(INVALID_PARAMETERS, "Content-Type must be application/json")
                 try:
                     parsed = json.loads(raw_body) if raw_body else None
                 except ValueError:
-                    raise ApiError(40000, "Request body is not valid JSON") from None
+                    raise ApiError(INVALID_PARAMETERS, "Request body is not valid JSON") from None
                 if not isinstance(parsed, dict):
-                    raise ApiError(40000, "Request body must be a JSON object")
+                    raise ApiError(INVALID_PARAMETERS, "Request body must be a JSON object")
                 body = parsed
             partial = fault.kind == "partial" and body is not None
             if partial and isinstance(body.get("batch_data"), list) and body["batch_data"]:
@@ -883,8 +970,10 @@ class FakeTikTok:
             if without_id:
                 data = {k: v for k, v in data.items() if k != "audience_id"}
             if partial:
-                return finish(200, self._envelope(20001, MESSAGES[20001], data), fault)
-            return finish(200, self._envelope(0, "OK", data), fault)
+                return finish(
+                    200, self._envelope(PARTIAL_SUCCESS, MESSAGES[PARTIAL_SUCCESS], data), fault
+                )
+            return finish(200, self._envelope(OK, MESSAGES[OK], data), fault)
         except ApiError as err:
             return finish(200, self._envelope(err.code, err.message, None), fault)
         except Exception:
@@ -897,30 +986,36 @@ class FakeTikTok:
     ) -> dict[str, Any]:
         advertiser_ids = body.get("advertiser_ids")
         if not _is_str_list(advertiser_ids):
-            raise ApiError(40000, "advertiser_ids: must be a non-empty list of strings")
+            raise ApiError(
+                INVALID_PARAMETERS, "advertiser_ids: must be a non-empty list of strings"
+            )
         with self._lock:
             centers = set()
             for adv in advertiser_ids:
                 self._check_advertiser_locked(token, adv)
                 centers.add(self._advertisers[adv]["business_center"])
         if len(centers) > 1:
-            raise ApiError(40000, "advertiser_ids: advertisers must be in one Business Center")
+            raise ApiError(
+                INVALID_PARAMETERS, "advertiser_ids: advertisers must be in one Business Center"
+            )
         action = body.get("action")
         if action not in ("add", "delete"):
-            raise ApiError(40000, f"action: must be add or delete, got {action!r}")
+            raise ApiError(INVALID_PARAMETERS, f"action: must be add or delete, got {action!r}")
         schema = body.get("id_schema")
         if not isinstance(schema, list) or not schema:
-            raise ApiError(40000, "id_schema: must be a non-empty list")
+            raise ApiError(INVALID_PARAMETERS, "id_schema: must be a non-empty list")
         for s in schema:
             if s not in ID_SCHEMAS:
-                raise ApiError(40000, f"id_schema: unknown value {s!r}")
+                raise ApiError(INVALID_PARAMETERS, f"id_schema: unknown value {s!r}")
         if len(set(schema)) != len(schema):
-            raise ApiError(40000, "id_schema: duplicate values")
+            raise ApiError(INVALID_PARAMETERS, "id_schema: duplicate values")
         batch = body.get("batch_data")
         if not isinstance(batch, list) or not batch:
-            raise ApiError(40000, "batch_data: must be a non-empty list")
+            raise ApiError(INVALID_PARAMETERS, "batch_data: must be a non-empty list")
         if len(batch) > self.max_batch:
-            raise ApiError(40011, f"Too many ids: {len(batch)} rows, at most {self.max_batch}")
+            raise ApiError(
+                TOO_MANY_IDS, f"Too many ids: {len(batch)} rows, at most {self.max_batch}"
+            )
 
         groups = _rows_fast(batch, schema)
         if groups is None:  # something is off: the careful pass names the first problem
@@ -932,9 +1027,11 @@ class FakeTikTok:
             for aid in audience_ids_seen:
                 aud = self._audiences.get(aid)
                 if aud is None:
-                    raise ApiError(40007, f"Audience {aid} does not exist")
+                    raise ApiError(NOT_FOUND, f"Audience {aid} does not exist")
                 if aud["advertiser_id"] not in allowed:
-                    raise ApiError(40001, f"Audience {aid} does not belong to advertiser_ids")
+                    raise ApiError(
+                        NO_PERMISSION, f"Audience {aid} does not belong to advertiser_ids"
+                    )
             for key, lists in groups.items():
                 for aid in key:
                     members = self._audiences[aid]["members"]
@@ -958,25 +1055,27 @@ class FakeTikTok:
             with self._lock:
                 adv = self._check_advertiser_locked(token, body.get("advertiser_id"))
                 if not isinstance(name, str) or not name.strip():
-                    raise ApiError(40000, "custom_audience_name: must be a non-empty string")
+                    raise ApiError(
+                        INVALID_PARAMETERS, "custom_audience_name: must be a non-empty string"
+                    )
                 return {"audience_id": self._create_audience_locked(adv, name, None)}
         if action == "delete":
             target = body.get("delete_audience_id")
             ids = [target] if isinstance(target, str) and target else target
             if not _is_str_list(ids):
-                raise ApiError(40000, "delete_audience_id: must be an audience id")
+                raise ApiError(INVALID_PARAMETERS, "delete_audience_id: must be an audience id")
             with self._lock:
                 adv = self._check_advertiser_locked(token, body.get("advertiser_id"))
                 for aid in ids:
                     aud = self._audiences.get(aid)
                     if aud is None:
-                        raise ApiError(40007, f"Audience {aid} does not exist")
+                        raise ApiError(NOT_FOUND, f"Audience {aid} does not exist")
                     if aud["advertiser_id"] != adv:
-                        raise ApiError(40001, f"Audience {aid} does not belong to {adv}")
+                        raise ApiError(NO_PERMISSION, f"Audience {aid} does not belong to {adv}")
                 for aid in ids:
                     del self._audiences[aid]
             return {}
-        raise ApiError(40000, f"action: must be create or delete, got {action!r}")
+        raise ApiError(INVALID_PARAMETERS, f"action: must be create or delete, got {action!r}")
 
     def _audience_get(
         self, *, token: str | None, query: dict[str, Any], body: None
@@ -988,9 +1087,9 @@ class FakeTikTok:
             for aid in ids:
                 aud = self._audiences.get(aid)
                 if aud is None:
-                    raise ApiError(40007, f"Audience {aid} does not exist")
+                    raise ApiError(NOT_FOUND, f"Audience {aid} does not exist")
                 if aud["advertiser_id"] != adv:
-                    raise ApiError(40001, f"Audience {aid} does not belong to {adv}")
+                    raise ApiError(NO_PERMISSION, f"Audience {aid} does not belong to {adv}")
                 out.append({"audience_details": self._details_locked(aud)})
         return {"list": out}
 
@@ -1015,6 +1114,113 @@ class FakeTikTok:
             },
         }
 
+    def _owned_audience_locked(self, audience_id: Any, advertiser_id: str, name: str) -> dict:
+        """The audience `audience_id` names, which `advertiser_id` must own."""
+        if not isinstance(audience_id, str) or not audience_id:
+            raise ApiError(INVALID_PARAMETERS, f"{name}: must be an audience id string")
+        aud = self._audiences.get(audience_id)
+        if aud is None:
+            raise ApiError(NOT_FOUND, f"Audience {audience_id} does not exist")
+        if aud["advertiser_id"] != advertiser_id:
+            raise ApiError(
+                NO_PERMISSION, f"Audience {audience_id} does not belong to {advertiser_id}"
+            )
+        return aud
+
+    def _share_request_locked(
+        self, token: str | None, body: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Check a ``share/`` or ``share/cancel/`` body; its audiences and advertisers."""
+        _exact_keys(body, SHARE_KEYS, "body")
+        owner = self._check_advertiser_locked(token, body["advertiser_id"])
+        audience_ids = _id_list(body["custom_audience_ids"], "custom_audience_ids", SHARE_MAX)
+        shared = _id_list(body["shared_advertiser_ids"], "shared_advertiser_ids", SHARE_MAX)
+        audiences = [
+            self._owned_audience_locked(aid, owner, "custom_audience_ids") for aid in audience_ids
+        ]
+        center = self._advertisers[owner]["business_center"]
+        for adv in shared:
+            if adv == owner:
+                raise ApiError(
+                    INVALID_PARAMETERS, f"shared_advertiser_ids: {adv} owns the audiences"
+                )
+            other = self._advertisers.get(adv)
+            if other is None:
+                raise ApiError(ADVERTISER_NOT_FOUND, f"Advertiser {adv} does not exist")
+            if other["business_center"] != center:
+                raise ApiError(
+                    NO_PERMISSION,
+                    f"No permission to share with advertiser {adv}: it is not in the Business "
+                    f"Center of advertiser {owner}",
+                )
+        return audiences, shared
+
+    def _share(
+        self, *, token: str | None, query: dict[str, Any], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        with self._lock:
+            audiences, shared = self._share_request_locked(token, body)
+            for aud in audiences:
+                aud["shared_with"].update(shared)
+        return {}
+
+    def _share_cancel(
+        self, *, token: str | None, query: dict[str, Any], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        with self._lock:
+            audiences, shared = self._share_request_locked(token, body)
+            for aud in audiences:
+                aud["shared_with"].difference_update(shared)
+        return {}
+
+    def _lookalike_create(
+        self, *, token: str | None, query: dict[str, Any], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        _exact_keys(body, LOOKALIKE_KEYS, "body")
+        name = body["custom_audience_name"]
+        if not isinstance(name, str) or not name.strip() or len(name) > LOOKALIKE_NAME_MAX:
+            raise ApiError(
+                INVALID_PARAMETERS,
+                f"custom_audience_name: must be a non-empty string of at most "
+                f"{LOOKALIKE_NAME_MAX} characters",
+            )
+        spec = body["lookalike_spec"]
+        if not isinstance(spec, dict):
+            raise ApiError(INVALID_PARAMETERS, "lookalike_spec: must be an object")
+        _exact_keys(spec, LOOKALIKE_SPEC_KEYS, "lookalike_spec")
+        for key, allowed in LOOKALIKE_ENUMS.items():
+            if spec[key] not in allowed:
+                raise ApiError(
+                    INVALID_PARAMETERS,
+                    f"lookalike_spec.{key}: must be one of {', '.join(allowed)}, got {spec[key]!r}",
+                )
+        if type(spec["include_source"]) is not bool:
+            raise ApiError(INVALID_PARAMETERS, "lookalike_spec.include_source: must be a boolean")
+        for key in ("location_ids", "placements"):
+            if not _is_str_list(spec[key]):
+                raise ApiError(
+                    INVALID_PARAMETERS, f"lookalike_spec.{key}: must be a non-empty list of strings"
+                )
+        with self._lock:
+            adv = self._check_advertiser_locked(token, body["advertiser_id"])
+            source_id = spec["source_audience_id"]
+            source = self._owned_audience_locked(
+                source_id, adv, "lookalike_spec.source_audience_id"
+            )
+            if source["type"] == "Lookalike":
+                raise ApiError(
+                    INVALID_OR_BUSY,
+                    f"Audience {source_id} is a lookalike: a lookalike's source cannot be one",
+                )
+            people = len(set().union(*source["members"].values()))
+            if people < LOOKALIKE_MIN_SOURCE:
+                raise ApiError(
+                    INVALID_OR_BUSY,
+                    f"Audience {source_id} has {people} people: a lookalike's source needs at "
+                    f"least {LOOKALIKE_MIN_SOURCE}",
+                )
+            return {"audience_id": self._create_audience_locked(adv, name, None, "Lookalike")}
+
     def _user_info(self, *, token: str | None, query: dict[str, Any], body: None) -> dict[str, Any]:
         digest = hashlib.sha256((token or "").encode()).hexdigest()
         return {"display_name": "fake user", "id": str(int(digest[:15], 16))}
@@ -1033,9 +1239,9 @@ class FakeTikTok:
 
     def _check_app_locked(self, app_id: Any, secret: Any) -> None:
         if not isinstance(app_id, str) or not isinstance(secret, str):
-            raise ApiError(40000, "app_id and secret are required")
+            raise ApiError(INVALID_PARAMETERS, "app_id and secret are required")
         if self._apps.get(app_id) != secret:
-            raise ApiError(40000, "Invalid app_id or secret")
+            raise ApiError(INVALID_PARAMETERS, "Invalid app_id or secret")
 
     def _oauth_advertisers(
         self, *, token: str | None, query: dict[str, Any], body: None
@@ -1057,9 +1263,9 @@ class FakeTikTok:
         with self._lock:
             self._check_app_locked(body.get("app_id"), body.get("secret"))
             if not isinstance(code, str) or code not in self._auth_codes:
-                raise ApiError(40110, "Invalid auth code")
+                raise ApiError(INVALID_AUTH_CODE, "Invalid auth code")
             if code in self._used_codes:
-                raise ApiError(40110, "Auth code has already been used")
+                raise ApiError(INVALID_AUTH_CODE, "Auth code has already been used")
             self._used_codes.add(code)
             new_token, advertisers = self._auth_codes[code]
             self._tokens[new_token] = set(advertisers)

@@ -33,6 +33,7 @@ from target_tiktok_audiences.errors import TikTokAPIError
 from target_tiktok_audiences.identifiers import NormalizationOptions
 from target_tiktok_audiences.settings import nest_meltano_object
 from target_tiktok_audiences.store import AudienceRow
+from target_tiktok_audiences.tiktok.audiences import AudienceCalls
 from tests.conftest import ADVERTISER, OTHER_ADVERTISER, TOKEN, record, schema
 
 _SCRIPT = shutil.which("tiktok-audiences") or str(Path(sys.executable).parent / "tiktok-audiences")
@@ -308,7 +309,7 @@ def row(audience_id: str | None, advertiser: str = ADVERTISER) -> AudienceRow:
     return AudienceRow(0, "s", audience_id, None, (advertiser,), None)
 
 
-class RecordingClient:
+class RecordingClient(AudienceCalls):
     """Answers dmp/custom_audience/get/ like TikTok; one id is gone (40007)."""
 
     def __init__(self, gone: str | None = None) -> None:

@@ -16,18 +16,13 @@ import requests
 import requests_mock as rm
 import urllib3
 
-from target_tiktok_audiences.client import (
-    PARALLEL_BODY_ROWS,
-    DryRunClient,
-    Pacer,
-    TikTokClient,
-    describe_code,
-    is_retryable_code,
-)
 from target_tiktok_audiences.errors import TikTokAPIError
 from target_tiktok_audiences.identifiers import SLOTS
-from target_tiktok_audiences.planning import mapping_body
-from target_tiktok_audiences.store import Batch
+from target_tiktok_audiences.tiktok.codes import describe_code, is_retryable_code
+from target_tiktok_audiences.tiktok.dry_run import DryRunClient
+from target_tiktok_audiences.tiktok.http import PARALLEL_BODY_ROWS, TikTokClient
+from target_tiktok_audiences.tiktok.mapping import Batch, mapping_body
+from target_tiktok_audiences.tiktok.pacing import Pacer
 from target_tiktok_audiences.workers import Workers
 from tests.fake_tiktok import FakeTikTok
 

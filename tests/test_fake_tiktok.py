@@ -586,6 +586,194 @@ def test_list_audiences_paging(fake):
     assert code(call(fake, "GET", "dmp/custom_audience/list/", params=params)) == 40001
 
 
+# ----------------------------------------------------------------------------- sharing
+
+SHARE, CANCEL = "dmp/custom_audience/share/", "dmp/custom_audience/share/cancel/"
+LOOKALIKE = "dmp/custom_audience/lookalike/create/"
+
+
+def share_body(audience_ids, shared, advertiser=ADV):
+    return {
+        "advertiser_id": advertiser,
+        "custom_audience_ids": audience_ids,
+        "shared_advertiser_ids": shared,
+    }
+
+
+def test_share_then_cancel_is_remembered(fake, aud):
+    assert fake.shares(aud) == set()
+    assert code(call(fake, "POST", SHARE, body=share_body([aud], [ADV2, ADV_NOPE]))) == 0
+    assert fake.shares(aud) == {ADV2, ADV_NOPE}
+    assert code(call(fake, "POST", SHARE, body=share_body([aud], [ADV2]))) == 0  # again: no-op
+    assert code(call(fake, "POST", CANCEL, body=share_body([aud], [ADV2]))) == 0
+    assert fake.shares(aud) == {ADV_NOPE}
+    assert [e["body"] for e in fake.requests_log(SHARE)] == [
+        share_body([aud], [ADV2, ADV_NOPE]),
+        share_body([aud], [ADV2]),
+    ]
+    assert len(fake.requests_log(CANCEL)) == 1
+
+
+def test_share_outside_the_business_center_is_40001_naming_the_advertiser(fake, aud):
+    resp = call(fake, "POST", SHARE, body=share_body([aud], [ADV2, ADV_BC2]))
+    assert code(resp) == 40001
+    assert ADV_BC2 in resp.json()["message"] and "Business Center" in resp.json()["message"]
+    assert fake.shares(aud) == set()  # nothing of a refused request is applied
+
+
+@pytest.mark.parametrize("path", [SHARE, CANCEL])
+def test_share_body_is_checked_exactly(fake, aud, path):
+    foreign = fake.add_audience(ADV2, "theirs")
+    many = [fake.add_audience(ADV, f"a{i}") for i in range(11)]
+    refused = {
+        40000: [
+            {"advertiser_id": ADV, "custom_audience_ids": [aud]},  # shared_advertiser_ids missing
+            {**share_body([aud], [ADV2]), "note": "x"},  # a key the endpoint does not take
+            share_body([aud], [ADV2], advertiser=int(ADV)),
+            share_body([], [ADV2]),
+            share_body(many, [ADV2]),  # 11 audiences
+            share_body(aud, [ADV2]),  # not a list
+            share_body([aud], []),
+            share_body([aud], [ADV2] * 11),
+            share_body([aud], [int(ADV2)]),
+            share_body([aud], [ADV]),  # the owner itself
+        ],
+        40007: [share_body([aud, "7199999999999999999"], [ADV2])],
+        40001: [
+            share_body([foreign], [ADV_NOPE]),  # owned by another advertiser
+            share_body([aud], [ADV2], advertiser=ADV_NOPE),  # the token may not use the owner
+        ],
+        40300: [share_body([aud], ["7999999999999999999"])],
+    }
+    for expected, bodies in refused.items():
+        for body in bodies:
+            assert code(call(fake, "POST", path, body=body)) == expected, body
+    assert code(call(fake, "POST", path, body=share_body(many[:10], [ADV2] * 10))) == 0
+    assert all(fake.shares(a) == set() for a in (aud, foreign))
+
+
+def test_a_deleted_audience_takes_its_shares_along(fake, aud):
+    assert code(call(fake, "POST", SHARE, body=share_body([aud], [ADV2]))) == 0
+    fake.delete_audience(aud)
+    assert code(call(fake, "POST", CANCEL, body=share_body([aud], [ADV2]))) == 40007
+
+
+# ----------------------------------------------------------------------------- lookalikes
+
+
+def fill(fake, audience_id, people, advertiser=ADV):
+    """Add `people` people to an audience through segment/mapping/, 50 a request."""
+    rows = email_rows(audience_id, people)
+    for start in range(0, people, 50):
+        body = mapping(audience_id, rows[start : start + 50], advertisers=(advertiser,))
+        assert code(call(fake, "POST", MAPPING, body=body)) == 0
+
+
+def lookalike_body(source, name="Lookalike of crm", advertiser=ADV, **spec):
+    return {
+        "advertiser_id": advertiser,
+        "custom_audience_name": name,
+        "lookalike_spec": {
+            "source_audience_id": source,
+            "include_source": False,
+            "location_ids": ["6252001"],
+            "mobile_os": "ALL",
+            "placements": ["TikTok"],
+            "audience_size": "BALANCED",
+            **spec,
+        },
+    }
+
+
+def test_lookalike_of_100_people_is_an_audience_of_type_lookalike(fake, aud):
+    fill(fake, aud, 100)
+    body = lookalike_body(aud, mobile_os="IOS", audience_size="BROAD", include_source=True)
+    resp = call(fake, "POST", LOOKALIKE, body=body)
+    assert code(resp) == 0
+    lookalike = resp.json()["data"]["audience_id"]
+    (item,) = get_audiences(fake, [lookalike]).json()["data"]["list"]
+    assert item["audience_details"]["type"] == "Lookalike"
+    assert item["audience_details"]["name"] == "Lookalike of crm"
+    params = {"advertiser_id": ADV, "page": 1, "page_size": 10}
+    listed = call(fake, "GET", "dmp/custom_audience/list/", params=params).json()["data"]["list"]
+    assert [(a["audience_id"], a["audience_type"]) for a in listed] == [
+        (aud, "Partner"),
+        (lookalike, "Lookalike"),
+    ]
+    assert len(fake.requests_log(LOOKALIKE)) == 1
+
+
+def test_lookalike_source_needs_100_people_and_may_not_be_a_lookalike(fake, aud):
+    fill(fake, aud, 99)
+    resp = call(fake, "POST", LOOKALIKE, body=lookalike_body(aud))
+    assert code(resp) == 40002
+    assert "99 people" in resp.json()["message"] and "100" in resp.json()["message"]
+    fill(fake, aud, 100)  # the first 99 again, and one more
+    lookalike = call(fake, "POST", LOOKALIKE, body=lookalike_body(aud)).json()["data"]
+    fill(fake, lookalike["audience_id"], 100)
+    resp = call(fake, "POST", LOOKALIKE, body=lookalike_body(lookalike["audience_id"]))
+    assert code(resp) == 40002
+    assert "is a lookalike" in resp.json()["message"]
+    assert [a["type"] for a in fake.audiences()] == ["Partner", "Lookalike"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"mobile_os": "WINDOWS"},
+        {"mobile_os": "ios"},
+        {"audience_size": "HUGE"},
+        {"placements": []},
+        {"placements": "TikTok"},
+        {"placements": [1]},
+        {"location_ids": []},
+        {"location_ids": [6252001]},
+        {"include_source": "false"},
+        {"include_source": 0},
+        {"source_audience_id": 5},
+        {"extra": True},
+    ],
+)
+def test_lookalike_spec_is_checked_exactly(fake, aud, change):
+    fill(fake, aud, 100)
+    assert code(call(fake, "POST", LOOKALIKE, body=lookalike_body(aud, **change))) == 40000
+    assert len(fake.audiences()) == 1
+
+
+def test_lookalike_body_is_checked_exactly(fake, aud):
+    fill(fake, aud, 100)
+    foreign = fake.add_audience(ADV2, "theirs")
+    fill(fake, foreign, 100, advertiser=ADV2)
+    spec_missing = lookalike_body(aud)
+    del spec_missing["lookalike_spec"]["placements"]
+    refused = {
+        40000: [
+            lookalike_body(aud, name=""),
+            lookalike_body(aud, name="x" * 129),
+            lookalike_body(aud, name=7),
+            spec_missing,
+            {**lookalike_body(aud), "action": "create"},
+            {k: v for k, v in lookalike_body(aud).items() if k != "lookalike_spec"},
+            {**lookalike_body(aud), "lookalike_spec": [aud]},
+        ],
+        40007: [lookalike_body("7199999999999999999")],
+        40001: [lookalike_body(foreign), lookalike_body(aud, advertiser=ADV_NOPE)],
+    }
+    for expected, bodies in refused.items():
+        for body in bodies:
+            assert code(call(fake, "POST", LOOKALIKE, body=body)) == expected, body
+    assert len(fake.audiences()) == 2
+    assert code(call(fake, "POST", LOOKALIKE, body=lookalike_body(aud, name="x" * 128))) == 0
+
+
+def test_lookalike_create_can_be_answered_without_its_id(fake, aud):
+    fill(fake, aud, 100)
+    fake.inject(create_without_id_next=1)
+    resp = call(fake, "POST", LOOKALIKE, body=lookalike_body(aud))
+    assert code(resp) == 0 and "audience_id" not in resp.json()["data"]
+    assert [a["type"] for a in fake.audiences()] == ["Partner", "Lookalike"]
+
+
 # ----------------------------------------------------------------------------- advertisers, oauth
 
 

@@ -7,30 +7,40 @@ carries the request body (hashes) or headers (the token).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import re
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from http.client import HTTPException
-from typing import IO, Any
 
 import orjson
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from target_tiktok_audiences.errors import TikTokAPIError
-from target_tiktok_audiences.planning import batch_json, mapping_body
 from target_tiktok_audiences.redaction import mask_url
-from target_tiktok_audiences.store import Batch
+from target_tiktok_audiences.tiktok.audiences import AudienceCalls
+from target_tiktok_audiences.tiktok.codes import (
+    BATCH_TOO_LARGE_CODES,
+    HTTP_TOO_MANY_REQUESTS,
+    OK,
+    RATE_LIMIT_CODES,
+    describe_code,
+    is_retryable_code,
+)
+from target_tiktok_audiences.tiktok.mapping import Batch, batch_json, mapping_body
+from target_tiktok_audiences.tiktok.pacing import Pacer
+from target_tiktok_audiences.tiktok.watchdog import (
+    TRANSPORT_ERRORS,
+    DeadlinePassed,
+    Watch,
+    WatchedAdapter,
+    watches,
+)
 from target_tiktok_audiences.workers import Workers
 
 logger = logging.getLogger("target_tiktok_audiences")
@@ -41,18 +51,6 @@ Body = dict | bytes
 PARALLEL_BODY_ROWS = 1000
 BODIES_AHEAD = 2
 
-# A dry run's stand-in id for an audience it would create, in the bodies it writes.
-DRY_RUN_PREFIX = "dry-run:"
-
-PARTIAL_SUCCESS = 20001
-INVALID_OR_BUSY = 40002
-NOT_FOUND = 40007
-RATE_LIMIT_CODES = frozenset({40100, 40133, 40016, 40132, 61000})
-BATCH_TOO_LARGE_CODES = frozenset({40011, 40061})
-_SERVER_CODES = frozenset({50000, 50002, 60001, 40202})
-HTTP_TOO_MANY_REQUESTS = 429
-# 40002 with one of these words: the audience is busy processing, and will take the change later.
-_BUSY_WORDS = ("busy", "processing")
 # Bytes read from the socket at a time: the deadline is checked between reads.
 _READ_CHUNK = 65536
 # What an access token may hold: visible ASCII. Anything else cannot go in an HTTP header (or is
@@ -71,207 +69,7 @@ def token_fault(token: str) -> str | None:
     return None
 
 
-_FIXES = {
-    PARTIAL_SUCCESS: "TikTok applied only part of the batch, without saying which ids failed "
-    "(they show later in the audience's history): the batch is not confirmed, and the next run "
-    "sends it again",
-    40001: "the token may not act for this advertiser or audience: check `advertiser_ids` and "
-    "the token's permissions (Audience Management) in TikTok Business Center",
-    INVALID_OR_BUSY: "TikTok rejected a parameter: check the audience settings",
-    NOT_FOUND: "the audience or object does not exist: check `audience_id` in `audiences`",
-    40062: "identifiers reached TikTok unhashed: this is a bug, please report it",
-    40102: "the access token expired: re-authorise with `tiktok-audiences auth` and update "
-    "`access_token`",
-    40104: "no access token was sent: set `access_token`",
-    40105: "access token rejected: re-authorise with `tiktok-audiences auth` and update "
-    "`access_token`",
-    40110: "the auth code is invalid or used: open the consent URL again for a fresh code",
-    40300: "the advertiser does not exist: check `advertiser_ids`",
-}
-
-
-def is_busy(code: int, message: str) -> bool:
-    """40002 worded as "audience busy/processing": the audience takes changes again later."""
-    lowered = message.lower()
-    return code == INVALID_OR_BUSY and any(word in lowered for word in _BUSY_WORDS)
-
-
-def is_retryable_code(code: int, message: str = "") -> bool:
-    """Rate limits, write conflicts, server faults and a busy audience clear up by themselves."""
-    return (
-        code in RATE_LIMIT_CODES
-        or code in _SERVER_CODES
-        or 51000 <= code < 53000
-        or is_busy(code, message)
-    )
-
-
-def describe_code(code: int, message: str) -> str:
-    """What TikTok's code means for the user, with the fix."""
-    fix = _FIXES.get(code)
-    if is_busy(code, message):
-        fix = (
-            "the audience stayed busy after every retry: re-run later (nothing unconfirmed was "
-            "recorded)"
-        )
-    elif fix is None:
-        if code in RATE_LIMIT_CODES:
-            fix = (
-                "TikTok's rate limit was still exhausted after every retry: lower "
-                "`max_requests_per_second` or raise `max_retries`"
-            )
-        elif is_retryable_code(code):
-            fix = "TikTok kept failing on its side: re-run later (nothing unconfirmed was recorded)"
-        else:
-            fix = "check the request settings"
-    detail = f": {message}" if message else ""
-    return f"TikTok answered code {code}{detail}; {fix}"
-
-
-class Pacer:
-    """At most `rate` request starts in any sliding second, spread evenly, across all threads.
-
-    TikTok counts requests in a sliding one-second window. Even spacing alone lets the 11th
-    start land exactly one second after the first, so starts are also held to `rate` per
-    second plus a small margin for the jitter between leaving here and arriving there.
-    """
-
-    MARGIN = 0.1
-
-    def __init__(
-        self,
-        rate: float,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._clock, self._sleep = clock, sleep  # a test's stopped clock makes starts exact
-        self._interval = 1.0 / rate
-        self._window = max(1, int(rate))
-        self._starts: deque[float] = deque(maxlen=self._window)
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        """Block until this thread may start a request."""
-        with self._lock:
-            now = self._clock()
-            start = max(now, self._next)
-            if len(self._starts) == self._window:
-                start = max(start, self._starts[0] + 1.0 + self.MARGIN)
-            self._starts.append(start)
-            self._next = start + self._interval
-        if start > now:
-            self._sleep(start - now)
-
-
-class _DeadlinePassed(Exception):
-    """`request_timeout` ran out before the whole answer came in."""
-
-
-# What sending a request can raise, below our own errors: each becomes a TikTokAPIError.
-_TRANSPORT_ERRORS = (
-    requests.RequestException,
-    urllib3.exceptions.HTTPError,
-    HTTPException,
-    OSError,
-    ValueError,
-    _DeadlinePassed,
-)
-
-
-class _Watch:
-    """One request's deadline: at it, the connection the request uses is shut down.
-
-    Armed by the connection when the request goes out (`_WatchedConnection`), so it covers
-    sending the body and waiting for the answer's head, however slowly either trickles; a
-    blocked read then fails at once, and `expired` tells that failure from a network fault.
-    """
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.expired = False
-        self._timer: threading.Timer | None = None
-        self._connection: _WatchedConnection | None = None
-
-    def arm(self, connection: _WatchedConnection) -> None:
-        """Shut `connection` down if the request is still running on it at the deadline."""
-        self.disarm()
-        connection.watch, self._connection = self, connection
-        self._timer = threading.Timer(
-            max(self.deadline - time.monotonic(), 0.0), self._expire, (connection,)
-        )
-        self._timer.daemon = True
-        self._timer.start()
-
-    def disarm(self) -> None:
-        """The request is over (or moves to another connection): nothing to shut down."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._connection is not None and self._connection.watch is self:
-            self._connection.watch = None
-        self._connection = None
-
-    def _expire(self, connection: _WatchedConnection) -> None:
-        if connection.watch is not self:  # back in the pool, or serving another request now
-            return
-        self.expired = True
-        sock = connection.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-class _Watches(threading.local):
-    """The watch of the request this thread is sending, if any."""
-
-    current: _Watch | None = None
-
-
-_watches = _Watches()
-
-
-class _WatchedConnection(HTTPConnection):
-    """An HTTP connection that arms its thread's request watch as a request goes out."""
-
-    watch: _Watch | None = None  # the watch of the request it carries, or carried last
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        """Send the request, watched until the deadline."""
-        if _watches.current is not None:
-            _watches.current.arm(self)
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPSConnection(_WatchedConnection, HTTPSConnection):
-    """The HTTPS twin of `_WatchedConnection`."""
-
-
-class _WatchedPool(HTTPConnectionPool):
-    """A pool of watched HTTP connections."""
-
-    ConnectionCls = _WatchedConnection
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    """A pool of watched HTTPS connections."""
-
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-class _WatchedAdapter(HTTPAdapter):
-    """requests' adapter, its direct connections watched (a proxied one relies on timeouts)."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        """The usual pool manager, with pools of watched connections."""
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _WatchedPool,
-            "https": _WatchedHTTPSPool,
-        }
-
-
-class TikTokClient:
+class TikTokClient(AudienceCalls):
     """Sends requests to the TikTok Business API; thread-safe.
 
     Whatever the network or the HTTP libraries raise leaves as a `TikTokAPIError` with this
@@ -305,7 +103,7 @@ class TikTokClient:
         self._pacer = Pacer(max_requests_per_second)
         self._lock = threading.Lock()
         self._session = requests.Session()
-        adapter = _WatchedAdapter(pool_maxsize=max(max_parallel_requests, 1))
+        adapter = WatchedAdapter(pool_maxsize=max(max_parallel_requests, 1))
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["Content-Type"] = "application/json"
@@ -414,7 +212,7 @@ class TikTokClient:
         with self._lock:
             self.requests_sent += 1
         deadline = time.monotonic() + self.timeout
-        watch = _watches.current = _Watch(deadline)
+        watch = watches.current = Watch(deadline)
         try:
             response = self._session.send(
                 prepared,
@@ -430,17 +228,17 @@ class TikTokClient:
                 content = self._read_body(response, deadline)
             finally:
                 response.close()
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise self._transport_failure(
-                path, _DeadlinePassed() if watch.expired else exc
+                path, DeadlinePassed() if watch.expired else exc
             ) from None
         finally:
             watch.disarm()
-            _watches.current = None
+            watches.current = None
         return self._envelope(path, response.status_code, content)
 
     def _read_body(self, response: requests.Response, deadline: float) -> bytes:
-        """The whole body, or `_DeadlinePassed` once `deadline` passes, however it trickles in.
+        """The whole body, or `DeadlinePassed` once `deadline` passes, however it trickles in.
 
         Each read waits at most until the deadline (the socket's timeout is cut to what is
         left), so a body sent a byte at a time cannot stretch the request past
@@ -452,7 +250,7 @@ class TikTokClient:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise _DeadlinePassed
+                raise DeadlinePassed
             connection = raw.connection
             sock = getattr(connection, "sock", None) if connection is not None else None
             if sock is not None:
@@ -468,7 +266,7 @@ class TikTokClient:
         Never the library's text: `InvalidHeader` and friends quote the header, token included.
         """
         if isinstance(
-            exc, (_DeadlinePassed, requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+            exc, (DeadlinePassed, requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
         ):
             msg = (
                 f"TikTok did not answer {path} within request_timeout ({self.timeout:g} s); "
@@ -530,7 +328,7 @@ class TikTokClient:
         except (ValueError, KeyError, TypeError):
             msg = f"TikTok answered {path} without its JSON envelope: check `api_url`"
             raise TikTokAPIError(msg, path=path, retryable=True) from None
-        if code != 0:
+        if code != OK:
             message = str(envelope.get("message") or "")[:200]
             raise TikTokAPIError(
                 f"{path}: {describe_code(code, message)}",
@@ -652,57 +450,3 @@ class TikTokClient:
                 settle(done)
         if failure is not None:
             raise failure
-
-
-class DryRunClient(TikTokClient):
-    """Writes each request a real run would send to a JSON-lines file, and sends nothing."""
-
-    def __init__(self, output: IO[str], **kwargs: Any) -> None:
-        kwargs.update(
-            max_requests_per_second=1e9, max_parallel_requests=1
-        )  # file order = send order
-        super().__init__(**kwargs)
-        self._output = output
-
-    def map_all(
-        self,
-        action: str,
-        advertiser_ids: Sequence[str],
-        audience_id: str,
-        batches: Iterable[Batch],
-        on_confirmed: Callable[[Batch], None],
-    ) -> None:
-        """Write each batch in turn, in the calling thread.
-
-        The file's order is then the send order, and no thread holds the GIL while the store
-        reads the next batch (a thread that does makes every database call wait for it).
-        """
-        for batch, body in self._with_bodies(action, advertiser_ids, audience_id, batches):
-            self.map_batch(action, advertiser_ids, audience_id, batch, body.result())
-            on_confirmed(batch)
-
-    def _send(self, method: str, path: str, params: dict | None, body: Body | None) -> dict:
-        """Write the request; a create is answered with the stand-in id `dry-run:<name>`."""
-        written = orjson.Fragment(body) if isinstance(body, bytes) else body
-        record = {
-            "method": method,
-            "path": path,
-            "body": written if written is not None else params,
-        }
-        line = orjson.dumps(record).decode()
-        with self._lock:
-            self.requests_sent += 1
-            self._output.write(line + "\n")
-            self._output.flush()
-        if (
-            path == "segment/audience/"
-            and isinstance(body, dict)
-            and body.get("action") == "create"
-        ):
-            return {"audience_id": f"{DRY_RUN_PREFIX}{body.get('custom_audience_name')}"}
-        return {}
-
-    def close(self) -> None:
-        """Close the output file too."""
-        super().close()
-        self._output.close()

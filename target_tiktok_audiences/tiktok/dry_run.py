@@ -1,0 +1,69 @@
+"""A dry run as a client: every request a real run would send, written to a file, none sent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO, Any
+
+import orjson
+
+from target_tiktok_audiences.tiktok.audiences import CREATE_PATHS
+from target_tiktok_audiences.tiktok.http import Body, TikTokClient
+from target_tiktok_audiences.tiktok.mapping import Batch
+
+# A dry run's stand-in id for an audience it would create, in the bodies it writes.
+DRY_RUN_PREFIX = "dry-run:"
+
+
+class DryRunClient(TikTokClient):
+    """Writes each request a real run would send to a JSON-lines file, and sends nothing."""
+
+    def __init__(self, output: IO[str], **kwargs: Any) -> None:
+        kwargs.update(
+            max_requests_per_second=1e9, max_parallel_requests=1
+        )  # file order = send order
+        super().__init__(**kwargs)
+        self._output = output
+
+    def map_all(
+        self,
+        action: str,
+        advertiser_ids: Sequence[str],
+        audience_id: str,
+        batches: Iterable[Batch],
+        on_confirmed: Callable[[Batch], None],
+    ) -> None:
+        """Write each batch in turn, in the calling thread.
+
+        The file's order is then the send order, and no thread holds the GIL while the store
+        reads the next batch (a thread that does makes every database call wait for it).
+        """
+        for batch, body in self._with_bodies(action, advertiser_ids, audience_id, batches):
+            self.map_batch(action, advertiser_ids, audience_id, batch, body.result())
+            on_confirmed(batch)
+
+    def _send(self, method: str, path: str, params: dict | None, body: Body | None) -> dict:
+        """Write the request; a create (audience or lookalike) is answered `dry-run:<name>`."""
+        written = orjson.Fragment(body) if isinstance(body, bytes) else body
+        record = {
+            "method": method,
+            "path": path,
+            "body": written if written is not None else params,
+        }
+        line = orjson.dumps(record).decode()
+        with self._lock:
+            self.requests_sent += 1
+            self._output.write(line + "\n")
+            self._output.flush()
+        if (
+            path in CREATE_PATHS
+            and isinstance(body, dict)
+            and body.get("action", "create") == "create"
+        ):
+            return {"audience_id": f"{DRY_RUN_PREFIX}{body.get('custom_audience_name')}"}
+        return {}
+
+    def close(self) -> None:
+        """Close the output file too."""
+        super().close()
+        self._output.close()
