@@ -678,6 +678,7 @@ def test_shares_are_made_once_extended_cancelled_and_a_failed_one_ends_the_run(t
     succeeded(target.run(people, **shared_with(OTHER_ADVERTISER)))
     vip = audience_named(fake, "VIP")
     assert held(fake, "VIP") == {em("p1@x.io"), em("p2@x.io")}
+    assert fake.shares(vip) == {OTHER_ADVERTISER}
     assert bodies(fake, SHARE) == [
         {
             "advertiser_id": ADVERTISER,
@@ -694,12 +695,14 @@ def test_shares_are_made_once_extended_cancelled_and_a_failed_one_ends_the_run(t
     succeeded(target.run(people, **shared_with(OTHER_ADVERTISER, THIRD_ADVERTISER)))
     assert shared_ids(fake, SHARE) == [THIRD_ADVERTISER]
     assert fake.requests_log(CANCEL) == []
+    assert fake.shares(vip) == {OTHER_ADVERTISER, THIRD_ADVERTISER}
 
     fake.reset_log()
     succeeded(target.run(people, **shared_with(THIRD_ADVERTISER)))
     assert shared_ids(fake, CANCEL) == [OTHER_ADVERTISER]
     assert {b["custom_audience_ids"][0] for b in bodies(fake, CANCEL)} == {vip}
     assert fake.requests_log(SHARE) == []
+    assert fake.shares(vip) == {THIRD_ADVERTISER}
 
     # Outside the Business Center: one line naming it, exit 1, after membership is confirmed.
     fake.reset_log()
@@ -714,6 +717,7 @@ def test_shares_are_made_once_extended_cancelled_and_a_failed_one_ends_the_run(t
     assert [r["body"]["shared_advertiser_ids"] for r in fake.requests_log(SHARE)] == [
         [OUTSIDE_ADVERTISER]
     ]
+    assert fake.shares(vip) == {THIRD_ADVERTISER}
 
     # The failed share was not made: the next run tries it again, and only it.
     fake.reset_log()
@@ -791,6 +795,7 @@ def test_lookalike_is_made_once_the_audience_has_100_people_and_status_shows_it(
         "lookalike_audience_id": audience_named(fake, "VIP lookalike"),
     }
     assert rows["VIP"]["audience_id"] == vip and rows["VIP"]["confirmed"] == 101
+    assert fake.audience(rows["VIP"]["lookalike_audience_id"])["type"] == "Lookalike"
     for value in ("gold", "silver"):
         row = rows[f"Tier {value}"]
         assert (row["split_value"], row["streams"], row["lookalike_audience_id"]) == (
@@ -945,6 +950,29 @@ def test_dry_run_of_a_composed_audience_sends_nothing_and_changes_no_store(targe
     assert store_dump(target) == before
     planned = [json.loads(x) for x in (tmp_path / "tiktok-audiences-dry-run.jsonl").open()]
     assert {p["body"]["action"] for p in planned} == {"add", "delete"}
+
+
+def test_dry_run_of_split_by_names_each_value_audience_it_would_create(target, fake, tmp_path):
+    spec = {"audience_name": "Tier {value}", "streams": ["a"], "split_by": "plan.tier"}
+    records = [*streams("a"), tiered(1, "gold"), tiered(2, "silver"), tiered(3, None)]
+    dry = succeeded(target.run(records, dry_run=True, access_token=None, audiences={"t": spec}))
+    assert fake.requests_log() == []
+    planned = [json.loads(x) for x in (tmp_path / "tiktok-audiences-dry-run.jsonl").open()]
+    creates = sorted(p["body"]["custom_audience_name"] for p in planned if p["path"] == CREATE)
+    assert creates == ["Tier gold", "Tier silver"]
+    targets = {
+        (entry["id"], tuple(entry["audience_ids"]))
+        for p in planned
+        if p["path"] == MAPPING
+        for row in p["body"]["batch_data"]
+        for entry in row
+        if entry
+    }
+    assert targets == {
+        (sha("p1@x.io"), ("dry-run:Tier gold",)),
+        (sha("p2@x.io"), ("dry-run:Tier silver",)),
+    }
+    assert set(reports(dry)) == {"Tier gold", "Tier silver"}
 
 
 # The report line adds up

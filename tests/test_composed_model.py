@@ -1,9 +1,9 @@
 """Composed audiences against a model: after every run, TikTok holds the set the contract defines.
 
-Hypothesis draws small populations whose emails and phones come from small pools, so people
-share hashes across streams and within one. Streams `a` and `b` feed one audience, `x` is its
-exclusion stream. Each of three runs brings a random subset of the streams, each brought stream
-a fresh snapshot (joins, leaves, changed identifiers), possibly with no records at all. After
+Hypothesis draws a small population whose emails and phones come from small pools, so people
+share hashes. Streams `a` and `b` feed one audience, `x` is its exclusion stream. Each of three
+runs brings a random subset of the streams, each brought stream a random subset of the people
+(joins, leaves, changed identifiers), possibly with no records at all. After
 each run the fake TikTok's membership must equal the model's (design.md, "Audiences, composed"):
 
     the union of the hashes of the people in a's and b's latest snapshots,
@@ -42,12 +42,32 @@ Run = dict[str, Snapshot | None]  # stream -> its snapshot, or None when the run
 identifiers = st.tuples(st.sampled_from((None, *EMAILS)), st.sampled_from((None, *PHONES))).filter(
     lambda ids: ids != (None, None)
 )
-snapshots = st.dictionaries(st.integers(1, 6), identifiers, max_size=5)
 
 
-def runs_of(streams: tuple[str, ...]) -> st.SearchStrategy[list[Run]]:
-    one_run = st.fixed_dictionaries({s: st.none() | snapshots for s in streams})
-    return st.lists(one_run, min_size=3, max_size=3)
+@st.composite
+def runs_of(draw: st.DrawFn, streams: tuple[str, ...]) -> list[Run]:
+    """Three runs over one population: each stream absent, or a subset of the people in it.
+
+    A key is one person in every stream. A person drawn into a stream may change identifiers
+    there, and keeps the new ones from then on, in every stream.
+    """
+    population = draw(st.dictionaries(st.integers(1, 8), identifiers, min_size=1, max_size=6))
+    keys = sorted(population)
+    runs = []
+    for _ in range(3):
+        run: Run = {}
+        for stream in streams:
+            if draw(st.booleans()):
+                run[stream] = None
+                continue
+            snapshot: Snapshot = {}
+            for key in draw(st.lists(st.sampled_from(keys), unique=True)):
+                if draw(st.integers(0, 3)) == 0:
+                    population[key] = draw(identifiers)
+                snapshot[key] = population[key]
+            run[stream] = snapshot
+        runs.append(run)
+    return runs
 
 
 def hashes(ids: Identifiers) -> frozenset[Hash]:
