@@ -845,7 +845,7 @@ def test_two_specs_of_one_tiktok_audience_are_refused_naming_both_and_the_fix(
 ):
     error = refused(target.run([NOT_JSON], audiences=audiences), fake)
     assert "first" in error and "second" in error
-    assert "one spec with `streams`" in error
+    assert re.search(r"\bone spec\b.*`streams`", error), "the fix: one spec with `streams`"
 
 
 @pytest.mark.parametrize(
