@@ -311,6 +311,11 @@ def test_harness_simple_form_membership_reports_and_store_dump(target, fake):
     assert "[dry run]" in dry.stderr
     assert fake.requests_log() == []
     assert store_dump(target) == before
+    rows = {row["name"]: row for row in status_rows(target, **cfg)}
+    assert (rows["A list"]["audience_id"], rows["A list"]["confirmed"]) == (
+        audience_named(fake, "A list"),
+        2,
+    )
 
 
 def test_harness_a_bad_spec_is_refused_before_the_input_is_read(target, fake):
