@@ -3,8 +3,8 @@
 Hypothesis draws a small population whose emails and phones come from small pools, so people
 share hashes. Streams `a` and `b` feed one audience, `x` is its exclusion stream. Each of three
 runs brings a random subset of the streams, each brought stream a random subset of the people
-(joins, leaves, changed identifiers), possibly with no records at all. After
-each run the fake TikTok's membership must equal the model's (design.md, "Audiences, composed"):
+(joins, leaves, changed identifiers), possibly with no records at all. After each run the
+fake TikTok's membership must equal the model's (design.md, "Audiences, composed"):
 
     the union of the hashes of the people in a's and b's latest snapshots,
     less every hash of each of those people who has a hash in x's latest snapshot.
