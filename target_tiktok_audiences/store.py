@@ -42,7 +42,6 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "SCHEMA_VERSION",
     "AudienceRow",
-    "Batch",
     "KeyPropertiesChangedError",
     "MembershipStore",
     "PlanRows",

@@ -60,10 +60,15 @@ def test_a_readme_without_the_markers_is_refused() -> None:
         script.render("no markers here\n", about)
 
 
+def _module(path: Path) -> str:
+    """A module as the README names it: its path inside the package (`tiktok/http.py`)."""
+    return path.relative_to(PACKAGE).as_posix()
+
+
 def test_every_module_is_in_the_module_table() -> None:
     table = _section(REPO.joinpath("README.md").read_text(encoding="utf-8"), "### Modules")
-    listed = set(re.findall(r"^\| `([a-z_]+\.py)` \|", table, flags=re.MULTILINE))
-    package = {p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
+    listed = set(re.findall(r"^\| `([a-z_/]+\.py)` \|", table, flags=re.MULTILINE))
+    package = {_module(p) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
     assert listed == package, (
         f"README.md's module table lacks {sorted(package - listed)} "
         f"and lists {sorted(listed - package)}, which are not in the package"
@@ -73,8 +78,8 @@ def test_every_module_is_in_the_module_table() -> None:
 def test_the_behaviour_table_names_only_real_modules() -> None:
     readme = REPO.joinpath("README.md").read_text(encoding="utf-8")
     table = _section(readme, "### Where each behaviour lives")
-    named = set(re.findall(r"`([a-z_]+\.py)`", table))
-    package = {p.name for p in PACKAGE.glob("*.py")}
+    named = set(re.findall(r"`([a-z_/]+\.py)`", table))
+    package = {_module(p) for p in PACKAGE.rglob("*.py")}
     assert named, "README.md has no behaviour → module table"
     assert named <= package, sorted(named - package)
 

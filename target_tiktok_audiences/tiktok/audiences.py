@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from target_tiktok_audiences.errors import TikTokAPIError
-from target_tiktok_audiences.tiktok.codes import INVALID_OR_BUSY, NO_PERMISSION, is_busy
+from target_tiktok_audiences.tiktok.codes import INVALID_OR_BUSY, NO_PERMISSION, describe_code
 
 SEGMENT_AUDIENCE = "segment/audience/"
 AUDIENCE_GET = "dmp/custom_audience/get/"
@@ -38,11 +38,10 @@ def _refused(
     what: str, exc: TikTokAPIError, fixes: Mapping[int, str] | None = None
 ) -> TikTokAPIError:
     """`exc`, its message led by what was asked; `fixes` name a better fix for some codes."""
+    fix = fixes.get(exc.code) if fixes and exc.code is not None else None
     message = f"{what} failed: {exc}"
-    fix = (fixes or {}).get(exc.code) if exc.code is not None else None
-    if fix and exc.code is not None and not is_busy(exc.code, exc.tiktok_message):
-        detail = f": {exc.tiktok_message}" if exc.tiktok_message else ""
-        message = f"{what} failed: TikTok answered code {exc.code}{detail}; {fix}"
+    if fix and exc.code is not None:
+        message = f"{what} failed: {describe_code(exc.code, exc.tiktok_message, fix)}"
     return TikTokAPIError(
         message,
         code=exc.code,

@@ -92,9 +92,12 @@ def is_retryable_code(code: int, message: str = "") -> bool:
     )
 
 
-def describe_code(code: int, message: str) -> str:
-    """What TikTok's code means for the user, with the fix."""
-    fix = _FIXES.get(code)
+def describe_code(code: int, message: str, fix: str | None = None) -> str:
+    """What TikTok's code means for the user, with the fix (`fix`, where the caller knows it).
+
+    A busy audience is always told as busy: waiting, not a setting, is its fix.
+    """
+    fix = fix or _FIXES.get(code)
     if is_busy(code, message):
         fix = (
             "the audience stayed busy after every retry: re-run later (nothing unconfirmed was "

@@ -15,7 +15,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from http.client import HTTPException
 
 import orjson
 import requests
@@ -23,24 +22,12 @@ import urllib3
 
 from target_tiktok_audiences.errors import TikTokAPIError
 from target_tiktok_audiences.redaction import mask_url
+from target_tiktok_audiences.tiktok.answers import TRANSPORT_ERRORS, envelope_data, transport_error
 from target_tiktok_audiences.tiktok.audiences import AudienceCalls
-from target_tiktok_audiences.tiktok.codes import (
-    BATCH_TOO_LARGE_CODES,
-    HTTP_TOO_MANY_REQUESTS,
-    OK,
-    RATE_LIMIT_CODES,
-    describe_code,
-    is_retryable_code,
-)
-from target_tiktok_audiences.tiktok.mapping import Batch, batch_json, mapping_body
+from target_tiktok_audiences.tiktok.codes import BATCH_TOO_LARGE_CODES
+from target_tiktok_audiences.tiktok.mapping import MAPPING, Batch, batch_json, mapping_body
 from target_tiktok_audiences.tiktok.pacing import Pacer
-from target_tiktok_audiences.tiktok.watchdog import (
-    TRANSPORT_ERRORS,
-    DeadlinePassed,
-    Watch,
-    WatchedAdapter,
-    watches,
-)
+from target_tiktok_audiences.tiktok.watchdog import DeadlinePassed, Watch, WatchedAdapter, watches
 from target_tiktok_audiences.workers import Workers
 
 logger = logging.getLogger("target_tiktok_audiences")
@@ -229,13 +216,17 @@ class TikTokClient(AudienceCalls):
             finally:
                 response.close()
         except TRANSPORT_ERRORS as exc:
-            raise self._transport_failure(
-                path, DeadlinePassed() if watch.expired else exc
+            raise transport_error(
+                path,
+                DeadlinePassed() if watch.expired else exc,
+                api_url=self.api_url,
+                timeout=self.timeout,
+                reached=self._reached,
             ) from None
         finally:
             watch.disarm()
             watches.current = None
-        return self._envelope(path, response.status_code, content)
+        return envelope_data(path, response.status_code, content)
 
     def _read_body(self, response: requests.Response, deadline: float) -> bytes:
         """The whole body, or `DeadlinePassed` once `deadline` passes, however it trickles in.
@@ -260,88 +251,6 @@ class TikTokClient(AudienceCalls):
                 return b"".join(chunks)
             chunks.append(chunk)
 
-    def _transport_failure(self, path: str, exc: BaseException) -> TikTokAPIError:
-        """Our own one-line error for what the network or the HTTP libraries raised.
-
-        Never the library's text: `InvalidHeader` and friends quote the header, token included.
-        """
-        if isinstance(
-            exc, (DeadlinePassed, requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
-        ):
-            msg = (
-                f"TikTok did not answer {path} within request_timeout ({self.timeout:g} s); "
-                "raise `request_timeout` if this persists"
-            )
-            return TikTokAPIError(msg, path=path, retryable=True)
-        broken = (
-            requests.exceptions.ChunkedEncodingError,
-            requests.exceptions.ContentDecodingError,
-            urllib3.exceptions.ProtocolError,
-            urllib3.exceptions.DecodeError,
-            HTTPException,
-        )
-        if isinstance(exc, broken) and self._reached:
-            msg = (
-                f"TikTok's answer to {path} broke off mid-way ({type(exc).__name__}): a network "
-                "or server fault; re-run later if this persists"
-            )
-            return TikTokAPIError(msg, path=path, retryable=True)
-        if isinstance(exc, (requests.ConnectionError, OSError, *broken)):
-            msg = (
-                f"cannot reach TikTok at {mask_url(self.api_url)} ({type(exc).__name__}): check "
-                "`api_url` and the network"
-            )
-            return TikTokAPIError(msg, path=path, retryable=self._reached)
-        msg = (
-            f"sending {path} to TikTok failed ({type(exc).__name__}): check `api_url` and "
-            "`access_token`"
-        )
-        return TikTokAPIError(msg, path=path)
-
-    @staticmethod
-    def _envelope(path: str, status: int, content: bytes) -> dict:
-        if status == HTTP_TOO_MANY_REQUESTS:
-            msg = (
-                f"TikTok answered HTTP 429 (too many requests) for {path}: its rate limit stayed "
-                "exhausted after every retry; lower `max_requests_per_second` or raise "
-                "`max_retries`"
-            )
-            raise TikTokAPIError(msg, path=path, retryable=True, rate_limited=True)
-        if status >= 500:
-            msg = f"TikTok answered HTTP {status} for {path}: a server fault, re-run later"
-            raise TikTokAPIError(msg, path=path, retryable=True)
-        if 300 <= status < 400:
-            msg = (
-                f"TikTok answered {path} with a redirect (HTTP {status}), which is not followed "
-                "so the token stays with TikTok: check `api_url`"
-            )
-            raise TikTokAPIError(msg, path=path)
-        if status != 200:
-            msg = (
-                f"TikTok answered HTTP {status} for {path}: wrong path or method; check "
-                "`api_url` ends in /open_api/v1.3/"
-            )
-            raise TikTokAPIError(msg, path=path)
-        try:
-            envelope = orjson.loads(content)
-            code = int(envelope["code"])
-        except (ValueError, KeyError, TypeError):
-            msg = f"TikTok answered {path} without its JSON envelope: check `api_url`"
-            raise TikTokAPIError(msg, path=path, retryable=True) from None
-        if code != OK:
-            message = str(envelope.get("message") or "")[:200]
-            raise TikTokAPIError(
-                f"{path}: {describe_code(code, message)}",
-                code=code,
-                path=path,
-                request_id=envelope.get("request_id"),
-                retryable=is_retryable_code(code, message),
-                rate_limited=code in RATE_LIMIT_CODES,
-                tiktok_message=message,
-            )
-        data = envelope.get("data")
-        return data if isinstance(data, dict) else {}
-
     # Audience membership
 
     def map_batch(
@@ -359,7 +268,7 @@ class TikTokClient(AudienceCalls):
         try:
             self.request(
                 "POST",
-                "segment/mapping/",
+                MAPPING,
                 body=body or mapping_body(action, advertiser_ids, audience_id, batch.slots()),
             )
         except TikTokAPIError as exc:

@@ -15,6 +15,8 @@ import orjson
 from target_tiktok_audiences.errors import StoreError
 from target_tiktok_audiences.identifiers import SLOTS
 
+MAPPING = "segment/mapping/"
+
 # One person's hashes, one per slot of SLOTS (None where the person lacks it or keeps it).
 Slots = tuple[bytes | None, ...]
 

@@ -11,11 +11,8 @@ import contextlib
 import socket
 import threading
 import time
-from http.client import HTTPException
 from typing import Any
 
-import requests
-import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -23,17 +20,6 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 class DeadlinePassed(Exception):
     """`request_timeout` ran out before the whole answer came in."""
-
-
-# What sending a request can raise, below our own errors: each becomes a TikTokAPIError.
-TRANSPORT_ERRORS = (
-    requests.RequestException,
-    urllib3.exceptions.HTTPError,
-    HTTPException,
-    OSError,
-    ValueError,
-    DeadlinePassed,
-)
 
 
 class Watch:
