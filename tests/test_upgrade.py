@@ -131,7 +131,11 @@ class Runner:
                     "sync_mode": "incremental",
                     "membership_field": "member",
                 },
-                "held": {"audience_name": "Upgrade held", "min_audience_size": 10},
+                "held": {
+                    "audience_name": "Upgrade held",
+                    "sync_mode": "incremental",
+                    "min_audience_size": 10,
+                },
                 "nokey": {"audience_name": "Upgrade keyless"},
                 "other_adv": {
                     "audience_name": "Upgrade customers",
@@ -203,28 +207,36 @@ def hashes(stream: str, i: int) -> set[tuple[str, str]]:
     return got
 
 
-SNAPSHOTS = ("named", "by_id", "held", "nokey", "other_adv")
+SNAPSHOTS = ("named", "by_id", "nokey", "other_adv")
 
 
-def messages(snapshot: dict[str, Any], incremental: list[dict]) -> list[dict]:
-    """SCHEMA per stream (`nokey` without key properties), snapshot records, then `incr`'s."""
-    out = [schema(s, [] if s == "nokey" else None) for s in (*SNAPSHOTS, "incr")]
+def messages(snapshot: dict[str, Any], **incremental: list[dict]) -> list[dict]:
+    """SCHEMA per stream (`nokey` without key properties), snapshot records, then the others'."""
+    out = [schema(s, [] if s == "nokey" else None) for s in (*SNAPSHOTS, "incr", "held")]
     for stream, people in snapshot.items():
         out += [person(stream, i) for i in people]
-    return [*out, *incremental]
+    return out + [message for stream in incremental.values() for message in stream]
 
 
-UNCHANGED = {s: range(1, 6) for s in SNAPSHOTS} | {"held": range(1, 4)}
+UNCHANGED = {s: range(1, 6) for s in SNAPSHOTS}
 FIRST = messages(
-    UNCHANGED | {s: range(1, 7) for s in SNAPSHOTS if s != "held"},
-    [person("incr", i) for i in range(1, 6)],
+    {s: range(1, 7) for s in SNAPSHOTS},
+    incr=[person("incr", i) for i in range(1, 6)],
+    held=[person("held", i) for i in range(1, 4)],
 )
-# The previous release's second run: a snapshot removal, an incremental removal and addition.
-SECOND = messages(UNCHANGED, [record("incr", id=2, member=False), person("incr", 6)])
-# The third run (current release): one person joins, one leaves, in `named` and in `incr`.
+# The previous release's second run: a snapshot removal, an incremental removal and addition,
+# two more people held (five in all, below 10).
+SECOND = messages(
+    UNCHANGED,
+    incr=[record("incr", id=2, member=False), person("incr", 6)],
+    held=[person("held", i) for i in (4, 5)],
+)
+# The third run (current release): one person joins and one leaves in `named` and in `incr`;
+# five more people release the held audience, whose first upload must hold all ten.
 THIRD = messages(
     UNCHANGED | {"named": [2, 3, 4, 5, 7]},
-    [record("incr", id=3, member=False), person("incr", 7)],
+    incr=[record("incr", id=3, member=False), person("incr", 7)],
+    held=[person("held", i) for i in range(6, 11)],
 )
 
 
@@ -290,7 +302,7 @@ def test_store_of_the_previous_release_upgrades_in_place(
         "named": (named, (ADVERTISER,), 5, 0, "TOO_SMALL"),
         "by_id": (existing, (ADVERTISER,), 5, 0, "TOO_SMALL"),
         "incr": (incr, (ADVERTISER,), 5, 0, "TOO_SMALL"),
-        "held": (None, (ADVERTISER,), 0, 3, "PENDING"),
+        "held": (None, (ADVERTISER,), 0, 5, "PENDING"),
         "nokey": (by_stream["nokey"], (ADVERTISER,), 5, 0, "TOO_SMALL"),
         "other_adv": (by_stream["other_adv"], (OTHER_ADVERTISER,), 5, 0, "TOO_SMALL"),
     }
@@ -306,15 +318,22 @@ def test_store_of_the_previous_release_upgrades_in_place(
 
     fake.reset_log()
     runner.sync(CURRENT, THIRD)
+    (held,) = set(membership(fake)) - set(on_tiktok)
     assert sent(fake) == {
         (named, "add"): hashes("named", 7),
         (named, "delete"): hashes("named", 1),
         (incr, "add"): hashes("incr", 7),
         (incr, "delete"): hashes("incr", 3),
+        (held, "add"): set().union(*(hashes("held", i) for i in range(1, 11))),
     }
-    assert [r["path"] for r in writes(fake)] == ["segment/mapping/"] * 4
+    # The held audience's first upload: looked up by name, created once, filled.
+    assert [r["path"] for r in writes(fake) if r["path"] != "segment/mapping/"] == [
+        "dmp/custom_audience/list/",
+        "segment/audience/",
+    ]
     assert membership(fake)[named][1] == set().union(*(hashes("named", i) for i in (2, 3, 4, 5, 7)))
     assert membership(fake)[incr][1] == set().union(*(hashes("incr", i) for i in (1, 4, 5, 6, 7)))
     assert {a: name for a, (name, _) in membership(fake).items()} == {
-        a: name for a, (name, _) in on_tiktok.items()
+        **{a: name for a, (name, _) in on_tiktok.items()},
+        held: "Upgrade held",
     }
