@@ -37,8 +37,6 @@ from tests.postgres import PostgresServer
 PREVIOUS_RELEASE = "9588f74"
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-CURRENT_TARGET = [shutil.which("target-tiktok-audiences") or str(BIN / "target-tiktok-audiences")]
-CURRENT_CLI = [shutil.which("tiktok-audiences") or str(BIN / "tiktok-audiences")]
 IMPORTED = "upgrade-test: imported "
 
 # Run by `python -c` with the worktree as argv[1]: put it first, import, prove where from.
@@ -64,6 +62,18 @@ class Release:
     cli: list[str]
     env: dict[str, str]
     root: Path | None  # the previous release's worktree; None for the installed current one
+
+
+def _installed(script: str) -> list[str]:
+    return [shutil.which(script) or str(BIN / script)]
+
+
+CURRENT = Release(
+    target=_installed("target-tiktok-audiences"),
+    cli=_installed("tiktok-audiences"),
+    env={},
+    root=None,
+)
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[str]:
@@ -103,9 +113,6 @@ def previous_release() -> Iterator[Release]:
         _git("worktree", "remove", "--force", str(root))
         _git("worktree", "prune")
         shutil.rmtree(root.parent, ignore_errors=True)
-
-
-CURRENT = Release(target=CURRENT_TARGET, cli=CURRENT_CLI, env={}, root=None)
 
 
 class Runner:
@@ -192,11 +199,11 @@ def email(stream: str, i: int) -> str:
     return f"{stream}.{i}@upgrade.example.com"
 
 
-def person(stream: str, i: int, **fields: Any) -> dict:
-    """A record of person i of a stream; the keyless stream's records carry no `id`."""
+def person(stream: str, i: int) -> dict:
+    """A record of person i of a stream (odd ones have a phone too); `nokey`'s carry no `id`."""
     key = {} if stream == "nokey" else {"id": i}
     phone = {"phone": f"+1415555{i:04d}"} if i % 2 else {}
-    return record(stream, **key, email=email(stream, i), **phone, **fields)
+    return record(stream, **key, email=email(stream, i), **phone)
 
 
 def hashes(stream: str, i: int) -> set[tuple[str, str]]:
