@@ -1,7 +1,7 @@
-"""Benchmark of target-tiktok-audiences (issue 5): throughput, API pacing, incremental cost, memory.
+"""Benchmark of target-tiktok-audiences (issues 5, 14): throughput, pacing, incremental, memory.
 
-    /tmp/venv/bin/python bench/bench.py [--n 1000000] [--only local,pacing,incremental,memory]
-                                        [--keep DIR] [--repeat R] [--seed S]
+    .venv/bin/python bench/bench.py [--n 1000000] [--only local,pacing,incremental,memory,composed]
+                                    [--previous PATH] [--keep DIR] [--repeat R] [--seed S]
 
 Every comparison runs side by side in one invocation (the machine may be shared, so absolute
 numbers drift). Each contender is a subprocess reading the Singer file on stdin; its wall time,
