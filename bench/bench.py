@@ -1443,7 +1443,7 @@ class Bench:
         """One line for a scenario run that failed, with the target's own error line."""
         say(f"  {name}: FAILED (exit {r.returncode}): {error_line(r)}")
         self.summary.append(f"  [FAILED] composed: {name} run exit {r.returncode}: {error_line(r)}")
-        self.verdicts.append((f"composed {name} run", False))
+        self.verdicts.append((f"composed section: {name} run", False))
 
     def composed_membership(self, comp: Composed, dry_run: Path, r: Run) -> None:
         """Check the composed dry run: members reported, ids per type in its add requests."""
