@@ -89,8 +89,9 @@ def previous_release() -> Iterator[Release]:
     Skipped only where the checkout has no git history at all (an unpacked sdist); a history
     that lacks the commit (a shallow clone) fails, naming the fix.
     """
-    if shutil.which("git") is None or _git("rev-parse", "--git-dir").returncode != 0:
-        pytest.skip("no git history here: the upgrade test needs the previous release's commit")
+    top = _git("rev-parse", "--show-toplevel") if shutil.which("git") else None
+    if top is None or top.returncode != 0 or Path(top.stdout.strip()).resolve() != REPO:
+        pytest.skip(f"{REPO} is no git checkout: the upgrade test needs {PREVIOUS_RELEASE}")
     if _git("cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}").returncode != 0:
         pytest.fail(
             f"commit {PREVIOUS_RELEASE} (the previous release) is not in this clone: "
