@@ -8,11 +8,12 @@ launcher prints the imported package's file, which must lie in that worktree.
 
 One scenario, on SQLite and on PostgreSQL: the previous release syncs twice (so the store holds
 a history: removals, an incremental deletion, people held below `min_audience_size`); then the
-current console script runs on the same store with the same input and must send no mapping and
-no create request, leave TikTok's membership as it was and report the same confirmed and pending
-counts in `status`; then a third run with one person added and one removed per changed stream
-sends exactly that. A migration that loses members, re-uploads, or forgets a created audience's
-id fails it.
+current console script runs on the same store with the same input and must send no mapping, no
+create and no look-up by name, leave TikTok's membership as it was and report the same confirmed
+and pending counts in `status`; then a third run with one person added and one removed per
+changed stream sends exactly that, and releases the held audience with all ten of its people.
+A migration that loses members or held people, re-uploads, or forgets a created audience's id
+fails it.
 """
 
 from __future__ import annotations
