@@ -1,7 +1,7 @@
-"""Benchmark of target-tiktok-audiences (issue 5): throughput, API pacing, incremental cost, memory.
+"""Benchmark of target-tiktok-audiences (issues 5, 14): throughput, pacing, incremental, memory.
 
-    /tmp/venv/bin/python bench/bench.py [--n 1000000] [--only local,pacing,incremental,memory]
-                                        [--keep DIR] [--repeat R] [--seed S]
+    .venv/bin/python bench/bench.py [--n 1000000] [--only local,pacing,incremental,memory,composed]
+                                    [--previous PATH] [--keep DIR] [--repeat R] [--seed S]
 
 Every comparison runs side by side in one invocation (the machine may be shared, so absolute
 numbers drift). Each contender is a subprocess reading the Singer file on stdin; its wall time,
@@ -42,7 +42,14 @@ REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO))
 
 from baseline_target import hash_person  # noqa: E402
-from datagen import Dataset, dataset  # noqa: E402
+from datagen import (  # noqa: E402
+    COMPOSED_EXCLUDE,
+    COMPOSED_STREAMS,
+    Composed,
+    Dataset,
+    composed_dataset,
+    dataset,
+)
 
 from target_tiktok_audiences.identifiers import (  # noqa: E402
     DEFAULT_IDENTIFIER_FIELDS,
@@ -60,7 +67,7 @@ FAKE_SCRIPT = REPO / "tests" / "fake_tiktok.py"  # --freeze points it at a copy
 TARGET = str(Path(PYTHON).parent / "target-tiktok-audiences")
 ADVERTISER = "7000000000000000001"
 TOKEN = "bench-token"
-SECTIONS = ("local", "pacing", "incremental", "memory")
+SECTIONS = ("local", "pacing", "incremental", "memory", "composed")
 STORES = ("sqlite", "postgresql")
 STORE_SECTIONS = ("incremental", "memory")  # run once per store in --stores
 OPTIONAL_SECTIONS = ("profile",)
@@ -70,6 +77,8 @@ PACING_REQUESTS = (40, 200)  # section 2: one real run per count of mapping requ
 PACING_LATENCY = 0.2
 PACING_LIMIT = 10
 PACING_GOAL = 1.10
+PREVIOUS_GOAL = 1.10  # --previous: this release's figure at most this times the previous one's
+COMPOSED_GOAL = 1.3  # section 5: a composed first sync at most this times a simple one's
 PATH_PREFIXES = (
     str(REPO) + "/",
     sysconfig.get_paths()["purelib"] + "/",
@@ -317,10 +326,73 @@ def write_config(path: Path, **settings: Any) -> Path:
     return path
 
 
-def run_target(label: str, config: Path, data: Path, work: Path, *, pss_every: int = 1) -> Run:
-    """Run the real target's console script on a Singer file."""
-    cmd = [TARGET, "--config", str(config)]
-    return run(label, cmd, data, work, env=clean_env(), pss_every=pss_every)
+# Run by `python -c` with a checkout as argv[1]: put it first on sys.path, then run its target.
+_PREVIOUS_LAUNCH = """
+import sys
+sys.path.insert(0, sys.argv.pop(1))
+from target_tiktok_audiences.target import TargetTikTokAudiences
+TargetTikTokAudiences.cli()
+"""
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One release of the target: how to start it and what its environment adds.
+
+    `current` is this checkout's console script (or its --freeze copy, through PYTHONPATH);
+    `previous` is another checkout run with this venv's interpreter and dependencies, that
+    checkout first on `sys.path` and on PYTHONPATH (which its worker processes inherit).
+    """
+
+    name: str
+    command: tuple[str, ...]
+    pythonpath: str | None = None
+
+    def env(self) -> dict[str, str]:
+        """The environment of its runs: clean_env(), its checkout first on PYTHONPATH."""
+        env = clean_env()
+        if self.pythonpath is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                x for x in (self.pythonpath, env.get("PYTHONPATH")) if x
+            )
+        return env
+
+
+CURRENT = Contender("current", (TARGET,))
+
+
+def previous_contender(checkout: Path) -> Contender:
+    """The target of another checkout (--previous), run from its sources with this venv."""
+    root = str(checkout.resolve())
+    return Contender("previous", (PYTHON, "-c", _PREVIOUS_LAUNCH, root), pythonpath=root)
+
+
+def imported_package(contender: Contender) -> str:
+    """The file of the package a contender's runs import (to prove which code is measured)."""
+    probe = "import target_tiktok_audiences as t; print(t.__file__)"
+    proc = subprocess.run(
+        [PYTHON, "-c", probe],
+        env=contender.env(),
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout.strip() or proc.stderr.strip()[-300:]
+
+
+def run_target(
+    label: str,
+    config: Path,
+    data: Path,
+    work: Path,
+    *,
+    pss_every: int = 1,
+    contender: Contender = CURRENT,
+) -> Run:
+    """Run a release's target (the current one unless told) on a Singer file."""
+    cmd = [*contender.command, "--config", str(config)]
+    return run(label, cmd, data, work, env=contender.env(), pss_every=pss_every)
 
 
 # --------------------------------------------------------------------------- fakes
@@ -445,6 +517,22 @@ def store_stats(path: Path) -> tuple[int, int, str]:
 # --------------------------------------------------------------------------- reporting
 
 
+def error_line(r: Run) -> str:
+    """The target's error, as its one-line message (the last ERROR log line, else stderr's)."""
+    lines = [x for x in r.stderr().splitlines() if x.strip()]
+    errors = [x for x in lines if "| ERROR" in x]
+    last = errors[-1] if errors else (lines[-1] if lines else "(no output)")
+    return last.rsplit(" | ", 1)[-1].strip()
+
+
+def keep_best(best: dict[str, Any], got: dict[str, Any]) -> None:
+    """Fold one round's figures into the best so far: the least of each float, else the first."""
+    for key, value in got.items():
+        old = best.get(key)
+        if old is None or (isinstance(value, float) and isinstance(old, float) and value < old):
+            best[key] = value
+
+
 def rate(records: int, seconds: float) -> float:
     """Records per second."""
     return records / seconds if seconds > 0 else float("inf")
@@ -508,8 +596,11 @@ class Bench:
         cache: Path,
         stores: list[str],
         postgres: BenchPostgres | None = None,
+        previous: Contender | None = None,
     ) -> None:
         self.args = args
+        self.previous = previous
+        self.contender = CURRENT  # whose runs the sections make now (see measuring)
         self.stores = stores
         self.postgres = postgres
         self.work = work
@@ -518,11 +609,72 @@ class Bench:
         self.batch: int = args.batch_size
         self.summary: list[str] = []
         self.line: dict[str, str] = {}
+        self.ratios: list[float] = []  # checked current/previous ratios, for the SUMMARY line
         self.verdicts: list[tuple[str, bool]] = []
         self._data: dict[int, Dataset] = {}
-        self._first_real: dict[tuple[str, int], dict[str, Any]] = {}
+        self._first_real: dict[tuple[str, str, int], dict[str, Any]] = {}
 
     # helpers
+
+    def contenders(self) -> list[Contender]:
+        """The releases each section measures: the previous one first (--previous), then this."""
+        return [self.previous, CURRENT] if self.previous is not None else [CURRENT]
+
+    @contextmanager
+    def measuring(self, contender: Contender) -> Iterator[None]:
+        """Make the sections' runs those of `contender` while inside.
+
+        The previous release is the reference, not the code under test: while it is measured,
+        its directories and databases get a `previous` prefix, and neither goal verdicts nor
+        summary lines are recorded (its figures are set against this release's by `versus`).
+        """
+        self.contender = contender
+        try:
+            yield
+        finally:
+            self.contender = CURRENT
+
+    @property
+    def reference(self) -> bool:
+        """True while the previous release is being measured."""
+        return self.contender is not CURRENT
+
+    def note(self, text: str) -> None:
+        """A closing-summary line (none for the previous release's runs)."""
+        if not self.reference:
+            self.summary.append(text)
+
+    def versus(self, title: str, rows: list[tuple[str, Any, Any, str, bool]]) -> None:
+        """Print this release's figures beside the previous one's, with the ratio.
+
+        Rows are (label, current, previous, format, checked); a checked row is a goal: this
+        release at most PREVIOUS_GOAL times the previous one (lower is better for all of them).
+        """
+        width = max(len(title), *(len(label) for label, *_ in rows))
+        say(f"  {title:<{width}}  {'current':>12} | {'previous':>12}  current/previous")
+        parent = ""
+        for label, current, previous, spec, checked in rows:
+            if not label.startswith(" "):
+                parent = label
+            name = label if label == parent else f"{parent}, {label.strip()}"
+            cells = [
+                f"{'-' if value is None else format(value, spec):>12}"
+                for value in (current, previous)
+            ]
+            line = f"  {label:<{width}}  {' | '.join(cells)}"
+            if current is not None and previous:
+                ratio = current / previous
+                line += f"  x{ratio:.3f}"
+                if checked:
+                    line += f" (goal <= {PREVIOUS_GOAL})"
+                    self.ratios.append(ratio)
+                    self.check(
+                        f"vs previous: {title}, {name}",
+                        ratio <= PREVIOUS_GOAL,
+                        f"{title}, {name}: x{ratio:.3f} the previous release's "
+                        f"(goal <= {PREVIOUS_GOAL})",
+                    )
+            say(line)
 
     def data(self, n: int) -> Dataset:
         """The data set of n people (generated once, cached on disk)."""
@@ -538,15 +690,17 @@ class Bench:
         return self._data[n]
 
     def dir(self, name: str) -> Path:
-        """A fresh working directory for one scenario."""
-        path = self.work / name
+        """A fresh working directory for one scenario (under `previous/` for that release)."""
+        path = self.work / "previous" / name if self.reference else self.work / name
         if path.exists():
             shutil.rmtree(path)
         path.mkdir(parents=True)
         return path
 
     def check(self, name: str, met: bool, text: str) -> None:
-        """Record a goal verdict and its summary line."""
+        """Record a goal verdict and its summary line (not for the previous release's runs)."""
+        if self.reference:
+            return
         self.verdicts.append((name, met))
         self.summary.append(f"  [{goal(met):>6}] {text}")
 
@@ -555,7 +709,7 @@ class Bench:
         if kind == "sqlite":
             return str(work / "store.sqlite")
         assert self.postgres is not None
-        return self.postgres.new_store(name)
+        return self.postgres.new_store(f"previous_{name}" if self.reference else name)
 
     def store_stats(self, kind: str, store: str) -> tuple[int, int, str]:
         """(bytes, stored identifiers, how they were counted) of a store after a run."""
@@ -566,10 +720,10 @@ class Bench:
         return pg_store_stats(store)
 
     def target(self, kind: str, label: str, config: Path, data: Path, work: Path) -> Run:
-        """run_target, plus the PostgreSQL server's CPU during the run for that store."""
+        """run_target of the release measured now, plus the PostgreSQL server's CPU."""
         server = self.postgres if kind == "postgresql" else None
         before = server.cpu_seconds() if server else None
-        r = run_target(label, config, data, work)
+        r = run_target(label, config, data, work, contender=self.contender)
         after = server.cpu_seconds() if server else None
         if before is not None and after is not None:
             r.server_cpu = after - before
@@ -604,9 +758,10 @@ class Bench:
 
     def failed(self, section: str, run_: Run) -> None:
         """Report a failed run and note it in the summary."""
-        say(f"  {run_.label} FAILED (exit {run_.returncode}):\n{run_.tail()}")
-        self.summary.append(f"  [FAILED] {section}: {run_.label} exit {run_.returncode}")
-        self.verdicts.append((f"{section} run", False))
+        say(f"  {self.contender.name} {run_.label} FAILED (exit {run_.returncode}):\n{run_.tail()}")
+        release = "previous release's " if self.reference else ""
+        self.summary.append(f"  [FAILED] {section}: {release}{run_.label} exit {run_.returncode}")
+        self.verdicts.append((f"{section} run ({self.contender.name})", False))
 
     # 1. local throughput
 
@@ -626,22 +781,18 @@ class Bench:
             "differ (goal 0)",
         )
         best: dict[str, Run] = {}
-        once_a_second = 10  # PSS samples: the same light monitoring for all three
+        once_a_second = 10  # PSS samples: the same light monitoring for all of them
+        releases = {"target": CURRENT, "previous": self.previous}
+        names = ["floor", "target", *(["previous"] if self.previous else []), "baseline"]
         for round_ in range(self.args.repeat):
-            for name in ("floor", "target", "baseline"):
+            for name in names:
                 label = f"{name}-{round_}"
+                contender = releases.get(name)
                 if name == "floor":
                     cmd = [PYTHON, str(BENCH_DIR / "bare_loop.py")]
                     r = run(label, cmd, ds.first, work, pss_every=once_a_second)
-                elif name == "target":
-                    store = self.dir(f"local/target-{round_}")
-                    config = write_config(
-                        store / "config.json",
-                        dry_run=True,
-                        membership_store=str(store / "store.sqlite"),
-                        dry_run_output=str(store / "dry-run.jsonl"),
-                    )
-                    r = run_target(label, config, ds.first, work, pss_every=once_a_second)
+                elif contender is not None:
+                    r = self.dry_sync(label, ds.first, work, contender, pss_every=once_a_second)
                 else:
                     cmd = [PYTHON, str(BENCH_DIR / "baseline_target.py"), "--config"]
                     r = run(
@@ -655,7 +806,7 @@ class Bench:
                     self.failed("local", r)
                     return
                 say(f"  {name:<9}{fmt_run(r, ds.n)}")
-                if name == "target":
+                if contender is not None:
                     report = r.report()
                     if report is None or int(report["added"]) != ds.expected.people:
                         say(f"  target report does not show {ds.expected.people:,} added: {report}")
@@ -673,7 +824,7 @@ class Bench:
             f"  cpu: target {target.cpu:.1f} s, baseline {baseline.cpu:.1f} s, "
             f"floor {floor.cpu:.1f} s (target/floor cpu x{target.cpu / floor.cpu:.2f})"
         )
-        self.summary.append(
+        self.note(
             f"  local: target {rate(ds.n, target.wall):,.0f} rec/s (RSS {target.maxrss_mb:.0f} "
             f"MB, tree PSS {target.tree_pss_mb:.0f} MB, cpu {target.cpu:.0f} s), baseline "
             f"{rate(ds.n, baseline.wall):,.0f} rec/s (RSS {baseline.maxrss_mb:.0f} MB, cpu "
@@ -685,6 +836,40 @@ class Bench:
         self.line["target"] = f"target={rate(ds.n, target.wall):,.0f} rec/s"
         self.line["baseline"] = f"baseline={rate(ds.n, baseline.wall):,.0f} rec/s (x{speedup:.2f})"
         self.line["floor"] = f"floor={rate(ds.n, floor.wall):,.0f} rec/s (x{slowdown:.2f})"
+        if "previous" in best:
+            previous = best["previous"]
+            self.versus(
+                f"first sync, dry run (best of {self.args.repeat})",
+                [
+                    ("wall s", target.wall, previous.wall, ".2f", True),
+                    ("cpu s, target tree", target.cpu, previous.cpu, ".1f", True),
+                    ("peak RSS MB, target", target.maxrss_mb, previous.maxrss_mb, ".1f", True),
+                    ("tree PSS MB", target.tree_pss_mb, previous.tree_pss_mb, ".1f", True),
+                ],
+            )
+
+    def dry_sync(
+        self,
+        label: str,
+        data: Path,
+        work: Path,
+        contender: Contender,
+        *,
+        pss_every: int = 1,
+        **settings: Any,
+    ) -> Run:
+        """A first sync in dry run on a fresh SQLite store of its own in `work`/`label`."""
+        store = work / label
+        shutil.rmtree(store, ignore_errors=True)
+        store.mkdir(parents=True)
+        config = write_config(
+            store / "config.json",
+            dry_run=True,
+            membership_store=str(store / "store.sqlite"),
+            dry_run_output=str(store / "dry-run.jsonl"),
+            **settings,
+        )
+        return run_target(label, config, data, work, pss_every=pss_every, contender=contender)
 
     # 2. API pacing
 
@@ -703,8 +888,34 @@ class Bench:
             "(a sliding second): stricter than a token bucket of "
             f"{PACING_LIMIT} refilled at {PACING_LIMIT}/s, or a per-second counter of any phase"
         )
-        got = {count: self._pacing(count) for count in PACING_REQUESTS}
-        done = {count: figures for count, figures in got.items() if figures is not None}
+        got: dict[str, dict[int, dict[str, Any] | None]] = {}
+        for count in PACING_REQUESTS:
+            for contender in self.contenders():
+                with self.measuring(contender):
+                    got.setdefault(contender.name, {})[count] = self._pacing(count)
+        if self.previous is not None:
+            rows = []
+            for count in PACING_REQUESTS:
+                mine, theirs = got["current"][count] or {}, got["previous"][count] or {}
+                rows += [
+                    (
+                        f"{count} requests: window s",
+                        mine.get("window"),
+                        theirs.get("window"),
+                        ".2f",
+                        True,
+                    ),
+                    ("  apply (report) s", mine.get("apply"), theirs.get("apply"), ".2f", False),
+                    (
+                        "  rate-limited answers",
+                        mine.get("limited"),
+                        theirs.get("limited"),
+                        "d",
+                        False,
+                    ),
+                ]
+            self.versus("pacing", rows)
+        done = {count: figures for count, figures in got["current"].items() if figures is not None}
         if not done:
             return
         ratios = "|".join(f"{figures['ratio']:.3f}" for figures in done.values())
@@ -728,11 +939,12 @@ class Bench:
                 max_requests_per_second=limit,
             )
             say(
-                f"  {count} requests: {ds.n:,} people, fake subprocess at {fake.url} (max batch "
+                f"  {self.contender.name}, {count} requests: {ds.n:,} people, fake subprocess at "
+                f"{fake.url} (max batch "
                 f"10000); target batch_size {batch}, max_requests_per_second {limit}, "
                 "max_parallel_requests default"
             )
-            r = run_target(f"pacing-{count}", config, ds.first, work)
+            r = run_target(f"pacing-{count}", config, ds.first, work, contender=self.contender)
         if not r.ok:
             self.failed(f"pacing {count}", r)
             return None
@@ -784,7 +996,7 @@ class Bench:
             )
         else:
             say(f"    fake has {len(audiences)} audiences, expected 1: {list(audiences)}")
-        self.summary.append(
+        self.note(
             f"  pacing {count}: {ok_requests} mapping requests sent in {window:.2f} s (floor "
             f"{floor:.2f} s); apply {apply:.2f} s; run wall {r.wall:.2f} s"
         )
@@ -800,14 +1012,15 @@ class Bench:
             f"{count} requests: rate-limited answers {limited} (goal 0)",
         )
         self.check(f"pacing ids {count}", ok_ids, f"{count} requests: audience ids exact: {ok_ids}")
-        return {"ratio": ratio, "limited": limited}
+        return {"ratio": ratio, "limited": limited, "window": window, "apply": apply}
 
     # 3. incremental cost (and the n-people real run that section 4 reuses)
 
     def first_real(self, kind: str, n: int, fake: FakeTikTok | None = None) -> dict[str, Any]:
         """A first real sync of n people against a no-latency fake: run, store, RSS."""
-        if (kind, n) in self._first_real:
-            return self._first_real[kind, n]
+        key = (self.contender.name, kind, n)
+        if key in self._first_real:
+            return self._first_real[key]
         ds = self.data(n)
         work = self.dir(f"real-{kind}-{n}")
         store = self.new_store(kind, f"real_{n}", work)
@@ -833,18 +1046,26 @@ class Bench:
                 result = go(own)
         else:
             result = go(fake)
-        self._first_real[kind, n] = result
+        self._first_real[key] = result
         return result
 
     def incremental(self) -> None:
         """Per store: a first sync, a re-run of the same snapshot, one with 1% changed."""
         say("\n== 3. Incremental cost: real runs, fake without latency, same store ==")
-        figures: dict[str, dict[str, Any]] = {}
+        rounds = self.args.repeat if self.previous is not None else 1
+        best: dict[str, dict[str, dict[str, Any]]] = {}  # release, store: figures
         for kind in self.stores:
             say(f"  -- {kind} store")
-            got = self._incremental(kind)
-            if got is not None:
-                figures[kind] = got
+            for round_ in range(rounds):
+                for contender in self.contenders():
+                    if self.previous is not None:
+                        say(f"  {contender.name} release, round {round_ + 1} of {rounds}")
+                    with self.measuring(contender):
+                        self._first_real.pop((contender.name, kind, self.n), None)
+                        got = self._incremental(kind)
+                    if got is not None:
+                        keep_best(best.setdefault(contender.name, {}).setdefault(kind, {}), got)
+        figures = best.get(CURRENT.name, {})
         f = self.figure
         self.compare(
             [
@@ -879,6 +1100,26 @@ class Bench:
             f"changed=delete {self.pair(figures, 'delete', '{}')} "
             f"add {self.pair(figures, 'add', '{}')}"
         )
+        if self.previous is None:
+            return
+        rows = (
+            ("dry run, fresh store, wall s", "dry", ".2f", True),
+            ("first sync, real: wall s", "first_wall", ".2f", True),
+            ("  cpu s, target tree", "first_cpu", ".1f", True),
+            ("  cpu s, PostgreSQL server", "first_server", ".1f", False),
+            ("  peak RSS MB, target", "first_rss", ".1f", True),
+            ("re-run, same snapshot: wall s", "rerun_wall", ".2f", True),
+            ("  cpu s, target tree", "rerun_cpu", ".1f", True),
+            ("  peak RSS MB, target", "rerun_rss", ".1f", True),
+            ("re-run, 1% changed: wall s", "changed_wall", ".2f", True),
+            ("  cpu s, target tree", "changed_cpu", ".1f", True),
+        )
+        for kind in self.stores:
+            mine, theirs = figures.get(kind, {}), best.get("previous", {}).get(kind, {})
+            self.versus(
+                f"incremental, {kind}" + (f" (best of {rounds})" if rounds > 1 else ""),
+                [(label, mine.get(k), theirs.get(k), spec, on) for label, k, spec, on in rows],
+            )
 
     def _incremental(self, kind: str) -> dict[str, Any] | None:
         """Section 3 on one store; its figures (None when a run failed)."""
@@ -971,7 +1212,7 @@ class Bench:
             )
         zero = sent2 == 0 and int(rep2.get("requests", -1)) == 0
         per_action = all(actions.get(a, 0) == want[a] for a in want) and set(actions) <= set(want)
-        self.summary.append(
+        self.note(
             f"  incremental, {kind}: first real {r1.wall:.2f} s, dry {local:.2f} s, re-run "
             f"{r2.wall:.2f} s with {sent2} requests; 1% re-run {r3.wall:.2f} s, delete "
             f"{actions.get('delete', 0)}/{want['delete']} add {actions.get('add', 0)}/{want['add']}"
@@ -1021,12 +1262,15 @@ class Bench:
     def memory(self) -> None:
         """Per store: peak RSS of real runs at n/10 and n; store bytes per identifier."""
         say("\n== 4. Memory and disk: real runs (dry_run false) against the fake, no latency ==")
-        figures: dict[str, dict[str, Any]] = {}
+        every: dict[str, dict[str, dict[str, Any]]] = {}  # release, store: figures
         for kind in self.stores:
-            say(f"  -- {kind} store")
-            got = self._memory(kind)
-            if got is not None:
-                figures[kind] = got
+            for contender in self.contenders():
+                say(f"  -- {kind} store" + (f", {contender.name} release" if self.previous else ""))
+                with self.measuring(contender):
+                    got = self._memory(kind)
+                if got is not None:
+                    every.setdefault(contender.name, {})[kind] = got
+        figures = every.get(CURRENT.name, {})
         small_n = max(1, self.n // 10)
         f = self.figure
         self.compare(
@@ -1049,6 +1293,22 @@ class Bench:
             f"tree_pss_ratio={self.pair(figures, 'tree_ratio', '{:.2f}')} "
             f"bytes_per_id={self.pair(figures, 'per_id', '{:.0f}')}"
         )
+        if self.previous is None:
+            return
+        for kind in self.stores:
+            mine, theirs = figures.get(kind, {}), every.get("previous", {}).get(kind, {})
+            rows = (
+                (f"n={small_n:,}: peak RSS MB, target", "small_rss", ".1f", True),
+                ("  tree PSS MB", "small_pss", ".1f", True),
+                (f"n={self.n:,}: peak RSS MB, target", "big_rss", ".1f", True),
+                ("  tree PSS MB", "big_pss", ".1f", True),
+                ("store: bytes per identifier", "per_id", ".1f", True),
+                ("  identifiers stored", "ids", ",d", False),
+            )
+            self.versus(
+                f"memory, {kind}",
+                [(label, mine.get(k), theirs.get(k), spec, on) for label, k, spec, on in rows],
+            )
 
     def _memory(self, kind: str) -> dict[str, Any] | None:
         """Section 4 on one store; its figures (None when a run failed)."""
@@ -1084,7 +1344,7 @@ class Bench:
             f"  store: {per_id:.1f} bytes per identifier (goal <= 150); {ids:,} stored, "
             f"{expected_ids:,} expected ({where})"
         )
-        self.summary.append(
+        self.note(
             f"  memory, {kind}: peak RSS {small.maxrss_mb:.0f} MB at {small_n:,}, "
             f"{big.maxrss_mb:.0f} MB at {self.n:,} (tree PSS {small.tree_pss_mb:.0f} / "
             f"{big.tree_pss_mb:.0f} MB); store {size / 1e6:.1f} MB for {ids:,} ids"
@@ -1113,6 +1373,101 @@ class Bench:
             "ids": ids,
             "per_id": per_id,
         }
+
+    # 5. a composed audience
+
+    def composed(self) -> None:
+        """A composed audience's first sync (dry run) against a simple one of n people.
+
+        Rounds of --repeat, each the simple sync then the composed one, best of each kept;
+        then, with --previous, the composed config once on the previous release, which has
+        no composed audiences and must refuse it with one line.
+        """
+        ds = self.data(self.n)
+        comp = composed_dataset(self.n, self.args.seed, self.cache)
+        a, b = COMPOSED_STREAMS
+        spec = {
+            "audience_name": "Composed",
+            "streams": [a, b],
+            "exclude_streams": [COMPOSED_EXCLUDE],
+        }
+        say(
+            f"\n== 5. Composed audience: {json.dumps(spec)}, first sync, dry run, against a "
+            f"simple sync of {ds.n:,} people =="
+        )
+        say(
+            f"  data: {comp.path.name} ({comp.path.stat().st_size / 1e6:,.1f} MB): streams {a} "
+            f"and {b} of {ds.n // 2:,} people each (those of the simple sync), {COMPOSED_EXCLUDE} "
+            f"of {comp.records - ds.n:,} people ({comp.excluded:,} of them in {a} or {b}); "
+            f"expected members {comp.expected.people:,}, ids {comp.expected.by_schema()}"
+        )
+        work = self.dir("composed")
+        settings = {"audiences": {"composed": spec}}
+        best: dict[str, Run] = {}
+        for round_ in range(self.args.repeat):
+            for name in ("simple", "composed"):
+                simple = name == "simple"
+                data, records = (ds.first, ds.n) if simple else (comp.path, comp.records)
+                label = f"{name}-{round_}"
+                r = self.dry_sync(label, data, work, CURRENT, **({} if simple else settings))
+                if not r.ok:
+                    self.refused(name, r)
+                    return
+                say(f"  {name:<9}{fmt_run(r, records)}")
+                if name == "composed" and round_ == 0:
+                    self.composed_membership(comp, work / label / "dry-run.jsonl", r)
+                if name not in best or r.wall < best[name].wall:
+                    best[name] = r
+        ratio = best["composed"].wall / best["simple"].wall
+        say(
+            f"  composed vs simple: x{ratio:.2f} the time (goal <= {COMPOSED_GOAL})"
+            f"{'' if self.args.repeat == 1 else f'; best of {self.args.repeat}'}"
+        )
+        self.check(
+            "composed time",
+            ratio <= COMPOSED_GOAL,
+            f"composed first sync x{ratio:.2f} a simple one of {ds.n:,} (goal <= {COMPOSED_GOAL})",
+        )
+        self.line["composed"] = f"composed=x{ratio:.2f} simple"
+        if self.previous is not None:
+            r = self.dry_sync("composed-previous", comp.path, work, self.previous, **settings)
+            why = error_line(r)
+            say(f"  previous release on the composed config: exit {r.returncode}: {why}")
+            self.check(
+                "composed refused by the previous release",
+                not r.ok,
+                f"the previous release refuses the composed config (exit {r.returncode})",
+            )
+
+    def refused(self, name: str, r: Run) -> None:
+        """One line for a scenario run that failed, with the target's own error line."""
+        say(f"  {name}: FAILED (exit {r.returncode}): {error_line(r)}")
+        self.summary.append(f"  [FAILED] composed: {name} run exit {r.returncode}: {error_line(r)}")
+        self.verdicts.append((f"composed section: {name} run", False))
+
+    def composed_membership(self, comp: Composed, dry_run: Path, r: Run) -> None:
+        """Check the composed dry run: members reported, ids per type in its add requests."""
+        report = r.report() or {}
+        added = int(report.get("added", -1))
+        sent: Counter[str] = Counter()
+        with dry_run.open() as requests:
+            for line in requests:
+                request = json.loads(line)
+                body = request.get("body") or {}
+                if request.get("path") != "segment/mapping/" or body.get("action") != "add":
+                    continue
+                for row in body["batch_data"]:
+                    sent.update(k for k, slot in zip(body["id_schema"], row, strict=True) if slot)
+        exact = added == comp.expected.people and dict(sent) == comp.expected.by_schema()
+        say(
+            f"  composed: report added {added:,} (expected {comp.expected.people:,}); ids in its "
+            f"add requests {dict(sent)}: {'exact' if exact else 'MISMATCH'}"
+        )
+        self.check(
+            "composed members",
+            exact,
+            f"composed audience holds exactly a and b less x: {exact}",
+        )
 
     # optional: profile
 
@@ -1149,21 +1504,20 @@ class Bench:
             say(f"  (profile kept at {out})")
 
 
-def code_facts() -> str:
+def code_facts(package: Path, checkout: Path, name: str = "code") -> str:
     """Which code is measured: git commit, local changes, a digest of the package sources."""
-    package = Path(os.environ.get("BENCH_PACKAGE_DIR", REPO / "target_tiktok_audiences"))
     digest = hashlib.sha256()
-    for path in sorted(package.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     try:
         head = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             check=False,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "target_tiktok_audiences"],
+            ["git", "-C", str(checkout), "status", "--porcelain", "target_tiktok_audiences"],
             capture_output=True,
             text=True,
             check=False,
@@ -1171,7 +1525,7 @@ def code_facts() -> str:
     except OSError:
         head, dirty = "?", []
     return (
-        f"code: {package} (sources sha256 {digest.hexdigest()[:12]}), git {head or '?'}"
+        f"{name}: {package} (sources sha256 {digest.hexdigest()[:12]}), git {head or '?'}"
         f"{f' + {len(dirty)} uncommitted package file(s)' if dirty else ''}"
     )
 
@@ -1193,13 +1547,7 @@ def freeze(where: Path) -> None:
         x for x in (str(where), os.environ.get("PYTHONPATH")) if x
     )
     os.environ["BENCH_PACKAGE_DIR"] = str(where / "target_tiktok_audiences")
-    imported = subprocess.run(
-        [PYTHON, "-c", "import target_tiktok_audiences as t; print(t.__file__)"],
-        cwd=where.parent,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    imported = imported_package(CURRENT)
     say(f"frozen: package and fake copied to {where}; subprocesses import {imported}")
 
 
@@ -1226,7 +1574,19 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(STORES)} (default both; PostgreSQL is tests/postgres.py's throwaway server)",
     )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=1, help="rounds of section 1 (best kept)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of sections 1 and 5, and of 3 with --previous (best kept)",
+    )
+    parser.add_argument(
+        "--previous",
+        type=Path,
+        metavar="PATH",
+        help="a checkout of the previous release: every section also runs its target, on the "
+        f"same data, and prints each figure for both (goal: this <= {PREVIOUS_GOAL}x previous)",
+    )
     parser.add_argument("--batch-size", type=int, default=5000, help="target batch_size")
     parser.add_argument(
         "--cache",
@@ -1243,6 +1603,8 @@ def main(argv: list[str] | None = None) -> int:
     if not stores or set(stores) - set(STORES) or len(set(stores)) != len(stores):
         parser.error(f"--stores: one or both of {', '.join(STORES)}, got {args.stores!r}")
     stores = [s for s in STORES if s in stores]  # sqlite first: columns in one order
+    if args.previous is not None and not (args.previous / "target_tiktok_audiences").is_dir():
+        parser.error(f"--previous {args.previous}: no target_tiktok_audiences package there")
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         work = args.keep.resolve()
@@ -1258,7 +1620,20 @@ def main(argv: list[str] | None = None) -> int:
     say(f"work dir {work}{' (kept)' if args.keep else ' (removed at the end)'}; data {args.cache}")
     if args.freeze:
         freeze(work / "frozen")
-    say(code_facts())
+    say(
+        code_facts(
+            Path(os.environ.get("BENCH_PACKAGE_DIR", REPO / "target_tiktok_audiences")), REPO
+        )
+    )
+    previous: Contender | None = None
+    if args.previous is not None:
+        previous = previous_contender(args.previous)
+        package = args.previous.resolve() / "target_tiktok_audiences"
+        imported = imported_package(previous)
+        if not Path(imported).is_relative_to(package):
+            say(f"--previous {args.previous}: its runs would import {imported}, not {package}")
+            return 2
+        say(code_facts(package, args.previous, "previous") + f"; its runs import {imported}")
     # SIGTERM unwinds like Ctrl-C, so the finally below still stops the PostgreSQL server.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     postgres: BenchPostgres | None = None
@@ -1273,7 +1648,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"PostgreSQL server did not start: {exc}")
                 return 2
             say(postgres.facts())
-        bench = Bench(args, work, args.cache, stores, postgres)
+        bench = Bench(args, work, args.cache, stores, postgres, previous)
         bench.data(args.n)
         for section in (*SECTIONS, *OPTIONAL_SECTIONS):
             if section in only:
@@ -1301,9 +1676,11 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(f"stores={'|'.join(stores)}")
     parts += [
         bench.line[k]
-        for k in ("target", "baseline", "floor", "pacing", "rerun", "memory")
+        for k in ("target", "baseline", "floor", "pacing", "rerun", "memory", "composed")
         if k in bench.line
     ]
+    if bench.ratios:
+        parts.append(f"vs_previous=max x{max(bench.ratios):.3f} of {len(bench.ratios)} figures")
     say(" ".join(parts))
     return 0 if not missed else 1
 

@@ -6,7 +6,8 @@ identifier encodes the person's index, so all normalised values are distinct and
 construction, and the expected number of ids per TikTok id type is known without hashing.
 
 Two files per (n, seed): the first snapshot, and the same snapshot with 1% of people changed
-(half of them a new email for an existing id, half brand-new ids appended).
+(half of them a new email for an existing id, half brand-new ids appended). A third, on request,
+feeds one composed audience (see Composed).
 """
 
 from __future__ import annotations
@@ -211,6 +212,84 @@ def _write(path: Path, n: int, seed: int, *, moved_every: int = 0, extra: int = 
         out.write(json.dumps(state, separators=(",", ":")) + "\n")
     tmp.replace(path)
     return Expected(n + extra, *counts)
+
+
+COMPOSED_STREAMS = ("a", "b")  # the two included streams of the composed scenario
+COMPOSED_EXCLUDE = "x"  # its exclusion stream
+EXCLUDED_EVERY = 20  # every 20th person of a and b is also in x: half of x's n/10 people
+
+
+@dataclass
+class Composed:
+    """One audience from streams a (people 0..n/2-1) and b (n/2..n-1), less stream x.
+
+    x holds n/10 people: every EXCLUDED_EVERY-th person of a and b (the same record) and as
+    many people found nowhere else. The people of a and b are those of `dataset(n, seed)`'s
+    first snapshot, record for record, so a composed sync reads the same people as a simple
+    one plus the exclusion stream. `expected` counts the members: a and b less x.
+    """
+
+    n: int
+    path: Path
+    expected: Expected
+    excluded: int  # people of a and b that x excludes
+    records: int  # every RECORD in the file
+    seconds: float
+
+
+def _schema_line(stream: str) -> str:
+    return json.dumps({**_SCHEMA, "stream": stream}, separators=(",", ":")) + "\n"
+
+
+def composed_dataset(n: int, seed: int, cache_dir: Path) -> Composed:
+    """The composed scenario's Singer file for (n, seed), generated unless already cached."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"composed-v{GENERATOR_VERSION}-n{n}-s{seed}.singer"
+    meta_path = path.with_suffix(".json")
+    started = time.monotonic()
+    if not (meta_path.exists() and path.exists()):
+        rng = random.Random(seed)
+        members, excluded_counts = [0, 0, 0, 0], [0, 0, 0, 0]
+        to_x: list[str] = []
+        retag = '"stream":"' + STREAM + '"'
+        tmp = path.with_suffix(".tmp")
+        half = n // 2
+        with tmp.open("w", encoding="utf-8", buffering=1 << 20) as out:
+            for stream in (*COMPOSED_STREAMS, COMPOSED_EXCLUDE):
+                out.write(_schema_line(stream))
+            for i in range(n):
+                excluded = i % EXCLUDED_EVERY == 0
+                line = _person(i, rng, False, excluded_counts if excluded else members)
+                stream = COMPOSED_STREAMS[i >= half]
+                out.write(line.replace(retag, f'"stream":"{stream}"', 1))
+                if excluded:
+                    to_x.append(line.replace(retag, f'"stream":"{COMPOSED_EXCLUDE}"', 1))
+            outsiders = max(0, n // 10 - len(to_x))
+            scratch = [0, 0, 0, 0]
+            to_x += [
+                _person(i, rng, False, scratch).replace(retag, f'"stream":"{COMPOSED_EXCLUDE}"', 1)
+                for i in range(n, n + outsiders)
+            ]
+            out.write("".join(to_x))
+            state = {"type": "STATE", "value": {"bookmarks": {"composed": {"last_id": n - 1}}}}
+            out.write(json.dumps(state, separators=(",", ":")) + "\n")
+        tmp.replace(path)
+        excluded_people = len(range(0, n, EXCLUDED_EVERY))
+        meta = {
+            "expected": asdict(Expected(n - excluded_people, *members)),
+            "excluded": excluded_people,
+            "records": n + len(to_x),
+        }
+        meta_path.write_text(json.dumps(meta))
+    meta = json.loads(meta_path.read_text())
+    return Composed(
+        n,
+        path,
+        Expected(**meta["expected"]),
+        meta["excluded"],
+        meta["records"],
+        time.monotonic() - started,
+    )
 
 
 def dataset(n: int, seed: int, cache_dir: Path) -> Dataset:
