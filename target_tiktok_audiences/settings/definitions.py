@@ -241,8 +241,8 @@ class Resolver:
             if reading:
                 msg = (
                     f"`{where}` has `streams` and sets `{reading[0]}`: how a stream is read "
-                    f"belongs to the stream; set it in `sources.<stream>` for each of its "
-                    "streams (or at the top level)"
+                    "belongs to the stream; set it in `sources` (`sources.<stream>` for each "
+                    "of its streams), or at the top level"
                 )
                 raise ConfigError(msg)
         excluded = _stream_list(spec.get("exclude_streams") or [])
