@@ -15,7 +15,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from target_tiktok_audiences.accounting import DUPLICATE, StreamProgress
 from target_tiktok_audiences.people import NO_CONSENT_REASON, Selection
+from target_tiktok_audiences.policies import POLICIES, Policy
 from target_tiktok_audiences.settings import (
     AudienceDefinition,
     AudienceSettings,
@@ -24,14 +26,7 @@ from target_tiktok_audiences.settings import (
 from target_tiktok_audiences.settings.definitions import SPLIT_PLACEHOLDER
 from target_tiktok_audiences.settings.resolve import tiktok_audience_name
 from target_tiktok_audiences.store import PlanSummary, SourceRow
-from target_tiktok_audiences.sync import (
-    DUPLICATE,
-    POLICIES,
-    AudienceSync,
-    Policy,
-    RunContext,
-    StreamProgress,
-)
+from target_tiktok_audiences.sync import AudienceSync, RunContext
 
 EXCLUDED = "excluded"
 FILTERED = "filtered"
@@ -123,12 +118,16 @@ class SourceSync:
         self.awaits_audiences = False
         # Whether every snapshot of this stream in the run was complete: removals wait for it.
         self.complete = True
-        self.label = f"(the audiences of stream {source.stream})"
 
     @property
     def group(self) -> int:
         """Where the sink stages the stream's people: the source's own group."""
         return self.source.group
+
+    @property
+    def label(self) -> str:
+        """How logs name what the stream is synced into."""
+        return f"(the audiences of stream {self.source.stream})"
 
     def apply(self, *, complete: bool) -> None:
         """Remember what is staged as the stream's source, and count its records' fate.

@@ -8,14 +8,30 @@ sync (`sync.py`) plans, guards, sends and confirms what was staged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from singer_sdk.sinks import BatchSink
 
+from target_tiktok_audiences.composed import SourceSync
 from target_tiktok_audiences.people import Hashed, PeopleQueue, RecordSpec
+from target_tiktok_audiences.reporting import Progress
+from target_tiktok_audiences.sync import StreamSync
+from target_tiktok_audiences.workers import Workers
 
 if TYPE_CHECKING:
     from target_tiktok_audiences.target import TargetTikTokAudiences
+
+
+@dataclass(frozen=True)
+class StreamContext:
+    """Everything a sink works with, handed to it by the target when the SDK makes it."""
+
+    sync: StreamSync | SourceSync  # what the sink stages for
+    workers: Workers
+    progress: Progress  # the run's progress lines
+    line_number: Callable[[], int | None]  # the input line being read
 
 
 class IgnoredStreamSink(BatchSink):
@@ -42,8 +58,10 @@ class AudienceSink(BatchSink):
         key_properties: list[str] | None,
     ) -> None:
         super().__init__(target, stream_name, schema, key_properties)
-        self.owner = target
-        self.sync = target.sync_of(stream_name, tuple(self.key_properties or ()))
+        self.context = context = target.stream_context(
+            stream_name, tuple(self.key_properties or ())
+        )
+        self.sync = context.sync
         self.policy = self.sync.policy
         self.store = self.sync.store
         settings = self.sync.reading
@@ -58,10 +76,7 @@ class AudienceSink(BatchSink):
         )
         self.progress = self.sync.progress
         # Builds the extractor: a bad identifier_fields mapping fails here, before any record.
-        self.people = PeopleQueue(target.workers, spec, self.progress.totals["records"])
-        # A new SCHEMA replaced an earlier sink of this stream: its records come first.
-        for earlier in target.archived_sinks(stream_name):
-            target.drain_one(earlier)
+        self.people = PeopleQueue(context.workers, spec, self.progress.totals["records"])
 
     # The SDK's defaults would drop `_sdc_deleted_at`, validate records we do not store and
     # parse timestamps we never read: we only look at identifier, key and flag fields.
@@ -114,7 +129,7 @@ class AudienceSink(BatchSink):
     def process_record(self, record: dict, context: dict) -> None:
         """Read one record's key, exit signals and identifier values; hashing comes later."""
         self._count_records(1)
-        hashed = self.people.add(record, self.owner.message_reader.line_number)
+        hashed = self.people.add(record, self.context.line_number())
         if hashed is not None:
             self._stage(hashed)
 
@@ -130,7 +145,7 @@ class AudienceSink(BatchSink):
             self._stage(hashed)
 
     def _count_records(self, count: int) -> None:
-        self.owner.progress.records_read(count)
+        self.context.progress.records_read(count)
         progress = self.progress
         progress.records_since_close += count
         progress.records_since_version += count
@@ -156,39 +171,11 @@ class AudienceSink(BatchSink):
     # Snapshot boundaries
 
     def activate_version(self, new_version: int) -> None:
-        """Close the snapshot when records came since the last version, or it repeats."""
-        if not self.policy.snapshot:
-            return
-        repeat = self.progress.seen_version and self.progress.last_version == new_version
-        if self.progress.records_since_version or repeat:
-            self.sync.apply(complete=True)
-        self.progress.records_since_version = 0
-        self.progress.seen_version = True
-        self.progress.last_version = new_version
+        """An ACTIVATE_VERSION of the stream: what it means is the stream's policy's."""
+        self.policy.on_version(self.sync, self.progress, new_version)
 
     def finish_input(self, *, end_proves_snapshot: bool) -> None:
-        """End of input: apply an open snapshot, or say why the audience is left alone."""
-        if not self.policy.snapshot:
-            return
-        if self.progress.records_since_close:
-            if end_proves_snapshot:
-                self.sync.apply(complete=True)
-            else:
-                self.owner.logger.warning(
-                    "Stream %s ended without ACTIVATE_VERSION%s and snapshot_end is "
-                    "activate_version: adding new people but removing nobody.",
-                    self.stream_name,
-                    " after its records (its tap sends one only before them, as singer-sdk "
-                    "taps do: set snapshot_end to end_of_input for it)"
-                    if self.progress.seen_version
-                    else "",
-                )
-                self.sync.apply(complete=False)
-        elif not self.progress.closed_any:
-            self.owner.logger.warning(
-                "Stream %s sent no records and no closing ACTIVATE_VERSION: audience %s left "
-                "alone (an incremental tap with nothing new looks like this; an empty snapshot "
-                "must end with ACTIVATE_VERSION).",
-                self.stream_name,
-                self.sync.label,
-            )
+        """The end of the input: what it means is the stream's policy's."""
+        self.policy.on_end(
+            self.sync, self.progress, self.logger, self.stream_name, end_proves=end_proves_snapshot
+        )

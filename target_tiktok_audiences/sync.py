@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from target_tiktok_audiences.accounting import StreamProgress, count_apply, stream_report
 from target_tiktok_audiences.audiences import (
     audience_deleted,
     check_unknown_audience,
@@ -27,16 +27,14 @@ from target_tiktok_audiences.errors import (
     TargetError,
     TikTokAPIError,
 )
-from target_tiktok_audiences.people import NO_CONSENT_REASON, Selection
-from target_tiktok_audiences.planning import removal_refusal, should_hold
+from target_tiktok_audiences.people import Selection
+from target_tiktok_audiences.policies import POLICIES
 from target_tiktok_audiences.reporting import Progress
 from target_tiktok_audiences.settings import AudienceSettings
 from target_tiktok_audiences.store import MembershipStore, PlanSummary, SourceRow
 from target_tiktok_audiences.tiktok.codes import NOT_FOUND
 from target_tiktok_audiences.tiktok.http import TikTokClient
 from target_tiktok_audiences.tiktok.mapping import Batch
-
-DUPLICATE = "duplicate"
 
 
 @dataclass(frozen=True)
@@ -51,56 +49,30 @@ class RunContext:
     rebuild_when_store_empty: bool
 
 
-class SnapshotPolicy:
-    """A stream's records in one run are the whole audience, once the snapshot is complete.
+def should_hold(people: int, min_audience_size: int, *, uploaded: bool) -> bool:
+    """Hold a first upload until the audience has `min_audience_size` people."""
+    return not uploaded and people < min_audience_size
 
-    Nothing is sent before then: removals come only from a whole snapshot, and the removal
-    guard can refuse the sync before anything is sent.
+
+def removal_refusal(
+    summary: PlanSummary, max_removal_fraction: float, *, first_sync: bool, label: str
+) -> str | None:
+    """The one-line reason to refuse a snapshot sync that removes too many, or None.
+
+    The guard counts people who leave, against the audience's confirmed people. It does not
+    apply to an audience's first sync (nobody is confirmed yet).
     """
-
-    snapshot = True
-    applies_on_drain = False
-
-    def whole(self, *, complete: bool) -> bool:
-        """Whether people absent from the staged records leave."""
-        return complete
-
-
-class IncrementalPolicy:
-    """Each record is a change for one person; a drain's changes are sent at once."""
-
-    snapshot = False
-    applies_on_drain = True
-
-    def whole(self, *, complete: bool) -> bool:
-        """Absent people never leave: removals are explicit records."""
-        return False
-
-
-Policy = SnapshotPolicy | IncrementalPolicy
-POLICIES: dict[str, Policy] = {"snapshot": SnapshotPolicy(), "incremental": IncrementalPolicy()}
-
-
-@dataclass
-class StreamProgress:
-    """One stream's progress through a run; outlives a sink replaced by a new SCHEMA.
-
-    `totals` counts for the report, where every record read is counted once (see
-    `AudienceSync.report_counts`). `staged_rows`: records staged since the last apply.
-    """
-
-    records_since_close: int = 0
-    records_since_version: int = 0
-    staged_rows: int = 0
-    last_version: int | None = None
-    seen_version: bool = False
-    closed_any: bool = False
-    skipped: Counter[str] = field(default_factory=Counter)
-    invalid: Counter[str] = field(default_factory=Counter)
-    totals: Counter[str] = field(default_factory=Counter)
-    # Records each selection of the stream (by its text) did not pick: `filtered`.
-    filtered: Counter[str] = field(default_factory=Counter)
-    seconds: float = 0.0
+    if first_sync or summary.confirmed == 0 or summary.left == 0:
+        return None
+    fraction = summary.left / summary.confirmed
+    if fraction <= max_removal_fraction:
+        return None
+    return (
+        f"refusing to sync audience {label}: the snapshot would remove {summary.left} of "
+        f"{summary.confirmed} people ({fraction * 100:.1f}%), over max_removal_fraction "
+        f"{max_removal_fraction:g}. If the source really shrank, raise max_removal_fraction "
+        "(1.0 turns the guard off) and re-run; nothing was sent."
+    )
 
 
 class AudienceSync:
@@ -269,41 +241,8 @@ class AudienceSync:
         held: int | None = None,
         summary: PlanSummary | None = None,
     ) -> None:
-        """Count one apply's records: people held, or sent (`summary`), leavers, repeats.
-
-        `tally` is (people, leavers, leavers for want of consent) among the records staged
-        since the last apply, each person's last record only: the other records are
-        duplicates. Leavers for want of consent count as `no_consent`, the other leavers as
-        `removed`; a sent plan also removes its absent people. `carried` counts the people
-        held or sent (in `held` or `added`) whose records came in an earlier run: the
-        people placed less this apply's members and those held by an earlier apply of this
-        run. A negative difference is people held earlier in this run whose records came
-        again: duplicates too.
-        """
-        totals, skipped = self.progress.totals, self.progress.skipped
-        people, leavers, no_consent = tally
-        duplicates = self.progress.staged_rows - people
-        if no_consent:
-            skipped[NO_CONSENT_REASON] += no_consent
-        totals["removed"] += leavers - no_consent
-        totals["removal_records"] += leavers - no_consent
-        if summary is None:
-            placed = held or 0
-        else:
-            placed = summary.joined + summary.changed + summary.unchanged
-            totals["added"] += summary.joined
-            totals["changed"] += summary.changed
-            totals["unchanged"] += summary.unchanged
-            totals["removed"] += summary.absent
-            totals["absent"] += summary.absent
-        carried = placed - (people - leavers) - totals["held"]
-        totals["held"] = held or 0
-        if carried < 0:
-            duplicates -= carried
-        else:
-            totals["carried"] += carried
-        if duplicates:
-            skipped[DUPLICATE] += duplicates
+        """Count one apply's records (see `accounting.count_apply`)."""
+        count_apply(self.progress, tally, held=held, summary=summary)
 
     def _send(self, audience: int, summary: PlanSummary) -> None:
         """Deletes, then adds, each confirmed in the store batch by batch."""
@@ -353,39 +292,8 @@ class AudienceSync:
     # Reporting
 
     def report_counts(self) -> dict[str, Any]:
-        """Counts for the run report and the store's last-sync record.
-
-        Every record read counts once, so that, with S the sum of `skipped`:
-
-            records = added + changed + unchanged + held + removed + S - absent - carried
-
-        `records`: the stream's RECORD messages this audience's sink received in this run.
-        A record counts as the person it adds, changes, leaves unchanged or holds; as a
-        removal (`_sdc_deleted_at`, membership false), in `removed`, whether or not the
-        person was a member; or in `skipped` by reason (a person's earlier records in one
-        apply as `duplicate`: the last one wins; consent false, missing or null as
-        `no_consent`, even where it removes a member). Two counts in the report are people
-        rather than records, and the sum takes them out again: `absent`, the people a
-        complete snapshot removes because no record of theirs was staged (in `removed`; a
-        skipped record stages nothing), and `carried`, the people held by an earlier run
-        and now held again or sent (in `held` or `added`). `held` is the people waiting
-        for `min_audience_size` after the last apply.
-        """
-        totals = self.progress.totals
-        return {
-            "records": totals["records"],
-            "added": totals["added"],
-            "removed": totals["removed"],
-            "changed": totals["changed"],
-            "unchanged": totals["unchanged"],
-            "held": totals["held"],
-            "absent": totals["absent"],
-            "carried": totals["carried"],
-            "skipped": dict(self.progress.skipped),
-            "invalid_values": dict(self.progress.invalid),
-            "requests": totals["requests"],
-            "seconds": round(self.progress.seconds, 3),
-        }
+        """Counts for the run report and the store's last-sync record (see `accounting`)."""
+        return stream_report(self.progress)
 
 
 class StreamSync(AudienceSync):

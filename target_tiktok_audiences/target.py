@@ -14,7 +14,6 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from types import FrameType
@@ -36,15 +35,6 @@ from singer_sdk.plugin_base import _ConfigInput, _plugin_log_level
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.sinks import Sink
 
-from target_tiktok_audiences.composed import (
-    ComposedSync,
-    SourceSync,
-    composed_settings,
-    is_plain,
-    selection_of,
-    selection_text,
-    unassigned_counts,
-)
 from target_tiktok_audiences.console import (
     discard_stdout,
     install_stderr_scrubber,
@@ -53,9 +43,9 @@ from target_tiktok_audiences.console import (
 from target_tiktok_audiences.errors import ConfigError, InputError, TargetError
 from target_tiktok_audiences.reader import SafeSingerReader, record_of
 from target_tiktok_audiences.redaction import mask_url
-from target_tiktok_audiences.reporting import Progress, audience_line
+from target_tiktok_audiences.reporting import Progress
+from target_tiktok_audiences.run import AudienceRun
 from target_tiktok_audiences.settings import (
-    AudienceDefinition,
     AudienceSettings,
     RunSettings,
     check_env_values,
@@ -69,10 +59,10 @@ from target_tiktok_audiences.settings import (
     resolve_definitions,
     resolve_settings,
 )
-from target_tiktok_audiences.sharing import SharingError, share_and_extend
-from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink
-from target_tiktok_audiences.store import AudienceRow, MembershipStore
-from target_tiktok_audiences.sync import RunContext, StreamProgress, StreamSync
+from target_tiktok_audiences.sharing import SharingError
+from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink, StreamContext
+from target_tiktok_audiences.store import MembershipStore
+from target_tiktok_audiences.sync import RunContext
 from target_tiktok_audiences.tiktok.dry_run import DryRunClient
 from target_tiktok_audiences.tiktok.http import TikTokClient
 from target_tiktok_audiences.workers import Workers
@@ -113,9 +103,6 @@ class TargetTikTokAudiences(Target):
         self.definitions = resolve_definitions(self.config)
         self._settings: dict[str, AudienceSettings | None] = {}
         self._streams_by_audience: dict[tuple[str, ...], str] = {}
-        self._progress: dict[str, StreamProgress] = {}
-        self._syncs: dict[str, StreamSync | SourceSync] = {}
-        self._composed: dict[tuple[str, str | None], ComposedSync] = {}
         self._held_state = False
         self._told_dry_run_state = False
         # Looked up once, not per record: the SDK's `config` wraps the settings on every read.
@@ -259,124 +246,26 @@ class TargetTikTokAudiences(Target):
             rebuild_when_store_empty=self.run_settings.rebuild_when_store_empty,
         )
 
-    def sync_of(self, stream: str, key_properties: tuple[str, ...]) -> StreamSync | SourceSync:
-        """What a new sink of `stream` stages for: its simple audience, or its source.
+    @cached_property
+    def audiences(self) -> AudienceRun:
+        """The run's syncs, by stream and by composed audience."""
+        return AudienceRun(self.run, self.definitions, self.run_settings, self.audience_settings)
 
-        A stream that is a simple audience's (its key, nothing composed, and no other
-        audience filters it) is synced by that audience; any other stream is read into its
-        source for the composed audiences it feeds or excludes from, synced once the input
-        has ended. The stream's progress is shared by every sink it gets in this run.
+    def stream_context(self, stream: str, key_properties: tuple[str, ...]) -> StreamContext:
+        """What a new sink of `stream` works with: its sync, the workers, the run's progress.
+
+        A new SCHEMA replaced an earlier sink of the stream: the earlier sink's records are
+        drained first, so they come before the new sink's.
         """
-        definitions = self.definitions.audiences_of(stream)
-        dependents = [
-            row.id for d in definitions if not self._is_plain(d) for row in self._rows_of(d)
-        ]
-        progress = self._progress.setdefault(stream, StreamProgress())
-        run = self.run_settings
-        sync: StreamSync | SourceSync
-        if any(self._is_plain(d) for d in definitions):
-            settings = self.audience_settings(stream)
-            if settings is None:
-                msg = f"stream {stream!r} has no audience"
-                raise TargetError(msg)
-            sync = StreamSync(
-                self.run,
-                settings,
-                progress,
-                key_properties=key_properties,
-                lock_timeout=run.store_lock_timeout,
-                allow_key_change=run.allow_key_change,
-                dependents=dependents,
-            )
-        else:
-            selections = {
-                selection_text(d): (selection_of(d), selection_text(d))
-                for d in definitions
-                if stream in d.streams and selection_text(d)
-            }
-            sync = SourceSync(
-                self.run,
-                self.store.source(stream),
-                self.definitions.source(stream),
-                progress,
-                dependents,
-                [(sel, text, self.store.source(stream, text)) for sel, text in selections.values()],
-            )
-        self._syncs[stream] = sync
-        return sync
-
-    def _is_plain(self, definition: AudienceDefinition) -> bool:
-        """Synced straight from its stream's sink: simple, and its stream filtered by nobody."""
-        if not is_plain(definition):
-            return False
-        stream = definition.streams[0]
-        return not any(
-            selection_text(d) and stream in d.streams for d in self.definitions.audiences_of(stream)
+        for earlier in self._sinks_to_clear:
+            if earlier.stream_name == stream and earlier.current_size:
+                self.drain_one(earlier)
+        return StreamContext(
+            sync=self.audiences.sync_of(stream, key_properties),
+            workers=self.workers,
+            progress=self.progress,
+            line_number=lambda: self.message_reader.line_number,
         )
-
-    def _rows_of(self, definition: AudienceDefinition) -> list[Any]:
-        """The store's audiences of a composed definition known so far (one per split value)."""
-        if definition.split_by is None:
-            return [self._composed_sync(definition, None).row]
-        return self.store.audiences_of_key(definition.key)
-
-    def _composed_sync(self, definition: AudienceDefinition, split: str | None) -> ComposedSync:
-        """The sync of a composed audience (of one split value), made and locked on first use."""
-        sync = self._composed.get((definition.key, split))
-        if sync is None:
-            text = selection_text(definition)
-            sync = self._composed[(definition.key, split)] = ComposedSync(
-                self.run,
-                composed_settings(definition, split),
-                lock_timeout=self.run_settings.store_lock_timeout,
-                included=[self.store.source(s, text) for s in definition.streams],
-                excluded=[self.store.source(s) for s in definition.exclude_streams],
-                streams=[self._progress.setdefault(s, StreamProgress()) for s in definition.streams]
-                if split is None
-                else [],
-                composition=definition.streams,
-                selection=text,
-                split=split,
-            )
-        return sync
-
-    def _sync_composed(self) -> None:
-        """Once the input has ended: sync each composed audience that needs it.
-
-        One needs it when one of its streams was applied in this run, or when its last
-        sync did not finish (dirty). Removals wait for every snapshot of its streams in this
-        run to be complete. Under `split_by`, each value its sources now have is an audience
-        (created on first sight), and so is each value the store knows: one no longer seen
-        is emptied, through the removal guard.
-        """
-        for definition in self.definitions.audiences.values():
-            if self._is_plain(definition):
-                continue
-            streams = (*definition.streams, *definition.exclude_streams)
-            came = any(self._progress[s].closed_any for s in streams if s in self._progress)
-            if not came and not self.store.is_dirty(definition.key):
-                continue
-            complete = all(
-                sync.complete for s in streams if isinstance(sync := self._syncs.get(s), SourceSync)
-            )
-            values: Sequence[str | None] = [None]
-            if definition.split_by is not None:
-                text = selection_text(definition)
-                seen = {
-                    value
-                    for s in definition.streams
-                    for value in self.store.split_values(self.store.source(s, text))
-                }
-                known = {r.split_value for r in self.store.audiences_of_key(definition.key)}
-                values = sorted(v for v in seen | known if v is not None)
-            for value in values:
-                self._composed_sync(definition, value).sync(complete=complete)
-        for sync in self._syncs.values():
-            sync.awaits_audiences = False
-
-    def archived_sinks(self, stream: str) -> list[Sink]:
-        """Sinks of a stream that a new SCHEMA replaced and that still hold records."""
-        return [s for s in self._sinks_to_clear if s.stream_name == stream and s.current_size]
 
     def _audience_sinks(self) -> list[AudienceSink]:
         return [s for s in self._sinks_active.values() if isinstance(s, AudienceSink)]
@@ -437,10 +326,10 @@ class TargetTikTokAudiences(Target):
         for sink in self._audience_sinks():
             self.drain_one(sink)
             sink.finish_input(end_proves_snapshot=end_proves)
-        self._sync_composed()
-        refused = self._share_and_extend()
+        self.audiences.sync_composed()
+        refused = self.audiences.share_and_extend()
         super().process_endofpipe()
-        self._report()
+        self.audiences.report()
         self.workers.close()
         self.client.close()
         self.store.close()
@@ -487,52 +376,6 @@ class TargetTikTokAudiences(Target):
         self._held_state = False
         sys.stdout.write(state + "\n")
         sys.stdout.flush()
-
-    def _share_and_extend(self) -> list[str]:
-        """Shares and lookalikes of the audiences synced in this run; each refusal's reason."""
-        synced: dict[str, list[AudienceRow]] = {}
-        for sync in self._syncs.values():
-            if isinstance(sync, StreamSync):
-                synced.setdefault(sync.settings.stream, []).append(sync.row)
-        for (key, _), composed in self._composed.items():
-            synced.setdefault(key, []).append(composed.row)
-        refused: list[str] = []
-        for definition in self.definitions.audiences.values():
-            if definition.share_with_advertiser_ids or definition.lookalike:
-                rows = [self.store.get_audience(r.id) for r in synced.get(definition.key, [])]
-                refused += share_and_extend(self.client, self.store, definition, rows)
-        return refused
-
-    def _report(self) -> None:
-        """One line per audience on stderr: simple ones, then composed ones."""
-        for sink in self._audience_sinks():
-            if isinstance(sink.sync, StreamSync):
-                self.logger.info(
-                    audience_line(
-                        sink.sync.settings.label,
-                        sink.stream_name,
-                        sink.sync.report_counts(),
-                        dry_run=self.dry_run,
-                    )
-                )
-        for definition in self.definitions.audiences.values():
-            synced = [
-                sync
-                for (key, _), sync in self._composed.items()
-                if key == definition.key and sync.progress.closed_any
-            ]
-            for sync in synced:
-                self._report_line(sync.settings.label, definition.key, sync.report_counts())
-            if definition.split_by is not None and synced:
-                streams = [
-                    self._progress.setdefault(s, StreamProgress()) for s in definition.streams
-                ]
-                counts = [sync.report_counts() for sync in synced]
-                rest = unassigned_counts(streams, selection_text(definition), counts)
-                self._report_line(str(definition.audience_name), definition.key, rest)
-
-    def _report_line(self, label: str, key: str, counts: dict[str, Any]) -> None:
-        self.logger.info(audience_line(label, key, counts, dry_run=self.dry_run))
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
         """Stop at once on SIGTERM: unconfirmed work is redone by the next run, never guessed."""

@@ -23,13 +23,13 @@ from hypothesis import strategies as st
 
 from target_tiktok_audiences.errors import ConfigError, StoreError
 from target_tiktok_audiences.identifiers import SLOTS
-from target_tiktok_audiences.planning import removal_refusal, should_hold
 from target_tiktok_audiences.store import (
     SCHEMA_VERSION,
     MembershipStore,
     PlanSummary,
     Staged,
 )
+from target_tiktok_audiences.sync import removal_refusal, should_hold
 from target_tiktok_audiences.tiktok.mapping import Batch, batch_json, mapping_body, mapping_json
 from target_tiktok_audiences.workers import Workers
 from tests.conftest import downgrade_sql
