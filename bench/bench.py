@@ -1573,6 +1573,24 @@ def code_facts(package: Path, checkout: Path, name: str = "code") -> str:
     )
 
 
+def proven(contender: Contender, package: Path, checkout: Path, name: str) -> bool:
+    """Print which code a contender's runs measure; False if they would import another package.
+
+    A venv installed from another checkout would otherwise measure that checkout's code under
+    this one's name.
+    """
+    imported = imported_package(contender)
+    if not Path(imported).is_relative_to(package.resolve()):
+        fix = ": run with this checkout's venv (pip install -e), or --freeze"
+        say(
+            f"{name}: its runs would import {imported}, not {package}"
+            + (fix if contender is CURRENT else "")
+        )
+        return False
+    say(code_facts(package, checkout, name) + f"; its runs import {imported}")
+    return True
+
+
 def freeze(where: Path) -> None:
     """Copy the package and the fake to `where` and make every subprocess import that copy."""
     global FAKE_SCRIPT
@@ -1663,20 +1681,15 @@ def main(argv: list[str] | None = None) -> int:
     say(f"work dir {work}{' (kept)' if args.keep else ' (removed at the end)'}; data {args.cache}")
     if args.freeze:
         freeze(work / "frozen")
-    say(
-        code_facts(
-            Path(os.environ.get("BENCH_PACKAGE_DIR", REPO / "target_tiktok_audiences")), REPO
-        )
-    )
+    package = Path(os.environ.get("BENCH_PACKAGE_DIR", REPO / "target_tiktok_audiences"))
+    if not proven(CURRENT, package, REPO, "code"):
+        return 2
     previous: Contender | None = None
     if args.previous is not None:
         previous = previous_contender(args.previous)
         package = args.previous.resolve() / "target_tiktok_audiences"
-        imported = imported_package(previous)
-        if not Path(imported).is_relative_to(package):
-            say(f"--previous {args.previous}: its runs would import {imported}, not {package}")
+        if not proven(previous, package, args.previous, "previous"):
             return 2
-        say(code_facts(package, args.previous, "previous") + f"; its runs import {imported}")
     # SIGTERM unwinds like Ctrl-C, so the finally below still stops the PostgreSQL server.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     postgres: BenchPostgres | None = None
