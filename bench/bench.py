@@ -1,6 +1,7 @@
 """Benchmark of target-tiktok-audiences (issues 5, 14): throughput, pacing, incremental, memory.
 
     .venv/bin/python bench/bench.py [--n 1000000] [--only local,pacing,incremental,memory,composed]
+                                    [--only first-sync] [--only profile]
                                     [--previous PATH] [--keep DIR] [--repeat R] [--seed S]
 
 Every comparison runs side by side in one invocation (the machine may be shared, so absolute
@@ -70,7 +71,7 @@ TOKEN = "bench-token"
 SECTIONS = ("local", "pacing", "incremental", "memory", "composed")
 STORES = ("sqlite", "postgresql")
 STORE_SECTIONS = ("incremental", "memory")  # run once per store in --stores
-OPTIONAL_SECTIONS = ("profile",)
+OPTIONAL_SECTIONS = ("first-sync", "profile")
 PROFILE_PEOPLE = 100_000
 HASH_CHECK_RECORDS = 2000  # section 1: records whose baseline hashes are compared with the target's
 PACING_REQUESTS = (40, 200)  # section 2: one real run per count of mapping requests
@@ -770,8 +771,7 @@ class Bench:
         say("\n== 1. Local throughput: first sync, everyone new, Singer file on stdin ==")
         ds = self.data(self.n)
         work = self.dir("local")
-        baseline_config = work / "baseline.json"
-        baseline_config.write_text("{}")
+        (work / "baseline.json").write_text("{}")
         compared, differ = baseline_mismatches(ds.first)
         say(f"  baseline hashes vs the target's, first {compared:,} records: {differ} differ")
         self.check(
@@ -780,38 +780,10 @@ class Bench:
             f"baseline hashes the first {compared:,} records as the target does: {differ} "
             "differ (goal 0)",
         )
-        best: dict[str, Run] = {}
-        once_a_second = 10  # PSS samples: the same light monitoring for all of them
-        releases = {"target": CURRENT, "previous": self.previous}
         names = ["floor", "target", *(["previous"] if self.previous else []), "baseline"]
-        for round_ in range(self.args.repeat):
-            for name in names:
-                label = f"{name}-{round_}"
-                contender = releases.get(name)
-                if name == "floor":
-                    cmd = [PYTHON, str(BENCH_DIR / "bare_loop.py")]
-                    r = run(label, cmd, ds.first, work, pss_every=once_a_second)
-                elif contender is not None:
-                    r = self.dry_sync(label, ds.first, work, contender, pss_every=once_a_second)
-                else:
-                    cmd = [PYTHON, str(BENCH_DIR / "baseline_target.py"), "--config"]
-                    r = run(
-                        label,
-                        [*cmd, str(baseline_config)],
-                        ds.first,
-                        work,
-                        pss_every=once_a_second,
-                    )
-                if not r.ok:
-                    self.failed("local", r)
-                    return
-                say(f"  {name:<9}{fmt_run(r, ds.n)}")
-                if contender is not None:
-                    report = r.report()
-                    if report is None or int(report["added"]) != ds.expected.people:
-                        say(f"  target report does not show {ds.expected.people:,} added: {report}")
-                if name not in best or r.wall < best[name].wall:
-                    best[name] = r
+        best = self.rounds("local", names, ds, work)
+        if best is None:
+            return
         floor, target, baseline = best["floor"], best["target"], best["baseline"]
         speedup = baseline.wall / target.wall
         slowdown = target.wall / floor.wall
@@ -837,16 +809,87 @@ class Bench:
         self.line["baseline"] = f"baseline={rate(ds.n, baseline.wall):,.0f} rec/s (x{speedup:.2f})"
         self.line["floor"] = f"floor={rate(ds.n, floor.wall):,.0f} rec/s (x{slowdown:.2f})"
         if "previous" in best:
-            previous = best["previous"]
-            self.versus(
-                f"first sync, dry run (best of {self.args.repeat})",
-                [
-                    ("wall s", target.wall, previous.wall, ".2f", True),
-                    ("cpu s, target tree", target.cpu, previous.cpu, ".1f", True),
-                    ("peak RSS MB, target", target.maxrss_mb, previous.maxrss_mb, ".1f", True),
-                    ("tree PSS MB", target.tree_pss_mb, previous.tree_pss_mb, ".1f", True),
-                ],
-            )
+            self.versus_first_sync(target, best["previous"])
+
+    def rounds(
+        self, section: str, names: list[str], ds: Dataset, work: Path
+    ) -> dict[str, Run] | None:
+        """--repeat rounds of first syncs of `ds`, each contender once per round, in `names` order.
+
+        Names: `target` and `previous` (each release's dry run on a fresh store), `floor`
+        (bare_loop.py) and `baseline` (baseline_target.py, its config in `work`). Every run is
+        sampled alike, PSS once a second. Returns the run of least wall time per name, or None
+        once a run has failed (reported as `section`'s).
+        """
+        best: dict[str, Run] = {}
+        once_a_second = 10
+        releases = {"target": CURRENT, "previous": self.previous}
+        commands = {
+            "floor": [PYTHON, str(BENCH_DIR / "bare_loop.py")],
+            "baseline": [
+                PYTHON,
+                str(BENCH_DIR / "baseline_target.py"),
+                "--config",
+                str(work / "baseline.json"),
+            ],
+        }
+        for round_ in range(self.args.repeat):
+            for name in names:
+                label = f"{name}-{round_}"
+                contender = releases.get(name)
+                if contender is not None:
+                    r = self.dry_sync(label, ds.first, work, contender, pss_every=once_a_second)
+                else:
+                    r = run(label, commands[name], ds.first, work, pss_every=once_a_second)
+                if not r.ok:
+                    self.failed(section, r)
+                    return None
+                say(f"  {name:<9}{fmt_run(r, ds.n)}")
+                if contender is not None:
+                    report = r.report()
+                    if report is None or int(report["added"]) != ds.expected.people:
+                        say(f"  target report does not show {ds.expected.people:,} added: {report}")
+                if name not in best or r.wall < best[name].wall:
+                    best[name] = r
+        return best
+
+    def versus_first_sync(self, target: Run, previous: Run) -> None:
+        """The table of a first sync's best runs, this release against the previous one."""
+        self.versus(
+            f"first sync, dry run (best of {self.args.repeat})",
+            [
+                ("wall s", target.wall, previous.wall, ".2f", True),
+                ("cpu s, target tree", target.cpu, previous.cpu, ".1f", True),
+                ("peak RSS MB, target", target.maxrss_mb, previous.maxrss_mb, ".1f", True),
+                ("tree PSS MB", target.tree_pss_mb, previous.tree_pss_mb, ".1f", True),
+            ],
+        )
+
+    def first_sync(self) -> None:
+        """Section 1's first syncs of the two releases alone, without its baseline and floor.
+
+        For large n (at 10,000,000 the baseline alone takes some 18 minutes): --repeat rounds,
+        each the previous release (with --previous) then this one, best wall of each kept.
+        """
+        ds = self.data(self.n)
+        say(
+            f"\n== first sync, dry run, everyone new: {ds.n:,} people, "
+            f"{'the previous release then this one' if self.previous else 'this release'}"
+            f"{'' if self.args.repeat == 1 else f', {self.args.repeat} rounds'} =="
+        )
+        names = [*(["previous"] if self.previous else []), "target"]
+        best = self.rounds("first-sync", names, ds, self.dir("first-sync"))
+        if best is None:
+            return
+        target = best["target"]
+        self.note(
+            f"  first sync: target {rate(ds.n, target.wall):,.0f} rec/s, {target.wall:.1f} s "
+            f"(RSS {target.maxrss_mb:.0f} MB, tree PSS {target.tree_pss_mb:.0f} MB, cpu "
+            f"{target.cpu:.0f} s)"
+        )
+        self.line["first_sync"] = f"first_sync={rate(ds.n, target.wall):,.0f} rec/s"
+        if "previous" in best:
+            self.versus_first_sync(target, best["previous"])
 
     def dry_sync(
         self,
@@ -1530,6 +1573,24 @@ def code_facts(package: Path, checkout: Path, name: str = "code") -> str:
     )
 
 
+def proven(contender: Contender, package: Path, checkout: Path, name: str) -> bool:
+    """Print which code a contender's runs measure; False if they would import another package.
+
+    A venv installed from another checkout would otherwise measure that checkout's code under
+    this one's name.
+    """
+    imported = imported_package(contender)
+    if not Path(imported).is_relative_to(package.resolve()):
+        fix = ": run with this checkout's venv (pip install -e), or --freeze"
+        say(
+            f"{name}: its runs would import {imported}, not {package}"
+            + (fix if contender is CURRENT else "")
+        )
+        return False
+    say(code_facts(package, checkout, name) + f"; its runs import {imported}")
+    return True
+
+
 def freeze(where: Path) -> None:
     """Copy the package and the fake to `where` and make every subprocess import that copy."""
     global FAKE_SCRIPT
@@ -1578,7 +1639,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat",
         type=int,
         default=1,
-        help="rounds of sections 1 and 5, and of 3 with --previous (best kept)",
+        help="rounds of sections 1 and 5 and first-sync, and of 3 with --previous (best kept)",
     )
     parser.add_argument(
         "--previous",
@@ -1620,20 +1681,15 @@ def main(argv: list[str] | None = None) -> int:
     say(f"work dir {work}{' (kept)' if args.keep else ' (removed at the end)'}; data {args.cache}")
     if args.freeze:
         freeze(work / "frozen")
-    say(
-        code_facts(
-            Path(os.environ.get("BENCH_PACKAGE_DIR", REPO / "target_tiktok_audiences")), REPO
-        )
-    )
+    package = Path(os.environ.get("BENCH_PACKAGE_DIR", REPO / "target_tiktok_audiences"))
+    if not proven(CURRENT, package, REPO, "code"):
+        return 2
     previous: Contender | None = None
     if args.previous is not None:
         previous = previous_contender(args.previous)
         package = args.previous.resolve() / "target_tiktok_audiences"
-        imported = imported_package(previous)
-        if not Path(imported).is_relative_to(package):
-            say(f"--previous {args.previous}: its runs would import {imported}, not {package}")
+        if not proven(previous, package, args.previous, "previous"):
             return 2
-        say(code_facts(package, args.previous, "previous") + f"; its runs import {imported}")
     # SIGTERM unwinds like Ctrl-C, so the finally below still stops the PostgreSQL server.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     postgres: BenchPostgres | None = None
@@ -1652,7 +1708,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.data(args.n)
         for section in (*SECTIONS, *OPTIONAL_SECTIONS):
             if section in only:
-                getattr(bench, section)()
+                getattr(bench, section.replace("-", "_"))()
     finally:
         if postgres is not None:
             postgres.stop()
@@ -1676,7 +1732,16 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(f"stores={'|'.join(stores)}")
     parts += [
         bench.line[k]
-        for k in ("target", "baseline", "floor", "pacing", "rerun", "memory", "composed")
+        for k in (
+            "target",
+            "baseline",
+            "floor",
+            "pacing",
+            "rerun",
+            "memory",
+            "composed",
+            "first_sync",
+        )
         if k in bench.line
     ]
     if bench.ratios:
