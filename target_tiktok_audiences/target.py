@@ -215,24 +215,16 @@ class TargetTikTokAudiences(Target):
     def client(self) -> TikTokClient:
         """The TikTok client; in a dry run, one that writes requests to `dry_run_output`."""
         run = self.run_settings
-        options: dict[str, Any] = {
-            "api_url": run.api_url,
-            "access_token": run.access_token,
-            "timeout": run.request_timeout,
-            "max_retries": run.max_retries,
-            "max_requests_per_second": run.max_requests_per_second,
-            "max_parallel_requests": run.max_parallel_requests,
-            "batch_size": run.batch_size,
-            "backoff_base": run.retry_backoff_seconds,
-            "workers": self.workers,
-        }
+        options = run.client_options()
         if run.dry_run:
             path = Path(run.dry_run_output)
             if path.parent != Path():
                 path.parent.mkdir(parents=True, exist_ok=True)
             self._dry_run_file: IO[str] = path.open("w", encoding="utf-8")
-            return DryRunClient(self._dry_run_file, **options)
-        return TikTokClient(**options)
+            return DryRunClient(
+                self._dry_run_file, run.api_url, None, options, workers=self.workers
+            )
+        return TikTokClient(run.api_url, run.access_token, options, workers=self.workers)
 
     @cached_property
     def run(self) -> RunContext:

@@ -9,12 +9,14 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from target_tiktok_audiences.settings import RunSettings
+from target_tiktok_audiences.tiktok.http import ClientOptions
 from tests.fake_tiktok import FakeTikTok
 
 # A real PostgreSQL server (session-scoped `postgres_server`, per-test `pg_url`) for store tests.
@@ -160,3 +162,8 @@ def downgrade_sql(version: int, prefix: str = "") -> list[str]:
                 statements.append(f"ALTER TABLE {prefix}{table} DROP COLUMN {column}")
     statements.append(f"UPDATE {prefix}meta SET value = '{version}' WHERE key = 'schema_version'")
     return statements
+
+
+def client_options(**changes: Any) -> ClientOptions:
+    """The client options the settings give by default, with `changes`."""
+    return replace(RunSettings.from_config({}).client_options(), **changes)

@@ -10,6 +10,7 @@ import pytest
 from target_tiktok_audiences.errors import TikTokAPIError
 from target_tiktok_audiences.tiktok.dry_run import DryRunClient
 from target_tiktok_audiences.tiktok.http import TikTokClient
+from tests.conftest import client_options
 from tests.fake_tiktok import FakeTikTok
 
 API = "https://business-api.tiktok.com/open_api/v1.3/"
@@ -41,7 +42,9 @@ def fail(code, message="something went wrong"):
 
 @pytest.fixture
 def client():
-    c = TikTokClient(API, TOKEN, backoff_base=0.001, max_requests_per_second=1e6, max_retries=3)
+    c = TikTokClient(
+        API, TOKEN, client_options(backoff_base=0.001, max_requests_per_second=1e6, max_retries=3)
+    )
     yield c
     c.close()
 
@@ -203,7 +206,7 @@ def test_a_lookalike_answered_without_its_id_fails(requests_mock, client):
 
 def test_dry_run_writes_shares_and_lookalikes_and_sends_nothing(requests_mock):
     out = io.StringIO()
-    dry = DryRunClient(out, api_url=API, access_token=None)
+    dry = DryRunClient(out, API, None, client_options())
     dry.share_audiences(ADVERTISER, ids("71", 11), ["70000"])
     dry.cancel_share(ADVERTISER, ["71000"], ["70000"])
     lookalike = dry.create_lookalike(ADVERTISER, "Lookalike", "dry-run:Customers", **SPEC)
@@ -223,7 +226,7 @@ def test_dry_run_writes_shares_and_lookalikes_and_sends_nothing(requests_mock):
 
 def test_a_dry_run_delete_is_no_create(requests_mock):
     out = io.StringIO()
-    dry = DryRunClient(out, api_url=API, access_token=None)
+    dry = DryRunClient(out, API, None, client_options())
     body = {"advertiser_id": ADVERTISER, "action": "delete", "delete_audience_id": "888"}
     assert dry.request("POST", "segment/audience/", body=body) == {}
     dry.close()
@@ -240,7 +243,7 @@ def test_share_and_lookalike_against_the_fake():
         fake.add_advertiser(outside, business_center="elsewhere")
         fake.add_token(TOKEN, [ADVERTISER])
         source = fake.add_audience(ADVERTISER, "Customers")
-        client = TikTokClient(fake.url, TOKEN, max_requests_per_second=1e6)
+        client = TikTokClient(fake.url, TOKEN, client_options(max_requests_per_second=1e6))
         client.share_audiences(ADVERTISER, [source], ["7000000000000000002"])
         assert fake.shares(source) == {"7000000000000000002"}
         with pytest.raises(TikTokAPIError) as caught:
@@ -263,7 +266,9 @@ def seeded():
         fake.add_token(TOKEN, [ADVERTISER])
         source = fake.add_audience(ADVERTISER, "Customers")
         rows = [[{"id": f"{i:064x}", "audience_ids": [source]}] for i in range(100)]
-        client = TikTokClient(fake.url, TOKEN, max_requests_per_second=1e6, backoff_base=0.001)
+        client = TikTokClient(
+            fake.url, TOKEN, client_options(max_requests_per_second=1e6, backoff_base=0.001)
+        )
         client.request(
             "POST",
             "segment/mapping/",

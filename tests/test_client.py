@@ -24,6 +24,7 @@ from target_tiktok_audiences.tiktok.http import PARALLEL_BODY_ROWS, TikTokClient
 from target_tiktok_audiences.tiktok.mapping import Batch, mapping_body
 from target_tiktok_audiences.tiktok.pacing import Pacer
 from target_tiktok_audiences.workers import Workers
+from tests.conftest import client_options
 from tests.fake_tiktok import FakeTikTok
 
 API = "https://business-api.tiktok.com/open_api/v1.3/"
@@ -62,15 +63,9 @@ ROWS = [
 ]
 
 
-def make_client(api_url=API, **kwargs):
-    kwargs = {
-        "access_token": TOKEN,
-        "backoff_base": 0.001,
-        "max_requests_per_second": 1e6,
-        "max_retries": 3,
-        **kwargs,
-    }
-    return TikTokClient(api_url, **kwargs)
+def make_client(api_url=API, access_token=TOKEN, workers=None, **changes):
+    options = {"backoff_base": 0.001, "max_requests_per_second": 1e6, "max_retries": 3, **changes}
+    return TikTokClient(api_url, access_token, client_options(**options), workers=workers)
 
 
 @pytest.fixture
@@ -719,7 +714,7 @@ def test_client_requests_are_paced(requests_mock):
 
 def test_dry_run_writes_requests_and_sends_nothing(requests_mock):
     out = io.StringIO()
-    c = DryRunClient(out, api_url=API, access_token=None, batch_size=5000)
+    c = DryRunClient(out, API, None, client_options(batch_size=5000))
     body = {"advertiser_id": ADVERTISER, "action": "create", "custom_audience_name": "Customers"}
     created = c.request("POST", "segment/audience/", body=body, idempotent=False)
     assert created == {"audience_id": "dry-run:Customers"}
@@ -745,7 +740,7 @@ def test_dry_run_writes_requests_and_sends_nothing(requests_mock):
 
 def test_dry_run_map_all_writes_every_batch(requests_mock):
     out = io.StringIO()
-    c = DryRunClient(out, api_url=API, access_token=None, max_parallel_requests=8)
+    c = DryRunClient(out, API, None, client_options(max_parallel_requests=8))
     confirmed = []
     c.map_all("delete", [ADVERTISER], AUDIENCE, batches_of(5), confirmed.append)
     assert len(confirmed) == 5
@@ -767,12 +762,12 @@ def test_bodies_built_in_worker_processes_are_the_inline_bodies(requests_mock):
         c.map_all("add", [ADVERTISER], AUDIENCE, iter(batches), lambda b: None)
         assert [r.json() for r in requests_mock.request_history] == expected
         out = io.StringIO()
-        dry = DryRunClient(out, api_url=API, access_token=None, workers=workers)
+        dry = DryRunClient(out, API, None, client_options(), workers=workers)
         dry.map_all("add", [ADVERTISER], AUDIENCE, iter(batches), lambda b: None)
         lines = out.getvalue().splitlines()
         assert [json.loads(line)["body"] for line in lines] == expected
         inline = io.StringIO()
-        DryRunClient(inline, api_url=API, access_token=None).map_all(
+        DryRunClient(inline, API, None, client_options()).map_all(
             "add", [ADVERTISER], AUDIENCE, iter(batches), lambda b: None
         )
         assert inline.getvalue().splitlines() == lines  # byte for byte

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import replace
 
 from target_tiktok_audiences.cli.config import CHECK_RETRIES, err
 from target_tiktok_audiences.errors import ConfigError, TikTokAPIError
 from target_tiktok_audiences.redaction import remember_secret
-from target_tiktok_audiences.settings import ENV_PREFIX, setting_default
+from target_tiktok_audiences.settings import ENV_PREFIX, RunSettings, setting_default
 from target_tiktok_audiences.tiktok.codes import INVALID_AUTH_CODE
 from target_tiktok_audiences.tiktok.http import TikTokClient
 
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     api_url = args.api_url or os.environ.get(f"{ENV_PREFIX}API_URL") or setting_default("api_url")
     if not api_url.startswith(("http://", "https://")):
         raise ConfigError(f"--api-url must start with http:// or https://, got {api_url!r}")
-    client = TikTokClient(api_url, None, max_retries=CHECK_RETRIES)
+    options = replace(RunSettings.from_config({}).client_options(), max_retries=CHECK_RETRIES)
+    client = TikTokClient(api_url, None, options)
     body = {"app_id": args.app_id, "secret": args.secret, "auth_code": args.auth_code}
     try:
         data = client.request("POST", "oauth2/access_token/", body=body, idempotent=False)

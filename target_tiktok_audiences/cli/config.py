@@ -12,6 +12,7 @@ import argparse
 import copy
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from singer_sdk.plugin_base import JSONSchemaValidator
@@ -91,12 +92,6 @@ def _schema_error(error: Any) -> str:
 def make_client(config: Mapping[str, Any], access_token: str | None) -> TikTokClient:
     """A client paced like the target's, but with few retries: a person is waiting."""
     run = RunSettings.from_config(config)
-    return TikTokClient(
-        api_url=run.api_url,
-        access_token=access_token,
-        timeout=run.request_timeout,
-        max_retries=min(CHECK_RETRIES, run.max_retries),
-        max_requests_per_second=run.max_requests_per_second,
-        max_parallel_requests=1,
-        backoff_base=run.retry_backoff_seconds,
-    )
+    options = run.client_options()
+    few = replace(options, max_retries=min(CHECK_RETRIES, options.max_retries))
+    return TikTokClient(run.api_url, access_token, replace(few, max_parallel_requests=1))

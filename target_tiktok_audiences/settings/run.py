@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Self
 
 from target_tiktok_audiences.settings.schema import setting
+from target_tiktok_audiences.tiktok.http import ClientOptions
 
 
 def _optional_text(value: Any) -> str | None:
@@ -58,6 +59,17 @@ class RunSettings:
     def from_config(cls, config: Mapping[str, Any]) -> Self:
         """The settings of `config` (validated by the schema), defaults filled in."""
         return cls(**{f.name: _READERS[str(f.type)](setting(config, f.name)) for f in fields(cls)})
+
+    def client_options(self) -> ClientOptions:
+        """How the TikTok client times out, retries, paces and batches."""
+        return ClientOptions(
+            timeout=self.request_timeout,
+            max_retries=self.max_retries,
+            max_requests_per_second=self.max_requests_per_second,
+            max_parallel_requests=self.max_parallel_requests,
+            batch_size=self.batch_size,
+            backoff_base=self.retry_backoff_seconds,
+        )
 
     @property
     def end_of_input_proves_snapshot(self) -> bool:

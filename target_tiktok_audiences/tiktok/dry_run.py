@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import IO, Any
+from dataclasses import replace
+from typing import IO
 
 import orjson
 
 from target_tiktok_audiences.tiktok.audiences import CREATE_PATHS
-from target_tiktok_audiences.tiktok.http import Body, TikTokClient
+from target_tiktok_audiences.tiktok.http import Body, ClientOptions, TikTokClient
 from target_tiktok_audiences.tiktok.mapping import Batch
+from target_tiktok_audiences.workers import Workers
 
 # A dry run's stand-in id for an audience it would create, in the bodies it writes.
 DRY_RUN_PREFIX = "dry-run:"
@@ -18,11 +20,18 @@ DRY_RUN_PREFIX = "dry-run:"
 class DryRunClient(TikTokClient):
     """Writes each request a real run would send to a JSON-lines file, and sends nothing."""
 
-    def __init__(self, output: IO[str], **kwargs: Any) -> None:
-        kwargs.update(
-            max_requests_per_second=1e9, max_parallel_requests=1
-        )  # file order = send order
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        output: IO[str],
+        api_url: str,
+        access_token: str | None,
+        options: ClientOptions,
+        *,
+        workers: Workers | None = None,
+    ) -> None:
+        """Unpaced, one request at a time: the file's order is the send order."""
+        unpaced = replace(options, max_requests_per_second=1e9, max_parallel_requests=1)
+        super().__init__(api_url, access_token, unpaced, workers=workers)
         self._output = output
 
     def map_all(

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 import orjson
 import requests
@@ -56,6 +57,18 @@ def token_fault(token: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ClientOptions:
+    """How the client times out, retries, paces and batches (the settings of those names)."""
+
+    timeout: float  # request_timeout: the whole request, not each read
+    max_retries: int
+    max_requests_per_second: float
+    max_parallel_requests: int
+    batch_size: int  # the first batch size; halved when TikTok says a batch is too large
+    backoff_base: float  # retry_backoff_seconds
+
+
 class TikTokClient(AudienceCalls):
     """Sends requests to the TikTok Business API; thread-safe.
 
@@ -68,29 +81,26 @@ class TikTokClient(AudienceCalls):
         self,
         api_url: str,
         access_token: str | None,
+        options: ClientOptions,
         *,
-        timeout: float = 60,
-        max_retries: int = 8,
-        max_requests_per_second: float = 10,
-        max_parallel_requests: int = 4,
-        batch_size: int = 10000,
-        backoff_base: float = 1.0,
         workers: Workers | None = None,
     ) -> None:
+        """`options` come from the settings (`RunSettings.client_options`), which state them."""
         self.api_url = api_url if api_url.endswith("/") else api_url + "/"
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.max_parallel_requests = max_parallel_requests
-        self.batch_size = batch_size
-        self.backoff_base = backoff_base
+        self.options = options
+        self.timeout = options.timeout
+        self.max_retries = options.max_retries
+        self.max_parallel_requests = options.max_parallel_requests
+        self.batch_size = options.batch_size
+        self.backoff_base = options.backoff_base
         self.requests_sent = 0
         self._workers = workers if workers is not None else Workers(1)
         self._reached = False  # any HTTP answer yet: a refused first connection is no blip
         self._stopping = threading.Event()
-        self._pacer = Pacer(max_requests_per_second)
+        self._pacer = Pacer(options.max_requests_per_second)
         self._lock = threading.Lock()
         self._session = requests.Session()
-        adapter = WatchedAdapter(pool_maxsize=max(max_parallel_requests, 1))
+        adapter = WatchedAdapter(pool_maxsize=max(options.max_parallel_requests, 1))
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["Content-Type"] = "application/json"
