@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from target_tiktok_audiences.cli.status import fetch_details, with_configured_identity
+from target_tiktok_audiences.cli.status import configured, fetch_details, with_configured_identity
 from target_tiktok_audiences.cli.status_rows import (
     CALCULATING_SECONDS,
     STATUS_KEYS,
@@ -31,8 +31,11 @@ from target_tiktok_audiences.cli.status_rows import (
 )
 from target_tiktok_audiences.cli.status_table import render_table
 from target_tiktok_audiences.errors import TikTokAPIError
-from target_tiktok_audiences.identifiers import NormalizationOptions
-from target_tiktok_audiences.settings import nest_meltano_object
+from target_tiktok_audiences.settings import (
+    AudienceDefinition,
+    nest_meltano_object,
+    resolve_definitions,
+)
 from target_tiktok_audiences.store import AudienceRow
 from target_tiktok_audiences.tiktok.audiences import AudienceCalls
 from tests.conftest import ADVERTISER, OTHER_ADVERTISER, TOKEN, record, schema
@@ -553,7 +556,7 @@ def test_status_row_carries_what_the_store_knows_of_a_composed_audience():
         shared_with=(OTHER_ADVERTISER,),
         lookalike_audience_id="7100000000000000043",
     )
-    shown = status_row(row, 5, 0, None, 0.0, shared_with(row, {}))
+    shown = status_row(row, 5, 0, None, 0.0, shared_with(row, None))
     assert {k: shown[k] for k in CONTRACT_KEYS[-4:]} == {
         "split_value": "gold",
         "streams": ["buyers", "newsletter"],
@@ -563,14 +566,24 @@ def test_status_row_carries_what_the_store_knows_of_a_composed_audience():
     json.dumps(shown)  # what --format json prints
 
 
+def spec_of(row: AudienceRow, **spec: Any) -> AudienceDefinition | None:
+    """The definition `status` finds for a row under a config with one spec for its key."""
+    config = {
+        "advertiser_ids": [ADVERTISER],
+        "dry_run": True,
+        "audiences": {row.stream: {"audience_name": "Tier {value}", "split_by": "tier", **spec}},
+    }
+    return configured(resolve_definitions(config), row)
+
+
 def test_shared_with_is_null_only_for_an_audience_not_meant_to_be_shared():
-    config = {"audiences": {"tiers": {"share_with_advertiser_ids": [OTHER_ADVERTISER]}}}
-    assert shared_with(composed_row(), {}) is None
-    assert shared_with(composed_row(), {"audiences": {"tiers": {}}}) is None
-    assert shared_with(composed_row(), config) == []  # configured, not shared yet
+    shared_to = {"share_with_advertiser_ids": [OTHER_ADVERTISER]}
+    assert shared_with(composed_row(), None) is None
+    assert shared_with(composed_row(), spec_of(composed_row())) is None
+    assert shared_with(composed_row(), spec_of(composed_row(), **shared_to)) == []  # not yet
     shared = composed_row(shared_with=(OTHER_ADVERTISER,))
-    assert shared_with(shared, config) == [OTHER_ADVERTISER]
-    assert shared_with(shared, {}) == [OTHER_ADVERTISER]  # shared, since removed from the config
+    assert shared_with(shared, spec_of(shared, **shared_to)) == [OTHER_ADVERTISER]
+    assert shared_with(shared, None) == [OTHER_ADVERTISER]  # shared, since removed from the config
 
 
 def test_status_table_shows_the_composed_columns_only_where_known():
@@ -685,18 +698,28 @@ def test_auth_help_explains_the_consent_url(tmp_path):
 def test_status_names_an_audience_tiktok_has_not_seen_from_the_config():
     config = {
         "advertiser_ids": [ADVERTISER],
-        "audiences": {"vip": {"audience_name": "VIP"}, "buyers": {"audience_id": "71"}},
+        "dry_run": True,
+        "audiences": {
+            "vip": {"audience_name": "VIP"},
+            "buyers": {"audience_id": "71"},
+            "tiers": {"audience_name": "Tier {value}", "streams": ["a"], "split_by": "tier"},
+        },
     }
-    norm = NormalizationOptions()
-    held = AudienceRow(1, "vip", None, None, (ADVERTISER,), None)
-    assert with_configured_identity(held, config, norm).name == "VIP"
+    definitions = resolve_definitions(config)
+
+    def identity(row: AudienceRow) -> AudienceRow:
+        return with_configured_identity(row, configured(definitions, row))
+
+    assert identity(AudienceRow(1, "vip", None, None, (ADVERTISER,), None)).name == "VIP"
     quiet = AudienceRow(2, "buyers", None, None, (ADVERTISER,), None)
-    assert with_configured_identity(quiet, config, norm).audience_id == "71"
+    assert identity(quiet).audience_id == "71"
+    held_gold = AudienceRow(5, "tiers", None, None, (ADVERTISER,), None, split_value="gold")
+    assert identity(held_gold).name == "Tier gold"
     # A row from an older config (other ad account, or a stream no longer listed) stays as stored.
     old = AudienceRow(3, "vip", None, None, (OTHER_ADVERTISER,), None)
-    assert with_configured_identity(old, config, norm) == old
+    assert identity(old) == old
     gone = AudienceRow(4, "gone", None, None, (ADVERTISER,), None)
-    assert with_configured_identity(gone, config, norm) == gone
+    assert identity(gone) == gone
 
 
 def test_store_copy_to_postgresql_and_back(target, fake, tmp_path, pg_url):

@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from target_tiktok_audiences.cli.config import (
     add_config_command,
@@ -23,10 +22,10 @@ from target_tiktok_audiences.cli.config import (
 )
 from target_tiktok_audiences.cli.status_rows import STATUS_KEYS, shared_with, status_row
 from target_tiktok_audiences.cli.status_table import render_table
+from target_tiktok_audiences.composed import composed_settings
 from target_tiktok_audiences.errors import StoreError, TikTokAPIError
-from target_tiktok_audiences.identifiers import NormalizationOptions
 from target_tiktok_audiences.redaction import mask_url
-from target_tiktok_audiences.settings import check_global_settings, resolve_settings
+from target_tiktok_audiences.settings import AudienceDefinition, Definitions, resolve_definitions
 from target_tiktok_audiences.store import AudienceRow, MembershipStore, StoreMissingError
 from target_tiktok_audiences.tiktok.audiences import AudienceCalls
 from target_tiktok_audiences.tiktok.codes import NO_PERMISSION, NOT_FOUND
@@ -107,24 +106,32 @@ def _read_store(location: str, timeout: float) -> list[tuple[AudienceRow, int, i
         store.close()
 
 
+def configured(definitions: Definitions, row: AudienceRow) -> AudienceDefinition | None:
+    """The spec of a stored audience, if the config still has it (same key, same ad accounts)."""
+    if row.stream in definitions.audiences or not definitions.audiences:
+        definitions.audiences_of(row.stream)  # the implicit form makes a stream's on first use
+    definition = definitions.audiences.get(row.stream)
+    if definition is None or definition.advertiser_ids != row.advertiser_ids:
+        return None
+    return definition
+
+
 def with_configured_identity(
-    row: AudienceRow, config: Mapping[str, Any], normalization: NormalizationOptions
+    row: AudienceRow, definition: AudienceDefinition | None
 ) -> AudienceRow:
     """Fill in the id or name the config gives an audience that TikTok has not seen yet.
 
     A held audience (or one whose stream has sent nobody) has no id and no name in the store;
-    the current config says which audience it will be, as long as it still names the same ad
-    accounts (otherwise the row is from an older config and is shown as stored).
+    the current config says which audience it will be (under `split_by`, the name of its
+    value), as long as it still names the same ad accounts (otherwise the row is from an
+    older config and is shown as stored).
     """
-    if row.audience_id and row.name:
-        return row
-    settings = resolve_settings(config, row.stream, normalization)
-    if settings is None or settings.advertiser_ids != row.advertiser_ids:
+    if (row.audience_id and row.name) or definition is None:
         return row
     return replace(
         row,
-        audience_id=row.audience_id or settings.audience_id,
-        name=row.name or settings.audience_name,
+        audience_id=row.audience_id or definition.audience_id,
+        name=row.name or composed_settings(definition, row.split_value).audience_name,
     )
 
 
@@ -132,11 +139,13 @@ def run(args: argparse.Namespace) -> int:
     """Print one row per audience the store knows, joined with TikTok's view when possible."""
     config = load_config(args.config)
     # Everything but the token, which status can do without.
-    normalization = check_global_settings({**config, "dry_run": True})
+    definitions = resolve_definitions({**config, "dry_run": True})
     location = str(config["membership_store"])
+    stored = _read_store(location, float(config["store_timeout"]))
+    specs = {row.id: configured(definitions, row) for row, _, _ in stored}
     audiences = [
-        (with_configured_identity(row, config, normalization), confirmed, pending)
-        for row, confirmed, pending in _read_store(location, float(config["store_timeout"]))
+        (with_configured_identity(row, specs[row.id]), confirmed, pending)
+        for row, confirmed, pending in stored
     ]
     token = None if config.get("dry_run") else config.get("access_token")
     details: dict[str, dict] = {}
@@ -162,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
             pending,
             details.get(str(row.audience_id)),
             now,
-            shared_with(row, config),
+            shared_with(row, specs[row.id]),
         )
         for row, confirmed, pending in audiences
     ]

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from target_tiktok_audiences.settings import AudienceDefinition
 from target_tiktok_audiences.store import AudienceRow
 
 CALCULATING_SECONDS = 48 * 3600  # TikTok matches within 24-48 hours of a change
@@ -96,14 +97,13 @@ def _as_bool(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
-def shared_with(row: AudienceRow, config: Mapping[str, Any]) -> list[str] | None:
+def shared_with(row: AudienceRow, definition: AudienceDefinition | None) -> list[str] | None:
     """The advertisers the audience is shared with, as `status` prints them.
 
     None for an audience that is not shared and whose spec names no
     `share_with_advertiser_ids`; otherwise the shares made so far (`[]` before the first).
     """
-    spec = (config.get("audiences") or {}).get(row.stream) or {}
-    if row.shared_with or spec.get("share_with_advertiser_ids"):
+    if row.shared_with or (definition is not None and definition.share_with_advertiser_ids):
         return list(row.shared_with)
     return None
 
