@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "readme_settings.py"
 PACKAGE = REPO / "target_tiktok_audiences"
+TARGET = Path(sys.executable).parent / "target-tiktok-audiences"
 
 
 def _load_script() -> ModuleType:
@@ -92,3 +94,35 @@ def test_every_link_within_the_readme_finds_its_heading() -> None:
     links = set(re.findall(r"\]\(#([^)]+)\)", prose))
     assert links, "README.md links none of its sections"
     assert links <= anchors, sorted(links - anchors)
+
+
+def _message(log_line: str) -> str:
+    """A log line's message, without the timing that ends a report line."""
+    return re.sub(r", [0-9.]+ s$", "", log_line.split(" | ", 3)[-1])
+
+
+def test_the_first_command_prints_what_the_readme_shows(tmp_path: Path) -> None:
+    """The bundled example, run as the README's first command runs it, prints the README's text."""
+    intro = REPO.joinpath("README.md").read_text(encoding="utf-8").split("\n## ", 1)[0]
+    blocks = re.findall(r"^```\w*\n(.*?)^```$", intro, flags=re.MULTILINE | re.DOTALL)
+    [head] = [block for block in blocks if block.startswith('{"method"')]
+    [log] = [block for block in blocks if "| Audience " in block]
+    proc = subprocess.run(
+        [
+            str(TARGET),
+            "--config",
+            str(REPO / "examples" / "config.dry-run.json"),
+            "--input",
+            str(REPO / "examples" / "contacts.singer"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == ""
+    printed = [_message(line) for line in proc.stderr.splitlines() if "| Audience " in line]
+    assert printed == [_message(line) for line in log.splitlines() if "| Audience " in line]
+    dry_run = json.loads(REPO.joinpath("examples", "config.dry-run.json").read_text())
+    assert tmp_path.joinpath(dry_run["dry_run_output"]).read_text()[:700] + "\n" == head
