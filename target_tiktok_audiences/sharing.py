@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from target_tiktok_audiences.errors import TargetError, TikTokAPIError
 from target_tiktok_audiences.settings import AudienceDefinition
+from target_tiktok_audiences.settings.definitions import SPLIT_PLACEHOLDER
+from target_tiktok_audiences.settings.resolve import tiktok_audience_name
 from target_tiktok_audiences.store import AudienceRow, MembershipStore
 from target_tiktok_audiences.tiktok.http import TikTokClient
 
@@ -73,9 +75,12 @@ def _lookalike(
         return
     if store.count_members(row.id) < LOOKALIKE_SEED:
         return
+    name = spec.audience_name
+    if row.split_value is not None:  # one lookalike per value: named by it, as its audience is
+        name = tiktok_audience_name(name.replace(SPLIT_PLACEHOLDER, row.split_value))
     lookalike_id = client.create_lookalike(
         definition.advertiser_ids[0],
-        spec.audience_name,
+        name,
         str(row.audience_id),
         location_ids=spec.location_ids,
         audience_size=spec.audience_size,
