@@ -46,21 +46,40 @@ Hash = tuple[int, bytes]  # (slot, digest): what TikTok holds of a person, one i
 People = Mapping[str, Slots]  # a stream's people by record key
 
 
-def hashes(of: Iterable[Slots]) -> set[Hash]:
+def identifiers(rows: Iterable[Slots]) -> list[Hash]:
+    """Each (slot, digest) of some rows, once per row that has it."""
+    return [(i, digest) for row in rows for i, digest in enumerate(row) if digest is not None]
+
+
+def hashes(rows: Iterable[Slots]) -> set[Hash]:
     """Every (slot, digest) of some people."""
-    return {(i, digest) for row in of for i, digest in enumerate(row) if digest is not None}
+    return set(identifiers(rows))
+
+
+def email(text: str) -> Hash:
+    """An email's (slot, digest), as `slots` hashes it."""
+    return EMAIL, sha(text)
+
+
+def phone(text: str) -> Hash:
+    """A phone's (slot, digest), as `slots` hashes it."""
+    return PHONE, sha(text)
+
+
+def withheld_by(included: Sequence[People], excluded: Sequence[People]) -> set[Hash]:
+    """Every hash of an excluded person, by design.md, in Python.
+
+    An excluded person is an included person with any hash of an excluded source's people.
+    """
+    barred = hashes(row for people in excluded for row in people.values())
+    rows = [hashes([row]) for people in included for row in people.values()]
+    return set().union(*(row for row in rows if row & barred))
 
 
 def contract(included: Sequence[People], excluded: Sequence[People]) -> set[Hash]:
-    """What TikTok should hold, by design.md: the included people's hashes, less each excluded
-    person's (an included person with any hash of an excluded source's people) every hash."""
-    barred = hashes(row for people in excluded for row in people.values())
-    out: set[Hash] = set()
-    withheld: set[Hash] = set()
-    for people in included:
-        for row in people.values():
-            (withheld if hashes([row]) & barred else out).update(hashes([row]))
-    return out - withheld
+    """What TikTok should hold: the included people's hashes, less `withheld_by`."""
+    every = hashes(row for people in included for row in people.values())
+    return every - withheld_by(included, excluded)
 
 
 @dataclass
@@ -98,7 +117,6 @@ class Run:
         *,
         whole: bool = True,
         leave: Iterable[str] = (),
-        dependents: Sequence[int] = (),
     ) -> None:
         """A stream's records into its source, as `SourceSync.apply` does.
 
@@ -108,7 +126,7 @@ class Run:
         rows = [(person(k), STAYS, s) for k, s in people.items()]
         rows += [(person(k), LEAVES, (None,) * len(SLOTS)) for k in leave]
         self.store.stage(source.group, Staged.pack(rows))
-        self._remember(source, whole=whole, dependents=dependents)
+        self._remember(source, whole=whole)
 
     def feed_selected(
         self,
@@ -126,12 +144,12 @@ class Run:
             source.group, [(person(k), remove, why, split, s) for k, remove, why, split, s in rows]
         )
         filtered = self.store.filtered_people(source.group)
-        self._remember(source, whole=whole, dependents=())
+        self._remember(source, whole=whole)
         return filtered
 
-    def _remember(self, source: SourceRow, *, whole: bool, dependents: Sequence[int]) -> None:
+    def _remember(self, source: SourceRow, *, whole: bool) -> None:
         store = self.store
-        store.remember_staged(source, source.group, whole=whole, dirty=dependents)
+        store.remember_staged(source, source.group, whole=whole, dirty=())
         store.note_fresh(source, source.group)
         store.clear_staged(source.group)
 
@@ -153,7 +171,7 @@ class Run:
         for action, sent in (("delete", synced.deleted), ("add", synced.added)):
             after = -1
             while (batch := store.next_batch(audience, action, after, BATCH)) is not None:
-                rows = hashes_sent(batch.slots())
+                rows = identifiers(batch.slots())
                 sent.update(rows)
                 if action == "delete":
                     held.difference_update(rows)
@@ -165,21 +183,6 @@ class Run:
         store.finish_upload(audience)
         store.clear_staged(audience)
         return synced
-
-
-def hashes_sent(rows: Iterable[Slots]) -> list[Hash]:
-    """Each (slot, digest) a batch sends, once per row that sends it."""
-    return [(i, digest) for row in rows for i, digest in enumerate(row) if digest is not None]
-
-
-def email(text: str) -> Hash:
-    """An email's (slot, digest), as `slots` hashes it."""
-    return EMAIL, sha(text)
-
-
-def phone(text: str) -> Hash:
-    """A phone's (slot, digest), as `slots` hashes it."""
-    return PHONE, sha(text)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -310,9 +313,9 @@ def test_a_shared_hash_is_sent_once_and_leaves_with_its_last_holder(
     assert synced.added == Counter([shared, phone("+14155550101"), phone("+14155550102")])
     assert run.store.count_members(aud) == 3
 
-    # x goes: its phone leaves, the email stays (y and v still have it).
+    # x goes (an incremental removal): its phone leaves, the email stays (y and v have it).
     run = runs()
-    run.feed(crm, {})
+    run.feed(crm, {}, whole=False, leave=["x"])
     synced = run.sync(aud, [crm, shop])
     assert synced.deleted == Counter([phone("+14155550101")])
     assert synced.summary.left == 1
@@ -479,7 +482,13 @@ def test_tiktok_holds_the_contracts_set_after_every_run(
                     latest[i] = snapshot
             synced = run.sync(aud, sources[:2], sources[2:])
             expected = contract(latest[:2], latest[2:])
+            withheld = withheld_by(latest[:2], latest[2:])
             assert tiktok[aud] == expected
+            # Each stream's people are people of their own, staged with the hashes they keep.
+            left = [[hashes([row]) - withheld for row in people.values()] for people in latest[:2]]
+            assert store.count_members(aud) == sum(map(bool, left[0] + left[1]))
+            came = [row for i in (0, 1) if snapshots[i] is not None for row in left[i]]
+            assert (synced.fresh, synced.withheld) == (sum(map(bool, came)), came.count(set()))
             assert max(synced.added.values(), default=1) == 1
             assert max(synced.deleted.values(), default=1) == 1
             assert not set(synced.deleted) & expected
