@@ -795,7 +795,7 @@ def test_email_normalisation_is_idempotent(value, mode):
         assert once == once.strip() and "@" in once
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(phone_like, st.sampled_from(REGIONS))
 def test_phone_normalisation_is_idempotent(value, region):
     once = normalize_phone(value, region)
