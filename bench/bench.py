@@ -56,8 +56,8 @@ from target_tiktok_audiences.identifiers import (  # noqa: E402
     DEFAULT_IDENTIFIER_FIELDS,
     IdentifierExtractor,
     NormalizationOptions,
-    hashes_to_hex,
 )
+from target_tiktok_audiences.identifiers.extraction import hashes_to_hex  # noqa: E402
 from tests.fake_tiktok import FakeTikTok  # noqa: E402
 
 if TYPE_CHECKING:

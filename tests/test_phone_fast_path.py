@@ -1,6 +1,6 @@
 """The fast phone path gives exactly what phonenumbers' parser gives, or leaves it to the parser.
 
-`identifiers._phone_fast` reads common shapes from phonenumbers' metadata alone; it must never
+`identifiers.phone._phone_fast` reads common shapes from phonenumbers' metadata alone; it must never
 disagree with `_phone_parsed` (the parser). These tests compare the two on numbers of every
 calling code and every region, formatted every usual way, and on arbitrary strings.
 """
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from target_tiktok_audiences.identifiers import (
+from target_tiktok_audiences.identifiers.phone import (
     _phone_fast,
     _phone_parsed,
     normalize_phone,

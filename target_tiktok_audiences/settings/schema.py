@@ -12,12 +12,14 @@ from typing import Any
 
 from singer_sdk import typing as th
 
-from target_tiktok_audiences.identifiers import DEFAULT_IDENTIFIER_FIELDS
+from target_tiktok_audiences.identifiers import (
+    DEFAULT_IDENTIFIER_FIELDS,
+    EMAIL_NORMALIZATIONS,
+    PHONE_FORMATS,
+)
 
 SYNC_MODES = ("snapshot", "incremental")
 SNAPSHOT_ENDS = ("end_of_input", "activate_version")
-PHONE_FORMATS = ("e164", "digits")
-EMAIL_NORMALIZATIONS = ("standard", "strip_local")
 LOOKALIKE_SIZES = ("NARROW", "BALANCED", "BROAD")
 LOOKALIKE_OPERATING_SYSTEMS = ("ALL", "ANDROID", "IOS")
 
