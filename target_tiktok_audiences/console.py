@@ -8,6 +8,7 @@ log handler, warning and traceback writes through `ScrubbedStream` and no regist
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from typing import Any, TextIO, cast
 
@@ -76,3 +77,11 @@ def discard_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     finally:
         os.close(devnull)
+
+
+def store_driver_errors() -> tuple[type[Exception], ...]:
+    """The database drivers' exception classes: a dropped connection is no traceback."""
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    if "psycopg" in sys.modules:  # only loaded for a PostgreSQL store
+        errors += (sys.modules["psycopg"].Error,)
+    return errors

@@ -8,7 +8,9 @@ extended (`sharing.py`). The report has one line per audience.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from target_tiktok_audiences.accounting import StreamProgress
@@ -22,7 +24,7 @@ from target_tiktok_audiences.composed import (
     unassigned_counts,
 )
 from target_tiktok_audiences.errors import TargetError
-from target_tiktok_audiences.reporting import audience_line
+from target_tiktok_audiences.reporting import Progress, audience_line
 from target_tiktok_audiences.settings import (
     AudienceDefinition,
     AudienceSettings,
@@ -30,8 +32,42 @@ from target_tiktok_audiences.settings import (
     RunSettings,
 )
 from target_tiktok_audiences.sharing import share_and_extend
-from target_tiktok_audiences.store import AudienceRow
+from target_tiktok_audiences.store import AudienceRow, MembershipStore
 from target_tiktok_audiences.sync import RunContext, StreamSync
+from target_tiktok_audiences.tiktok.dry_run import DryRunClient
+from target_tiktok_audiences.tiktok.http import TikTokClient
+from target_tiktok_audiences.workers import Workers
+
+
+def open_run(settings: RunSettings, logger: logging.Logger) -> RunContext:
+    """Open what the run's syncs share, as the settings say.
+
+    A dry run plans on a throwaway copy of the store and writes each request it would send
+    to `dry_run_output`, with a client that sends nothing.
+    """
+    store = MembershipStore.open(
+        settings.membership_store, throwaway=settings.dry_run, timeout=settings.store_timeout
+    )
+    workers = Workers()
+    options = settings.client_options()
+    client: TikTokClient
+    if settings.dry_run:
+        path = Path(settings.dry_run_output)
+        if path.parent != Path():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        output = path.open("w", encoding="utf-8")
+        client = DryRunClient(output, settings.api_url, None, options, workers=workers)
+    else:
+        client = TikTokClient(settings.api_url, settings.access_token, options, workers=workers)
+    return RunContext(
+        store=store,
+        client=client,
+        workers=workers,
+        progress=Progress(logger),
+        logger=logger,
+        dry_run=settings.dry_run,
+        rebuild_when_store_empty=settings.rebuild_when_store_empty,
+    )
 
 
 class AudienceRun:

@@ -35,18 +35,29 @@ from target_tiktok_audiences.store import MembershipStore, PlanSummary, SourceRo
 from target_tiktok_audiences.tiktok.codes import NOT_FOUND
 from target_tiktok_audiences.tiktok.http import TikTokClient
 from target_tiktok_audiences.tiktok.mapping import Batch
+from target_tiktok_audiences.workers import Workers
 
 
 @dataclass(frozen=True)
 class RunContext:
-    """What every sync of a run shares: the store, the client, progress lines, the log."""
+    """What every sync of a run shares: the store, the client, workers, progress, the log.
+
+    Made by `run.open_run`; `close` ends them all (the store last: its locks go with it).
+    """
 
     store: MembershipStore
     client: TikTokClient
+    workers: Workers
     progress: Progress
     logger: logging.Logger
     dry_run: bool
     rebuild_when_store_empty: bool
+
+    def close(self) -> None:
+        """Stop the workers, close the client (and a dry run's file), then the store."""
+        self.workers.close()
+        self.client.close()
+        self.store.close()
 
 
 def should_hold(people: int, min_audience_size: int, *, uploaded: bool) -> bool:

@@ -11,13 +11,11 @@ from __future__ import annotations
 import copy
 import gc
 import os
-import sqlite3
 import sys
 import time
 from functools import cached_property
-from pathlib import Path
 from types import FrameType
-from typing import IO, Any, NoReturn
+from typing import Any, NoReturn
 
 import click
 import simplejson
@@ -39,35 +37,28 @@ from target_tiktok_audiences.console import (
     discard_stdout,
     install_stderr_scrubber,
     stdout_is_closed,
+    store_driver_errors,
 )
 from target_tiktok_audiences.errors import ConfigError, InputError, TargetError
 from target_tiktok_audiences.reader import SafeSingerReader, record_of
 from target_tiktok_audiences.redaction import mask_url
-from target_tiktok_audiences.reporting import Progress
-from target_tiktok_audiences.run import AudienceRun
+from target_tiktok_audiences.run import AudienceRun, open_run
 from target_tiktok_audiences.settings import (
     AudienceSettings,
     RunSettings,
     check_env_values,
-    check_global_settings,
     check_setting_names,
     coerce_env_settings,
     config_schema,
-    duplicate_audience_error,
     prepare_config,
     read_config_files,
+    redact_config_error,
     resolve_definitions,
-    resolve_settings,
+    simple_settings,
 )
 from target_tiktok_audiences.sharing import SharingError
 from target_tiktok_audiences.sinks import AudienceSink, IgnoredStreamSink, StreamContext
-from target_tiktok_audiences.store import MembershipStore
 from target_tiktok_audiences.sync import RunContext
-from target_tiktok_audiences.tiktok.dry_run import DryRunClient
-from target_tiktok_audiences.tiktok.http import TikTokClient
-from target_tiktok_audiences.workers import Workers
-
-_SECRET_SETTINGS = ("access_token",)
 
 
 class RecordBeforeSchemaError(InputError, RecordsWithoutSchemaException):
@@ -97,12 +88,9 @@ class TargetTikTokAudiences(Target):
         # After super(): the SDK resets max_parallelism in its own __init__. One SQLite
         # connection serves all sinks, so sinks drain one at a time; requests run in parallel.
         self.max_parallelism = 1
-        self.normalization = check_global_settings(self.config)
         self.run_settings = RunSettings.from_config(self.config)
         # Every audience spec, resolved (and every bad one refused) before any input.
         self.definitions = resolve_definitions(self.config)
-        self._settings: dict[str, AudienceSettings | None] = {}
-        self._streams_by_audience: dict[tuple[str, ...], str] = {}
         self._held_state = False
         self._told_dry_run_state = False
         # Looked up once, not per record: the SDK's `config` wraps the settings on every read.
@@ -168,21 +156,11 @@ class TargetTikTokAudiences(Target):
         return self.run_settings.dry_run
 
     def audience_settings(self, stream: str) -> AudienceSettings | None:
-        """The resolved settings of a stream's audience (None: the stream is ignored)."""
-        if stream not in self._settings:
-            settings = resolve_settings(self.config, stream, self.normalization)
-            if settings is None:
-                self.logger.warning(
-                    "Stream %s is not listed in `audiences`: its records are ignored.", stream
-                )
-            else:  # listed specs were compared at start; streams named after themselves now
-                first = self._streams_by_audience.setdefault(settings.tiktok_audience, stream)
-                if first != stream:
-                    raise duplicate_audience_error(
-                        f"stream {first!r}", f"stream {stream!r}", settings
-                    )
-            self._settings[stream] = settings
-        return self._settings[stream]
+        """A simple audience's settings, by its stream (None: the stream is no spec's key)."""
+        definition = self.definitions.audiences.get(stream)
+        if definition is None or not definition.simple:
+            return None
+        return simple_settings(definition, self.definitions.source(stream))
 
     def get_sink_class(self, stream_name: str) -> type[Sink]:
         """Streams that feed no audience and exclude from none go to a sink that drops them."""
@@ -194,49 +172,9 @@ class TargetTikTokAudiences(Target):
         return AudienceSink
 
     @cached_property
-    def store(self) -> MembershipStore:
-        """The membership store (a throwaway copy in memory for a dry run)."""
-        run = self.run_settings
-        return MembershipStore.open(
-            run.membership_store, throwaway=run.dry_run, timeout=run.store_timeout
-        )
-
-    @cached_property
-    def progress(self) -> Progress:
-        """Progress lines on stderr every few seconds of a long run."""
-        return Progress(self.logger)
-
-    @cached_property
-    def workers(self) -> Workers:
-        """Worker processes: they parse and hash large streams and build large request bodies."""
-        return Workers()
-
-    @cached_property
-    def client(self) -> TikTokClient:
-        """The TikTok client; in a dry run, one that writes requests to `dry_run_output`."""
-        run = self.run_settings
-        options = run.client_options()
-        if run.dry_run:
-            path = Path(run.dry_run_output)
-            if path.parent != Path():
-                path.parent.mkdir(parents=True, exist_ok=True)
-            self._dry_run_file: IO[str] = path.open("w", encoding="utf-8")
-            return DryRunClient(
-                self._dry_run_file, run.api_url, None, options, workers=self.workers
-            )
-        return TikTokClient(run.api_url, run.access_token, options, workers=self.workers)
-
-    @cached_property
     def run(self) -> RunContext:
-        """What every audience's sync of this run shares."""
-        return RunContext(
-            store=self.store,
-            client=self.client,
-            progress=self.progress,
-            logger=self.logger,
-            dry_run=self.dry_run,
-            rebuild_when_store_empty=self.run_settings.rebuild_when_store_empty,
-        )
+        """What every audience's sync of this run shares, opened on first use."""
+        return open_run(self.run_settings, self.logger)
 
     @cached_property
     def audiences(self) -> AudienceRun:
@@ -254,8 +192,8 @@ class TargetTikTokAudiences(Target):
                 self.drain_one(earlier)
         return StreamContext(
             sync=self.audiences.sync_of(stream, key_properties),
-            workers=self.workers,
-            progress=self.progress,
+            workers=self.run.workers,
+            progress=self.run.progress,
             line_number=lambda: self.message_reader.line_number,
         )
 
@@ -322,9 +260,7 @@ class TargetTikTokAudiences(Target):
         refused = self.audiences.share_and_extend()
         super().process_endofpipe()
         self.audiences.report()
-        self.workers.close()
-        self.client.close()
-        self.store.close()
+        self.run.close()
         if refused:
             raise SharingError(
                 "; ".join(refused)
@@ -376,8 +312,8 @@ class TargetTikTokAudiences(Target):
             "on the same input completes the sync.",
             signum,
         )
-        if "client" in self.__dict__:  # retries waiting in other threads give up at once
-            self.client.stop()
+        if "run" in self.__dict__:  # retries waiting in other threads give up at once
+            self.run.client.stop()
         sys.exit(128 + signum)
 
     # CLI
@@ -429,7 +365,7 @@ class TargetTikTokAudiences(Target):
         except (TargetError, RecordsWithoutSchemaException, InvalidInputLine) as exc:
             cls._fail(str(exc))
         except Exception as exc:
-            if not isinstance(exc, _store_driver_errors()):
+            if not isinstance(exc, store_driver_errors()):
                 raise
             cls._fail(
                 f"the membership store failed ({type(exc).__name__}: {mask_url(str(exc))}); "
@@ -446,23 +382,6 @@ class TargetTikTokAudiences(Target):
 def _state_json(state: dict) -> str:
     """A STATE value as one JSON line: Decimal exact, NaN and +/-Infinity kept as the tap wrote."""
     return simplejson.dumps(state, use_decimal=True, allow_nan=True, separators=(",", ":"))
-
-
-def _store_driver_errors() -> tuple[type[Exception], ...]:
-    """The database drivers' exception classes: a dropped connection is no traceback."""
-    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
-    if "psycopg" in sys.modules:  # only loaded for a PostgreSQL store
-        errors += (sys.modules["psycopg"].Error,)
-    return errors
-
-
-def redact_config_error(errors: list[str]) -> str:
-    """The first schema error, without echoing a secret's value."""
-    first = errors[0] if errors else "the config does not match the settings schema"
-    for secret in _SECRET_SETTINGS:
-        if secret in first:
-            return f"`{secret}` must be a string; see `target-tiktok-audiences --about`"
-    return first + "; see `target-tiktok-audiences --about` for every setting"
 
 
 __all__ = ["ConfigError", "TargetTikTokAudiences"]

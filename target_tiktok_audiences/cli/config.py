@@ -24,8 +24,9 @@ from target_tiktok_audiences.settings import (
     check_setting_names,
     prepare_config,
     read_config_files,
+    redact_config_error,
 )
-from target_tiktok_audiences.target import TargetTikTokAudiences, redact_config_error
+from target_tiktok_audiences.target import TargetTikTokAudiences
 from target_tiktok_audiences.tiktok.http import TikTokClient
 
 PROG = "tiktok-audiences"

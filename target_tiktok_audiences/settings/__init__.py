@@ -25,7 +25,11 @@ from target_tiktok_audiences.settings.env import (
     read_config_files,
     store_passwords,
 )
-from target_tiktok_audiences.settings.names import SDK_INERT_SETTINGS, check_setting_names
+from target_tiktok_audiences.settings.names import (
+    SDK_INERT_SETTINGS,
+    check_setting_names,
+    redact_config_error,
+)
 from target_tiktok_audiences.settings.resolve import duplicate_audience_error
 from target_tiktok_audiences.settings.run import RunSettings
 from target_tiktok_audiences.settings.schema import config_schema, setting_default
@@ -34,6 +38,7 @@ from target_tiktok_audiences.settings.simple import (
     check_distinct_audiences,
     check_global_settings,
     resolve_settings,
+    simple_settings,
 )
 
 __all__ = [
@@ -55,8 +60,10 @@ __all__ = [
     "nest_meltano_object",
     "prepare_config",
     "read_config_files",
+    "redact_config_error",
     "resolve_definitions",
     "resolve_settings",
     "setting_default",
+    "simple_settings",
     "store_passwords",
 ]

@@ -114,3 +114,15 @@ def _unknown_setting(name: str, known: Collection[str], prefix: str) -> str:
         f"unknown setting `{prefix}{name}`: remove it (`target-tiktok-audiences --about` lists "
         "every setting)"
     )
+
+
+_SECRET_SETTINGS = ("access_token",)
+
+
+def redact_config_error(errors: list[str]) -> str:
+    """The first schema error, without echoing a secret's value."""
+    first = errors[0] if errors else "the config does not match the settings schema"
+    for secret in _SECRET_SETTINGS:
+        if secret in first:
+            return f"`{secret}` must be a string; see `target-tiktok-audiences --about`"
+    return first + "; see `target-tiktok-audiences --about` for every setting"

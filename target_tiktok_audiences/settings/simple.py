@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from target_tiktok_audiences.identifiers import NormalizationOptions
-from target_tiktok_audiences.settings.definitions import Resolver
+from target_tiktok_audiences.settings.definitions import (
+    AudienceDefinition,
+    Resolver,
+    SourceDefinition,
+)
 from target_tiktok_audiences.settings.resolve import (
     TikTokAudienceIdentity,
     check_top_level,
@@ -45,10 +49,15 @@ def resolve_settings(
     if specs and stream not in specs:
         return None
     resolver = Resolver(config, normalization)
-    audience = resolver.audience(stream, specs.get(stream) or {})
-    source = resolver.source(stream)
+    return simple_settings(
+        resolver.audience(stream, specs.get(stream) or {}), resolver.source(stream)
+    )
+
+
+def simple_settings(audience: AudienceDefinition, source: SourceDefinition) -> AudienceSettings:
+    """A simple audience's settings: its definition, read as its stream is."""
     return AudienceSettings(
-        stream=stream,
+        stream=source.stream,
         audience_id=audience.audience_id,
         audience_name=audience.audience_name,
         advertiser_ids=audience.advertiser_ids,
@@ -58,7 +67,7 @@ def resolve_settings(
         consent_field=source.consent_field,
         min_audience_size=audience.min_audience_size,
         max_removal_fraction=audience.max_removal_fraction,
-        normalization=normalization,
+        normalization=source.normalization,
     )
 
 
