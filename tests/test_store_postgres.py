@@ -26,8 +26,9 @@ from target_tiktok_audiences.store import (
     StoreMissingError,
     copy_store,
 )
-from target_tiktok_audiences.store_postgres import split_schema
+from target_tiktok_audiences.store.postgres import split_schema
 from tests.conftest import downgrade_sql
+from tests.store_sql import confirm_rows, member_hashes, plan_rows
 from tests.test_store import ADVERTISER, FIRST, confirm_plan, members, person, sha, slots, stage
 
 TABLES = ("meta", "audiences", "members", "pending")
@@ -116,7 +117,7 @@ def test_store_has_a_schema_of_its_own_beside_other_apps(postgres_server):
         app.execute("INSERT INTO public.members VALUES (1, 'another app')")
         store = MembershipStore(url)
         aud = store.audience("contacts", "k", [ADVERTISER]).id
-        store.confirm(aud, "add", [(person("a"), FIRST["same"])])
+        confirm_rows(store, aud, "add", [(person("a"), FIRST["same"])])
         store.close()
         assert app.execute("SELECT * FROM public.members").fetchall() == [(1, "another app")]
         assert app.execute("SELECT count(*) FROM tiktok_audiences.members").fetchone() == (1,)
@@ -170,10 +171,10 @@ def test_bulk_paths_make_no_round_trip_per_person(pg_url):
         stage(store, aud, people)
         summary = store.plan(aud, snapshot=True, complete=True)
         assert summary.joined == 3000
-        planned = [(who, s) for _, who, s, _ in store.planned(aud, "add")]
+        planned = [(who, s) for _, who, s, _ in plan_rows(store, aud, "add")]
         for i in range(0, 3000, 1000):
-            store.confirm(aud, "add", planned[i : i + 1000])
-        assert len(list(store.member_hashes(aud))) == 3000
+            confirm_rows(store, aud, "add", planned[i : i + 1000])
+        assert len(list(member_hashes(store, aud))) == 3000
     finally:
         connection.execute = real_execute
         store.close()
@@ -186,15 +187,15 @@ def test_bulk_paths_make_no_round_trip_per_person(pg_url):
 def test_throwaway_changes_are_seen_by_nobody_and_gone_on_close(pg_url, postgres_server):
     real = MembershipStore.open(pg_url)
     aud = real.audience("contacts", "k", [ADVERTISER]).id
-    real.confirm(aud, "add", [(person("a"), FIRST["same"])])
+    confirm_rows(real, aud, "add", [(person("a"), FIRST["same"])])
     real.close()
     before = {t: rows(postgres_server, pg_url, t) for t in TABLES}
 
     copy = MembershipStore.open(pg_url, throwaway=True)
     assert members(copy, aud) == {person("a"): FIRST["same"]}
     copy.lock_audience(aud, "contacts", 1)
-    copy.confirm(aud, "add", [(person("b"), FIRST["leaver"])])
-    copy.confirm(aud, "delete", [(person("a"), FIRST["same"])])
+    confirm_rows(copy, aud, "add", [(person("b"), FIRST["leaver"])])
+    confirm_rows(copy, aud, "delete", [(person("a"), FIRST["same"])])
     copy.set_tiktok_audience(aud, "888", "Customers")
     copy.finish_upload(aud)
     new = copy.audience("another", "k", [ADVERTISER]).id
@@ -217,7 +218,7 @@ def test_throwaway_changes_are_seen_by_nobody_and_gone_on_close(pg_url, postgres
 def test_throwaway_of_a_new_store_creates_nothing(pg_url, postgres_server):
     copy = MembershipStore.open(pg_url, throwaway=True)
     aud = copy.audience("contacts", "k", [ADVERTISER]).id
-    copy.confirm(aud, "add", [(person("a"), FIRST["same"])])
+    confirm_rows(copy, aud, "add", [(person("a"), FIRST["same"])])
     copy.close()
     assert tables_of(postgres_server, schema_of(pg_url)) == {}
 
@@ -290,7 +291,7 @@ def test_same_audience_id_in_two_schemas_are_two_locks(postgres_server):
 def test_killed_mid_transaction_leaves_nothing_half_applied(pg_url, postgres_server):
     store = MembershipStore(pg_url)
     aud = store.audience("contacts", "k", ["1"]).id
-    store.confirm(aud, "add", [(person("a"), FIRST["same"]), (person("b"), FIRST["leaver"])])
+    confirm_rows(store, aud, "add", [(person("a"), FIRST["same"]), (person("b"), FIRST["leaver"])])
     before = rows(postgres_server, pg_url, "members")
     holder = start_holder(pg_url, "transaction")  # deleted everyone, wrote half a row
     holder.send_signal(signal.SIGKILL)
@@ -303,7 +304,7 @@ def test_killed_mid_transaction_leaves_nothing_half_applied(pg_url, postgres_ser
 def test_failure_between_the_statements_of_a_confirmation_applies_nothing(pg_url):
     store = MembershipStore(pg_url)
     aud = store.audience("contacts", "k", ["1"]).id
-    store.confirm(aud, "add", [(person("a"), FIRST["same"]), (person("b"), FIRST["leaver"])])
+    confirm_rows(store, aud, "add", [(person("a"), FIRST["same"]), (person("b"), FIRST["leaver"])])
     real_execute = store._db.execute
 
     def dies_before_the_delete(statement, params=()):
@@ -313,10 +314,10 @@ def test_failure_between_the_statements_of_a_confirmation_applies_nothing(pg_url
 
     store._db.execute = dies_before_the_delete
     with pytest.raises(psycopg.OperationalError):
-        store.confirm(aud, "delete", [(person("a"), FIRST["same"])])  # hashes cleared by now
+        confirm_rows(store, aud, "delete", [(person("a"), FIRST["same"])])  # hashes cleared by now
     store._db.execute = real_execute
     assert members(store, aud) == {person("a"): FIRST["same"], person("b"): FIRST["leaver"]}
-    store.confirm(aud, "delete", [(person("a"), FIRST["same"])])
+    confirm_rows(store, aud, "delete", [(person("a"), FIRST["same"])])
     assert members(store, aud) == {person("b"): FIRST["leaver"]}
     store.close()
 
@@ -375,7 +376,7 @@ def test_older_schema_is_upgraded_in_place(pg_url, postgres_server):
         assert rows(postgres_server, pg_url, "meta") == [("schema_version", str(SCHEMA_VERSION))]
         assert rows(postgres_server, pg_url, "members") == kept
         aud = store.list_audiences()[0].id
-        store.confirm(aud, "add", [(person("new"), FIRST["same"])])
+        confirm_rows(store, aud, "add", [(person("new"), FIRST["same"])])
         assert store.get_audience(aud).last_change_at is not None
     finally:
         store.close()
@@ -435,7 +436,7 @@ def test_copy_refuses_a_destination_with_data_unless_forced(tmp_path, pg_url):
 
 
 def test_copy_is_one_transaction_on_the_destination(tmp_path, pg_url, monkeypatch):
-    from target_tiktok_audiences.store_postgres import PostgresBackend
+    from target_tiktok_audiences.store.postgres import PostgresBackend
 
     source, before = source_and_used_dest(tmp_path, pg_url)
 
@@ -450,7 +451,7 @@ def test_copy_is_one_transaction_on_the_destination(tmp_path, pg_url, monkeypatc
 
 
 def test_copy_out_of_postgres_that_fails_midway_writes_nothing(tmp_path, pg_url, monkeypatch):
-    from target_tiktok_audiences.store_sqlite import SQLiteBackend
+    from target_tiktok_audiences.store.sqlite import SQLiteBackend
 
     populate(pg_url)
     dest = str(tmp_path / "back.sqlite")
