@@ -31,7 +31,7 @@ from tests.conftest import downgrade_sql
 from tests.store_sql import confirm_rows, member_hashes, plan_rows
 from tests.test_store import ADVERTISER, FIRST, confirm_plan, members, person, sha, slots, stage
 
-TABLES = ("meta", "audiences", "members", "pending")
+TABLES = ("meta", "audiences", "members", "pending", "sources", "source_people")
 
 
 def schema_of(url: str) -> str:
@@ -60,9 +60,20 @@ def tables_of(server, schema: str) -> dict[str, list[str]]:
     return out
 
 
+def remember_source(store: MembershipStore, stream: str, selection: str, people: dict) -> None:
+    """Give the store a source of a composed audience: `people` split by their first letter."""
+    source = store.source(stream, selection)
+    rows = [(person(key), 0, 0, key[0], slots_) for key, slots_ in people.items()]
+    store.stage_rows(source.group, rows)
+    store.remember_staged(source, source.group, whole=True, dirty=[])
+    store.clear_staged(source.group)
+
+
 def populate(location: str) -> str:
-    """A store with a bit of everything: ids, names, results, members, held people."""
+    """A store with a bit of everything: ids, names, results, members, held people, sources."""
     store = MembershipStore(location)
+    remember_source(store, "crm", "", {"c1": FIRST["same"], "c2": FIRST["leaver"]})
+    remember_source(store, "warehouse", "split_by:plan", {"w": slots(email="w@example.com")})
     customers = store.audience("contacts", "name:Customers", [ADVERTISER]).id
     stage(store, customers, FIRST)
     store.plan(customers, snapshot=True, complete=True)
@@ -80,10 +91,11 @@ def populate(location: str) -> str:
 
 
 def source_and_used_dest(tmp_path: Path, dest_url: str) -> tuple[str, dict]:
-    """A populated SQLite source, and a destination that already holds an audience."""
+    """A populated SQLite source, and a destination that already holds an audience and a source."""
     source = populate(str(tmp_path / "source.sqlite"))
     dest = MembershipStore(dest_url)
     dest.audience("someone-else", "k", [ADVERTISER])
+    remember_source(dest, "someone-elses-crm", "", {"z": slots(email="z@example.com")})
     dest.close()
     return source, everything(dest_url)
 
@@ -94,7 +106,7 @@ def everything(location: str) -> dict[str, list[tuple]]:
     try:
         out = {}
         for table in TABLES:
-            order = "key" if table == "meta" else ("id" if table == "audiences" else "1, 2")
+            order = {"meta": "key", "audiences": "id", "sources": "id"}.get(table, "1, 2")
             found = store._db.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
             out[table] = [
                 tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in found
@@ -413,26 +425,31 @@ def test_missing_store_is_not_created_when_asked_not_to(pg_url, postgres_server,
 def test_copy_sqlite_to_postgres_and_back_loses_nothing(tmp_path, pg_url):
     source = populate(str(tmp_path / "source.sqlite"))
     original = everything(source)
-    assert copy_store(source, pg_url) == {"audiences": 2, "members": 5, "pending": 2}
+    counts = {"audiences": 2, "members": 5, "pending": 2, "sources": 2, "source_people": 3}
+    assert copy_store(source, pg_url) == counts
     assert everything(pg_url) == original
     back = str(tmp_path / "back" / "membership.sqlite")
-    assert copy_store(pg_url, back) == {"audiences": 2, "members": 5, "pending": 2}
+    assert copy_store(pg_url, back) == counts
     assert everything(back) == original
-    # The copy carries on as the store: a new audience gets the next id, on both.
+    # The copy carries on as the store: a new audience or source gets the next id, on both.
     for location in (pg_url, back):
         store = MembershipStore(location)
         assert store.audience("new", "k", [ADVERTISER]).id == 3
+        assert store.source("new").id == 3
+        assert store.split_values(store.source("warehouse", "split_by:plan")) == ["w"]
         store.close()
 
 
-def test_copy_refuses_a_destination_with_data_unless_forced(tmp_path, pg_url):
-    source, before = source_and_used_dest(tmp_path, pg_url)
+@pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+def test_copy_refuses_a_destination_with_data_unless_forced(tmp_path, pg_url, kind):
+    dest = pg_url if kind == "postgres" else str(tmp_path / "dest.sqlite")
+    source, before = source_and_used_dest(tmp_path, dest)
     with pytest.raises(StoreError, match="--force") as info:
-        copy_store(source, pg_url)
+        copy_store(source, dest)
     assert "not empty (1 audiences)" in str(info.value)
-    assert everything(pg_url) == before
-    copy_store(source, pg_url, force=True)
-    assert everything(pg_url) == everything(source)
+    assert everything(dest) == before
+    copy_store(source, dest, force=True)
+    assert everything(dest) == everything(source)
 
 
 def test_copy_is_one_transaction_on_the_destination(tmp_path, pg_url, monkeypatch):
@@ -473,6 +490,8 @@ def test_copy_out_of_postgres_that_fails_midway_writes_nothing(tmp_path, pg_url,
         "audiences": [],
         "members": [],
         "pending": [],
+        "sources": [],
+        "source_people": [],
     }
     assert copy_store(pg_url, dest)["members"] == 5
 
@@ -515,7 +534,13 @@ def test_copy_from_the_command_line(tmp_path, pg_url):
         timeout=60,
         check=True,
     )
-    assert json.loads(out.stdout) == {"audiences": 2, "members": 5, "pending": 2}
+    assert json.loads(out.stdout) == {
+        "audiences": 2,
+        "members": 5,
+        "pending": 2,
+        "sources": 2,
+        "source_people": 3,
+    }
     back = tmp_path / "back.sqlite"
     subprocess.run([sys.executable, "-c", code, pg_url, str(back), "no"], check=True, timeout=60)
     assert everything(str(back)) == everything(source)

@@ -65,11 +65,10 @@ class Copying(Audiences):
         dest._lock_all(existing, lock_timeout, "replace the destination")
         self._db.execute(self._db.begin_snapshot)
         try:
-            counts = {table: self._count(table) for table in ("audiences", "members", "pending")}
+            counts = {table: self._count(table) for table in TABLES if table != "meta"}
             with dest.transaction() as db:
-                for table in ("pending", "members", "audiences"):
-                    db.execute(f"DELETE FROM {table}")
-                db.execute("DELETE FROM meta" + _KEEP_VERSION["meta"])
+                for table in reversed(TABLES):
+                    db.execute(f"DELETE FROM {table}" + _KEEP_VERSION.get(table, ""))
                 for table, columns in TABLES.items():
                     query = f"SELECT {', '.join(columns)} FROM {table}"
                     query += _KEEP_VERSION.get(table, "")
@@ -78,6 +77,7 @@ class Copying(Audiences):
                     with contextlib.closing(self._db.dump(query)) as rows:
                         db.load(table, columns, rows)
                 db.reset_ids("audiences")
+                db.reset_ids("sources")
                 copied = {table: dest._count(table) for table in counts}
                 if copied != counts:
                     msg = f"copy incomplete ({copied} of {counts}): nothing was written"
