@@ -16,9 +16,8 @@ opens; a module uses only those below it.
 from __future__ import annotations
 
 from target_tiktok_audiences.store.audiences import AudienceRow
-from target_tiktok_audiences.store.backend import DEFAULT_TIMEOUT, StoreMissingError
+from target_tiktok_audiences.store.backend import StoreMissingError
 from target_tiktok_audiences.store.confirm import Confirmation
-from target_tiktok_audiences.store.connection import is_postgres_url
 from target_tiktok_audiences.store.copy import Copying, copy_store
 from target_tiktok_audiences.store.keys import KeyPropertiesChangedError, Keys
 from target_tiktok_audiences.store.plan import Planning, PlanRows, PlanSummary
@@ -27,7 +26,6 @@ from target_tiktok_audiences.store.sources import SourceRow, Sources
 from target_tiktok_audiences.store.staged import LEAVES, NO_CONSENT, STAYS, Staged
 
 __all__ = [
-    "DEFAULT_TIMEOUT",
     "LEAVES",
     "NO_CONSENT",
     "SCHEMA_VERSION",
@@ -41,7 +39,6 @@ __all__ = [
     "Staged",
     "StoreMissingError",
     "copy_store",
-    "is_postgres_url",
 ]
 
 
