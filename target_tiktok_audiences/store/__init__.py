@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from target_tiktok_audiences.store.audiences import AudienceRow
 from target_tiktok_audiences.store.backend import StoreMissingError
+from target_tiktok_audiences.store.compose import Composition
 from target_tiktok_audiences.store.confirm import Confirmation
 from target_tiktok_audiences.store.copy import Copying, copy_store
 from target_tiktok_audiences.store.keys import KeyPropertiesChangedError, Keys
@@ -42,9 +43,9 @@ __all__ = [
 ]
 
 
-class MembershipStore(Keys, Planning, Sources, Confirmation, Copying):
+class MembershipStore(Keys, Planning, Composition, Sources, Confirmation, Copying):
     """Confirmed membership in SQLite or PostgreSQL, one connection per run.
 
     Opened with `MembershipStore.open` (see `Connection`); its parts: audiences, staging,
-    sources, planning, confirmation, key changes and copying.
+    sources, composition, planning, confirmation, key changes and copying.
     """

@@ -1,9 +1,8 @@
-"""Staged people: what this run's input says, in the fixed-width wire format and in `staged`.
+"""Staged people: what this run's input says, and the packed form it travels in (`Staged`).
 
-Staged people travel packed (`Staged`): a fixed-width record each, unpacked by one SQL
-statement on the database side. They are appended to the unindexed temporary table `staged`
-in input order; the last row of a person wins once `_index_staged` ran. A first upload held
-back until `min_audience_size` waits in `pending`, not in `staged`.
+Staged rows are appended, in input order, to the unindexed temporary table `staged`; each
+person's last row wins once `_index_staged` ran. A first upload held back until
+`min_audience_size` waits in `pending` (`hold`) until `release_pending` stages it again.
 """
 
 from __future__ import annotations
