@@ -452,6 +452,18 @@ def test_copy_refuses_a_destination_with_data_unless_forced(tmp_path, pg_url, ki
     assert everything(dest) == everything(source)
 
 
+def test_copy_refuses_a_destination_that_holds_only_sources(tmp_path):
+    source = populate(str(tmp_path / "source.sqlite"))
+    dest = str(tmp_path / "dest.sqlite")
+    store = MembershipStore(dest)
+    remember_source(store, "someone-elses-crm", "", {"z": slots(email="z@example.com")})
+    store.close()
+    before = everything(dest)
+    with pytest.raises(StoreError, match="--force"):
+        copy_store(source, dest)
+    assert everything(dest) == before
+
+
 def test_copy_is_one_transaction_on_the_destination(tmp_path, pg_url, monkeypatch):
     from target_tiktok_audiences.store.postgres import PostgresBackend
 

@@ -126,13 +126,6 @@ class Audiences(Connection):
             "SELECT COUNT(*) FROM pending WHERE audience = ?", (audience,)
         ).fetchone()[0]
 
-    def is_empty(self) -> bool:
-        """No audience, member or held person: a new store, or one whose file was lost."""
-        return not any(
-            self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
-            for table in ("audiences", "members", "pending")
-        )
-
     def audiences_of_key(self, key: str) -> list[AudienceRow]:
         """The audiences the store has under one key of `audiences` (one per split value)."""
         ids = self._db.execute(

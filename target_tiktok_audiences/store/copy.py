@@ -28,6 +28,14 @@ class Copying(Audiences):
     def _count(self, table: str) -> int:
         return self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
+    def _is_empty(self) -> bool:
+        """No row in any table but `meta`: nothing a copy into this store would replace."""
+        return not any(
+            self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+            for table in TABLES
+            if table != "meta"
+        )
+
     def _lock_all(self, audiences: Iterable[AudienceRow], timeout: float, doing: str) -> None:
         """Hold every audience's lock, so no run writes while the store is copied."""
         for row in audiences:
@@ -56,7 +64,7 @@ class Copying(Audiences):
             raise StoreError(msg)
         self._lock_all(audiences, lock_timeout, "copy")
         existing = dest.list_audiences()
-        if not dest.is_empty() and not force:
+        if not dest._is_empty() and not force:
             msg = (
                 f"membership store {dest.path!r} is not empty ({len(existing)} audiences): "
                 "pass --force to replace everything in it with the copy"
