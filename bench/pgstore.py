@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from target_tiktok_audiences.store_postgres import split_schema
+from target_tiktok_audiences.store.postgres import split_schema
 from tests.postgres import PostgresServer, PostgresUnavailable
 
 __all__ = ["BenchPostgres", "PostgresUnavailable"]

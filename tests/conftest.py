@@ -151,13 +151,13 @@ def downgrade_sql(version: int, prefix: str = "") -> list[str]:
 
     `prefix`: a PostgreSQL schema and a dot. Tables and columns added since go, newest first.
     """
-    from target_tiktok_audiences import store
+    from target_tiktok_audiences.store import schema
 
     statements = []
-    for step in range(store.SCHEMA_VERSION, version, -1):
-        for table in sorted(store._TABLES_ADDED.get(step, ())):
+    for step in range(schema.SCHEMA_VERSION, version, -1):
+        for table in sorted(schema._TABLES_ADDED.get(step, ())):
             statements.append(f"DROP TABLE {prefix}{table}")
-        for table, columns in store._COLUMNS_ADDED.get(step, {}).items():
+        for table, columns in schema._COLUMNS_ADDED.get(step, {}).items():
             for column in sorted(columns):
                 statements.append(f"ALTER TABLE {prefix}{table} DROP COLUMN {column}")
     statements.append(f"UPDATE {prefix}meta SET value = '{version}' WHERE key = 'schema_version'")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from target_tiktok_audiences.store_postgres import split_schema
+from target_tiktok_audiences.store.postgres import split_schema
 from tests.conftest import TargetRunner, record, schema
 from tests.fake_tiktok import FakeTikTok
 from tests.postgres import PostgresServer

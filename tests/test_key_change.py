@@ -13,6 +13,7 @@ import pytest
 
 from target_tiktok_audiences.store import KeyPropertiesChangedError, MembershipStore
 from tests.conftest import TargetRunner, downgrade_sql, record, schema, state
+from tests.store_sql import confirm_rows, member_hashes
 from tests.test_end_to_end import mapping_requests, members, only_audience, sent_rows
 from tests.test_end_to_end_postgres import PostgresTargetRunner
 from tests.test_store import ADVERTISER, FIRST, confirm_plan, person, slots, stage
@@ -128,7 +129,7 @@ def test_rematch_rekeys_exact_matches_only(tmp_path):
         stage(store, aud, new)
         assert store.rematch(aud, ("cid",)) == (1, 4)  # a: b changed, the twins are ambiguous
         assert store.get_audience(aud).key_properties == ("cid",)
-        keys = {row[0] for row in store.member_hashes(aud)}
+        keys = {row[0] for row in member_hashes(store, aud)}
         assert keys == {person("A"), person("b"), person("t1"), person("t2")}
         summary = store.plan(aud, snapshot=True, complete=True)
         assert (summary.unchanged, summary.joined, summary.left) == (1, 2, 3)
@@ -152,7 +153,7 @@ def test_a_store_from_before_key_properties_learns_them_on_first_sight(tmp_path)
         assert store.get_audience(aud).key_properties is None
         assert store.key_change(aud, (), allow=False, stream="contacts", label="C") is False
         assert store.get_audience(aud).key_properties == ()
-        store.confirm(aud, "add", [(person("a"), FIRST["same"])])
+        confirm_rows(store, aud, "add", [(person("a"), FIRST["same"])])
         with pytest.raises(KeyPropertiesChangedError):
             store.key_change(aud, ("id",), allow=False, stream="contacts", label="C")
     finally:

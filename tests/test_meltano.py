@@ -85,7 +85,7 @@ def test_gitignore_keeps_secrets_stores_and_dry_run_output_out_of_git():
         check=False,
     )
     assert sorted(proc.stdout.split()) == sorted(ignored)
-    kept = ["examples/contacts.jsonl", "meltano.yml", "target_tiktok_audiences/store.py"]
+    kept = ["examples/contacts.jsonl", "meltano.yml", "target_tiktok_audiences/store/__init__.py"]
     proc = subprocess.run(
         ["git", "-C", str(REPO), "check-ignore", "--no-index", *kept],
         capture_output=True,

@@ -33,6 +33,7 @@ from target_tiktok_audiences.sync import removal_refusal, should_hold
 from target_tiktok_audiences.tiktok.mapping import Batch, batch_json, mapping_body, mapping_json
 from target_tiktok_audiences.workers import Workers
 from tests.conftest import downgrade_sql
+from tests.store_sql import confirm_rows, member_hashes, plan_rows
 
 N = len(SLOTS)
 SLOT = {name: i for i, name in enumerate(SLOTS)}
@@ -78,22 +79,22 @@ def person(key: str) -> bytes:
 def planned(store, aud, action):
     """{person: (store slots, api slots)} of the planned rows of one action."""
     out = {}
-    for _, who, store_slots, api_slots in store.planned(aud, action):
+    for _, who, store_slots, api_slots in plan_rows(store, aud, action):
         assert who not in out, "one planned row per person and action"
         out[who] = (store_slots, api_slots)
     return out
 
 
 def members(store, aud):
-    return {row[0]: tuple(row[1:]) for row in store.member_hashes(aud)}
+    return {row[0]: tuple(row[1:]) for row in member_hashes(store, aud)}
 
 
 def confirm_plan(store, aud):
     """Confirm every planned row as TikTok would (deletes first), with the store slots."""
     for action in ("delete", "add"):
-        rows = [(who, s) for _, who, s, _ in store.planned(aud, action)]
+        rows = [(who, s) for _, who, s, _ in plan_rows(store, aud, action)]
         if rows:
-            store.confirm(aud, action, rows)
+            confirm_rows(store, aud, action, rows)
     store.clear_staged(aud)
 
 
@@ -278,8 +279,8 @@ def test_deletes_are_planned_before_adds(store, aud):
     first_sync(store, aud)
     stage(store, aud, SECOND)
     store.plan(aud, snapshot=True, complete=True)
-    delete_seqs = [seq for seq, *_ in store.planned(aud, "delete")]
-    add_seqs = [seq for seq, *_ in store.planned(aud, "add")]
+    delete_seqs = [seq for seq, *_ in plan_rows(store, aud, "delete")]
+    add_seqs = [seq for seq, *_ in plan_rows(store, aud, "add")]
     assert max(delete_seqs) < min(add_seqs)
 
 
@@ -439,17 +440,17 @@ def test_confirm_delete_then_add_leaves_exactly_the_new_slots(store, aud):
     old = slots(email="old@example.com", phone="+14155550131")
     new = slots(email="new@example.com", phone="+14155550131")
     who = person("p")
-    store.confirm(aud, "add", [(who, old)])
-    store.confirm(aud, "delete", [(who, only("EMAIL_SHA256", sha("old@example.com")))])
+    confirm_rows(store, aud, "add", [(who, old)])
+    confirm_rows(store, aud, "delete", [(who, only("EMAIL_SHA256", sha("old@example.com")))])
     assert members(store, aud) == {who: slots(phone="+14155550131")}
-    store.confirm(aud, "add", [(who, only("EMAIL_SHA256", sha("new@example.com")))])
+    confirm_rows(store, aud, "add", [(who, only("EMAIL_SHA256", sha("new@example.com")))])
     assert members(store, aud) == {who: new}
 
 
 def test_confirm_delete_of_every_slot_removes_the_member(store, aud):
     who, other = person("p"), person("q")
-    store.confirm(aud, "add", [(who, FIRST["same"]), (other, FIRST["leaver"])])
-    store.confirm(aud, "delete", [(who, FIRST["same"])])
+    confirm_rows(store, aud, "add", [(who, FIRST["same"]), (other, FIRST["leaver"])])
+    confirm_rows(store, aud, "delete", [(who, FIRST["same"])])
     assert members(store, aud) == {other: FIRST["leaver"]}
     assert store.count_members(aud) == 1
 
@@ -457,24 +458,26 @@ def test_confirm_delete_of_every_slot_removes_the_member(store, aud):
 def test_confirm_delete_of_a_hash_the_row_no_longer_has_changes_nothing(store, aud):
     who = person("p")
     current = slots(email="now@example.com", phone="+14155550141")
-    store.confirm(aud, "add", [(who, current)])
-    store.confirm(aud, "delete", [(who, slots(email="then@example.com", phone="+14155550149"))])
+    confirm_rows(store, aud, "add", [(who, current)])
+    confirm_rows(
+        store, aud, "delete", [(who, slots(email="then@example.com", phone="+14155550149"))]
+    )
     assert members(store, aud) == {who: current}
-    store.confirm(aud, "delete", [(person("stranger"), current)])
+    confirm_rows(store, aud, "delete", [(person("stranger"), current)])
     assert members(store, aud) == {who: current}
 
 
 def test_confirm_is_per_audience(store, aud):
     other = store.audience("other", "name:Other", [ADVERTISER]).id
-    store.confirm(aud, "add", [(person("p"), FIRST["same"])])
-    store.confirm(other, "add", [(person("p"), FIRST["same"])])
-    store.confirm(other, "delete", [(person("p"), FIRST["same"])])
+    confirm_rows(store, aud, "add", [(person("p"), FIRST["same"])])
+    confirm_rows(store, other, "add", [(person("p"), FIRST["same"])])
+    confirm_rows(store, other, "delete", [(person("p"), FIRST["same"])])
     assert store.count_members(aud) == 1
     assert store.count_members(other) == 0
 
 
 def test_transaction_rolls_back_on_exception(store, aud):
-    store.confirm(aud, "add", [(person("before"), FIRST["same"])])
+    confirm_rows(store, aud, "add", [(person("before"), FIRST["same"])])
     with pytest.raises(RuntimeError), store.transaction() as db:
         db.execute("DELETE FROM members WHERE audience = ?", (aud,))
         db.execute(
@@ -484,7 +487,7 @@ def test_transaction_rolls_back_on_exception(store, aud):
         raise RuntimeError("dies mid-way")
     assert members(store, aud) == {person("before"): FIRST["same"]}
     # The connection is usable afterwards (no transaction left open).
-    store.confirm(aud, "add", [(person("after"), FIRST["leaver"])])
+    confirm_rows(store, aud, "add", [(person("after"), FIRST["leaver"])])
     assert store.count_members(aud) == 2
 
 
@@ -492,25 +495,25 @@ def test_confirm_that_fails_mid_batch_applies_nothing(store, aud):
     good = (person("good"), FIRST["same"])
     bad = (person("bad"), (sha("x"),))  # wrong number of slots: the insert fails
     with pytest.raises(store.errors):
-        store.confirm(aud, "add", [good, bad])
+        confirm_rows(store, aud, "add", [good, bad])
     assert store.count_members(aud) == 0
 
 
 def test_confirm_planned_applies_the_sent_rows_of_its_range_only(store, aud):
     plan_household_leavers(store, aud)
-    seqs = [seq for seq, *_ in store.planned(aud, "delete")]
+    seqs = [seq for seq, *_ in plan_rows(store, aud, "delete")]
     # The phone-only leaver's row sends nothing (the phone stays with "stays"): a confirmed
     # batch's range does not apply it, even when the range spans it.
     store.confirm_planned(aud, "delete", min(seqs), max(seqs))
     assert set(members(store, aud)) == {person("stays"), person("phone-only-leaver")}
-    store.confirm(aud, "delete", [(person("phone-only-leaver"), slots(phone=HOUSEHOLD))])
+    confirm_rows(store, aud, "delete", [(person("phone-only-leaver"), slots(phone=HOUSEHOLD))])
     assert set(members(store, aud)) == {person("stays")}
 
 
 def test_confirm_planned_applies_no_row_outside_its_range(store, aud):
     stage(store, aud, FIRST)
     store.plan(aud, snapshot=True, complete=True)
-    rows = list(store.planned(aud, "add"))
+    rows = list(plan_rows(store, aud, "add"))
     seq, who, store_slots, _ = rows[1]
     store.confirm_planned(aud, "add", seq, seq)
     assert members(store, aud) == {who: store_slots}
@@ -546,7 +549,7 @@ def test_next_batch_gives_every_row_to_send_once_in_plan_order(store, aud):
     """
     stage(store, aud, FIRST)
     store.plan(aud, snapshot=True, complete=True)
-    adds = [(seq, sent) for seq, _, _, sent in store.planned(aud, "add")]
+    adds = [(seq, sent) for seq, _, _, sent in plan_rows(store, aud, "add")]
     batches = all_batches(store, aud, "add", 2)
     assert [b.size for b in batches] == [2, 2, 1]
     assert [(b.first, b.last) for b in batches] == [
@@ -557,7 +560,7 @@ def test_next_batch_gives_every_row_to_send_once_in_plan_order(store, aud):
     store.clear_staged(aud)
 
     plan_household_leavers(store, aud)
-    deletes = list(store.planned(aud, "delete"))
+    deletes = list(plan_rows(store, aud, "delete"))
     assert len(deletes) == 2  # one of them sends nothing: its only hash is kept
     (batch,) = all_batches(store, aud, "delete", 10)
     assert batch.size == 1
@@ -571,7 +574,7 @@ def test_a_worker_process_builds_the_body_from_the_work_file(tmp_path):
     stage(store, aud, {f"p{i}": slots(email=f"p{i}@example.com") for i in range(50)})
     store.plan(aud, snapshot=True, complete=True)
     (batch,) = all_batches(store, aud, "add", 100)
-    inline = [sent for _, _, _, sent in store.planned(aud, "add")]
+    inline = [sent for _, _, _, sent in plan_rows(store, aud, "add")]
     workers = Workers(2)
     try:
         body = workers.submit(batch_json, "add", [ADVERTISER], "9", batch, parallel=True)
@@ -737,14 +740,14 @@ def test_throwaway_copy_never_reaches_the_file(tmp_path):
     path = str(tmp_path / "m.sqlite")
     real = MembershipStore.open(path)
     aud = real.audience("contacts", "k", [ADVERTISER]).id
-    real.confirm(aud, "add", [(person("a"), FIRST["same"])])
+    confirm_rows(real, aud, "add", [(person("a"), FIRST["same"])])
     real.close()
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
     copy = MembershipStore.open(path, throwaway=True)
     assert members(copy, aud) == {person("a"): FIRST["same"]}
-    copy.confirm(aud, "add", [(person("b"), FIRST["leaver"])])
-    copy.confirm(aud, "delete", [(person("a"), FIRST["same"])])
+    confirm_rows(copy, aud, "add", [(person("b"), FIRST["leaver"])])
+    confirm_rows(copy, aud, "delete", [(person("a"), FIRST["same"])])
     copy.set_tiktok_audience(aud, "888", "Customers")
     copy.finish_upload(aud)
     assert members(copy, aud) == {person("b"): FIRST["leaver"]}
@@ -775,7 +778,7 @@ def test_throwaway_copy_of_a_path_with_uri_characters(tmp_path, dirname):
     path = str(directory / "m.sqlite")
     real = MembershipStore.open(path)
     aud = real.audience("contacts", "k", [ADVERTISER]).id
-    real.confirm(aud, "add", [(person("a"), FIRST["same"])])
+    confirm_rows(real, aud, "add", [(person("a"), FIRST["same"])])
     real.close()
     copy = MembershipStore.open(path, throwaway=True)
     try:
@@ -853,7 +856,7 @@ def test_store_written_before_last_change_at_still_works(tmp_path):
     store = MembershipStore(str(path))
     try:
         aud = store.audience("contacts", "k", [ADVERTISER]).id
-        store.confirm(aud, "add", [(person("a"), FIRST["same"])])
+        confirm_rows(store, aud, "add", [(person("a"), FIRST["same"])])
         assert store.count_members(aud) == 1
         assert store.list_audiences()[0].stream == "contacts"
     finally:
@@ -929,14 +932,14 @@ def hashes(people):
 def run_plan(store, aud, tiktok):
     """Send the planned API slots to a set-like fake audience and confirm the store slots."""
     for action in ("delete", "add"):
-        rows = list(store.planned(aud, action))
+        rows = list(plan_rows(store, aud, action))
         sent = {(i, h) for *_, api in rows for i, h in enumerate(api) if h is not None}
         if action == "delete":
             tiktok -= sent
         else:
             tiktok |= sent
         if rows:
-            store.confirm(aud, action, [(who, s) for _, who, s, _ in rows])
+            confirm_rows(store, aud, action, [(who, s) for _, who, s, _ in rows])
     store.clear_staged(aud)
 
 

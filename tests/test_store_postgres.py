@@ -26,11 +26,12 @@ from target_tiktok_audiences.store import (
     StoreMissingError,
     copy_store,
 )
-from target_tiktok_audiences.store_postgres import split_schema
+from target_tiktok_audiences.store.postgres import split_schema
 from tests.conftest import downgrade_sql
+from tests.store_sql import confirm_rows, member_hashes, plan_rows
 from tests.test_store import ADVERTISER, FIRST, confirm_plan, members, person, sha, slots, stage
 
-TABLES = ("meta", "audiences", "members", "pending")
+TABLES = ("meta", "audiences", "members", "pending", "sources", "source_people")
 
 
 def schema_of(url: str) -> str:
@@ -59,9 +60,20 @@ def tables_of(server, schema: str) -> dict[str, list[str]]:
     return out
 
 
+def remember_source(store: MembershipStore, stream: str, selection: str, people: dict) -> None:
+    """Give the store a source of a composed audience: `people` split by their first letter."""
+    source = store.source(stream, selection)
+    rows = [(person(key), 0, 0, key[0], slots_) for key, slots_ in people.items()]
+    store.stage_rows(source.group, rows)
+    store.remember_staged(source, source.group, whole=True, dirty=[])
+    store.clear_staged(source.group)
+
+
 def populate(location: str) -> str:
-    """A store with a bit of everything: ids, names, results, members, held people."""
+    """A store with a bit of everything: ids, names, results, members, held people, sources."""
     store = MembershipStore(location)
+    remember_source(store, "crm", "", {"c1": FIRST["same"], "c2": FIRST["leaver"]})
+    remember_source(store, "warehouse", "split_by:plan", {"w": slots(email="w@example.com")})
     customers = store.audience("contacts", "name:Customers", [ADVERTISER]).id
     stage(store, customers, FIRST)
     store.plan(customers, snapshot=True, complete=True)
@@ -79,10 +91,11 @@ def populate(location: str) -> str:
 
 
 def source_and_used_dest(tmp_path: Path, dest_url: str) -> tuple[str, dict]:
-    """A populated SQLite source, and a destination that already holds an audience."""
+    """A populated SQLite source, and a destination that already holds an audience and a source."""
     source = populate(str(tmp_path / "source.sqlite"))
     dest = MembershipStore(dest_url)
     dest.audience("someone-else", "k", [ADVERTISER])
+    remember_source(dest, "someone-elses-crm", "", {"z": slots(email="z@example.com")})
     dest.close()
     return source, everything(dest_url)
 
@@ -93,7 +106,7 @@ def everything(location: str) -> dict[str, list[tuple]]:
     try:
         out = {}
         for table in TABLES:
-            order = "key" if table == "meta" else ("id" if table == "audiences" else "1, 2")
+            order = {"meta": "key", "audiences": "id", "sources": "id"}.get(table, "1, 2")
             found = store._db.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
             out[table] = [
                 tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in found
@@ -116,7 +129,7 @@ def test_store_has_a_schema_of_its_own_beside_other_apps(postgres_server):
         app.execute("INSERT INTO public.members VALUES (1, 'another app')")
         store = MembershipStore(url)
         aud = store.audience("contacts", "k", [ADVERTISER]).id
-        store.confirm(aud, "add", [(person("a"), FIRST["same"])])
+        confirm_rows(store, aud, "add", [(person("a"), FIRST["same"])])
         store.close()
         assert app.execute("SELECT * FROM public.members").fetchall() == [(1, "another app")]
         assert app.execute("SELECT count(*) FROM tiktok_audiences.members").fetchone() == (1,)
@@ -170,10 +183,10 @@ def test_bulk_paths_make_no_round_trip_per_person(pg_url):
         stage(store, aud, people)
         summary = store.plan(aud, snapshot=True, complete=True)
         assert summary.joined == 3000
-        planned = [(who, s) for _, who, s, _ in store.planned(aud, "add")]
+        planned = [(who, s) for _, who, s, _ in plan_rows(store, aud, "add")]
         for i in range(0, 3000, 1000):
-            store.confirm(aud, "add", planned[i : i + 1000])
-        assert len(list(store.member_hashes(aud))) == 3000
+            confirm_rows(store, aud, "add", planned[i : i + 1000])
+        assert len(list(member_hashes(store, aud))) == 3000
     finally:
         connection.execute = real_execute
         store.close()
@@ -186,15 +199,15 @@ def test_bulk_paths_make_no_round_trip_per_person(pg_url):
 def test_throwaway_changes_are_seen_by_nobody_and_gone_on_close(pg_url, postgres_server):
     real = MembershipStore.open(pg_url)
     aud = real.audience("contacts", "k", [ADVERTISER]).id
-    real.confirm(aud, "add", [(person("a"), FIRST["same"])])
+    confirm_rows(real, aud, "add", [(person("a"), FIRST["same"])])
     real.close()
     before = {t: rows(postgres_server, pg_url, t) for t in TABLES}
 
     copy = MembershipStore.open(pg_url, throwaway=True)
     assert members(copy, aud) == {person("a"): FIRST["same"]}
     copy.lock_audience(aud, "contacts", 1)
-    copy.confirm(aud, "add", [(person("b"), FIRST["leaver"])])
-    copy.confirm(aud, "delete", [(person("a"), FIRST["same"])])
+    confirm_rows(copy, aud, "add", [(person("b"), FIRST["leaver"])])
+    confirm_rows(copy, aud, "delete", [(person("a"), FIRST["same"])])
     copy.set_tiktok_audience(aud, "888", "Customers")
     copy.finish_upload(aud)
     new = copy.audience("another", "k", [ADVERTISER]).id
@@ -217,7 +230,7 @@ def test_throwaway_changes_are_seen_by_nobody_and_gone_on_close(pg_url, postgres
 def test_throwaway_of_a_new_store_creates_nothing(pg_url, postgres_server):
     copy = MembershipStore.open(pg_url, throwaway=True)
     aud = copy.audience("contacts", "k", [ADVERTISER]).id
-    copy.confirm(aud, "add", [(person("a"), FIRST["same"])])
+    confirm_rows(copy, aud, "add", [(person("a"), FIRST["same"])])
     copy.close()
     assert tables_of(postgres_server, schema_of(pg_url)) == {}
 
@@ -290,7 +303,7 @@ def test_same_audience_id_in_two_schemas_are_two_locks(postgres_server):
 def test_killed_mid_transaction_leaves_nothing_half_applied(pg_url, postgres_server):
     store = MembershipStore(pg_url)
     aud = store.audience("contacts", "k", ["1"]).id
-    store.confirm(aud, "add", [(person("a"), FIRST["same"]), (person("b"), FIRST["leaver"])])
+    confirm_rows(store, aud, "add", [(person("a"), FIRST["same"]), (person("b"), FIRST["leaver"])])
     before = rows(postgres_server, pg_url, "members")
     holder = start_holder(pg_url, "transaction")  # deleted everyone, wrote half a row
     holder.send_signal(signal.SIGKILL)
@@ -303,7 +316,7 @@ def test_killed_mid_transaction_leaves_nothing_half_applied(pg_url, postgres_ser
 def test_failure_between_the_statements_of_a_confirmation_applies_nothing(pg_url):
     store = MembershipStore(pg_url)
     aud = store.audience("contacts", "k", ["1"]).id
-    store.confirm(aud, "add", [(person("a"), FIRST["same"]), (person("b"), FIRST["leaver"])])
+    confirm_rows(store, aud, "add", [(person("a"), FIRST["same"]), (person("b"), FIRST["leaver"])])
     real_execute = store._db.execute
 
     def dies_before_the_delete(statement, params=()):
@@ -313,10 +326,10 @@ def test_failure_between_the_statements_of_a_confirmation_applies_nothing(pg_url
 
     store._db.execute = dies_before_the_delete
     with pytest.raises(psycopg.OperationalError):
-        store.confirm(aud, "delete", [(person("a"), FIRST["same"])])  # hashes cleared by now
+        confirm_rows(store, aud, "delete", [(person("a"), FIRST["same"])])  # hashes cleared by now
     store._db.execute = real_execute
     assert members(store, aud) == {person("a"): FIRST["same"], person("b"): FIRST["leaver"]}
-    store.confirm(aud, "delete", [(person("a"), FIRST["same"])])
+    confirm_rows(store, aud, "delete", [(person("a"), FIRST["same"])])
     assert members(store, aud) == {person("b"): FIRST["leaver"]}
     store.close()
 
@@ -375,7 +388,7 @@ def test_older_schema_is_upgraded_in_place(pg_url, postgres_server):
         assert rows(postgres_server, pg_url, "meta") == [("schema_version", str(SCHEMA_VERSION))]
         assert rows(postgres_server, pg_url, "members") == kept
         aud = store.list_audiences()[0].id
-        store.confirm(aud, "add", [(person("new"), FIRST["same"])])
+        confirm_rows(store, aud, "add", [(person("new"), FIRST["same"])])
         assert store.get_audience(aud).last_change_at is not None
     finally:
         store.close()
@@ -412,30 +425,47 @@ def test_missing_store_is_not_created_when_asked_not_to(pg_url, postgres_server,
 def test_copy_sqlite_to_postgres_and_back_loses_nothing(tmp_path, pg_url):
     source = populate(str(tmp_path / "source.sqlite"))
     original = everything(source)
-    assert copy_store(source, pg_url) == {"audiences": 2, "members": 5, "pending": 2}
+    counts = {"audiences": 2, "members": 5, "pending": 2, "sources": 2, "source_people": 3}
+    assert copy_store(source, pg_url) == counts
     assert everything(pg_url) == original
     back = str(tmp_path / "back" / "membership.sqlite")
-    assert copy_store(pg_url, back) == {"audiences": 2, "members": 5, "pending": 2}
+    assert copy_store(pg_url, back) == counts
     assert everything(back) == original
-    # The copy carries on as the store: a new audience gets the next id, on both.
+    # The copy carries on as the store: a new audience or source gets the next id, on both.
     for location in (pg_url, back):
         store = MembershipStore(location)
         assert store.audience("new", "k", [ADVERTISER]).id == 3
+        assert store.source("new").id == 3
+        assert store.split_values(store.source("warehouse", "split_by:plan")) == ["w"]
         store.close()
 
 
-def test_copy_refuses_a_destination_with_data_unless_forced(tmp_path, pg_url):
-    source, before = source_and_used_dest(tmp_path, pg_url)
+@pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+def test_copy_refuses_a_destination_with_data_unless_forced(tmp_path, pg_url, kind):
+    dest = pg_url if kind == "postgres" else str(tmp_path / "dest.sqlite")
+    source, before = source_and_used_dest(tmp_path, dest)
     with pytest.raises(StoreError, match="--force") as info:
-        copy_store(source, pg_url)
+        copy_store(source, dest)
     assert "not empty (1 audiences)" in str(info.value)
-    assert everything(pg_url) == before
-    copy_store(source, pg_url, force=True)
-    assert everything(pg_url) == everything(source)
+    assert everything(dest) == before
+    copy_store(source, dest, force=True)
+    assert everything(dest) == everything(source)
+
+
+def test_copy_refuses_a_destination_that_holds_only_sources(tmp_path):
+    source = populate(str(tmp_path / "source.sqlite"))
+    dest = str(tmp_path / "dest.sqlite")
+    store = MembershipStore(dest)
+    remember_source(store, "someone-elses-crm", "", {"z": slots(email="z@example.com")})
+    store.close()
+    before = everything(dest)
+    with pytest.raises(StoreError, match="--force"):
+        copy_store(source, dest)
+    assert everything(dest) == before
 
 
 def test_copy_is_one_transaction_on_the_destination(tmp_path, pg_url, monkeypatch):
-    from target_tiktok_audiences.store_postgres import PostgresBackend
+    from target_tiktok_audiences.store.postgres import PostgresBackend
 
     source, before = source_and_used_dest(tmp_path, pg_url)
 
@@ -450,7 +480,7 @@ def test_copy_is_one_transaction_on_the_destination(tmp_path, pg_url, monkeypatc
 
 
 def test_copy_out_of_postgres_that_fails_midway_writes_nothing(tmp_path, pg_url, monkeypatch):
-    from target_tiktok_audiences.store_sqlite import SQLiteBackend
+    from target_tiktok_audiences.store.sqlite import SQLiteBackend
 
     populate(pg_url)
     dest = str(tmp_path / "back.sqlite")
@@ -472,6 +502,8 @@ def test_copy_out_of_postgres_that_fails_midway_writes_nothing(tmp_path, pg_url,
         "audiences": [],
         "members": [],
         "pending": [],
+        "sources": [],
+        "source_people": [],
     }
     assert copy_store(pg_url, dest)["members"] == 5
 
@@ -514,7 +546,13 @@ def test_copy_from_the_command_line(tmp_path, pg_url):
         timeout=60,
         check=True,
     )
-    assert json.loads(out.stdout) == {"audiences": 2, "members": 5, "pending": 2}
+    assert json.loads(out.stdout) == {
+        "audiences": 2,
+        "members": 5,
+        "pending": 2,
+        "sources": 2,
+        "source_people": 3,
+    }
     back = tmp_path / "back.sqlite"
     subprocess.run([sys.executable, "-c", code, pg_url, str(back), "no"], check=True, timeout=60)
     assert everything(str(back)) == everything(source)

@@ -18,7 +18,8 @@ from psycopg import sql
 
 from target_tiktok_audiences.errors import StoreError
 from target_tiktok_audiences.store import SCHEMA_VERSION, MembershipStore, copy_store
-from target_tiktok_audiences.store_postgres import split_schema
+from target_tiktok_audiences.store.postgres import split_schema
+from tests.store_sql import confirm_rows
 from tests.test_store import ADVERTISER, FIRST, person
 from tests.test_store_postgres import rows, tables_of
 
@@ -97,7 +98,7 @@ def test_an_empty_file_is_still_initialised(tmp_path):
     store = MembershipStore(str(path))
     try:
         aud = store.audience("contacts", "k", [ADVERTISER]).id
-        store.confirm(aud, "add", [(person("a"), FIRST["same"])])
+        confirm_rows(store, aud, "add", [(person("a"), FIRST["same"])])
         assert store.count_members(aud) == 1
     finally:
         store.close()
@@ -189,7 +190,7 @@ def test_no_store_error_shows_the_password(tmp_path, postgres_server, pg_url, wh
     source = tmp_path / "source.sqlite"
     filled = MembershipStore(str(source))
     aud = filled.audience("contacts", "k", [ADVERTISER]).id
-    filled.confirm(aud, "add", [(person("a"), FIRST["same"])])
+    confirm_rows(filled, aud, "add", [(person("a"), FIRST["same"])])
     filled.close()
     copy_store(str(source), url)
     with pytest.raises(StoreError, match="is not empty") as info:
@@ -221,7 +222,7 @@ def test_a_lock_wait_and_a_failed_copy_do_not_show_the_password(tmp_path, pg_url
     waiter = MembershipStore(url)
     try:
         aud = holder.audience("contacts", "k", [ADVERTISER]).id
-        holder.confirm(aud, "add", [(person("a"), FIRST["same"])])
+        confirm_rows(holder, aud, "add", [(person("a"), FIRST["same"])])
         holder.lock_audience(aud, "Customers", 1)
         with pytest.raises(StoreError, match="being synced by another run") as info:
             waiter.lock_audience(aud, "Customers", 0.3)
@@ -245,7 +246,7 @@ def test_every_operation_on_a_stopped_backend_ends_after_the_timeout(pg_url):
     try:
         started = time.monotonic()
         with pytest.raises(StoreError, match=r"did not answer within 2 s") as info:
-            store.confirm(aud, "add", [(person("a"), FIRST["same"])])
+            confirm_rows(store, aud, "add", [(person("a"), FIRST["same"])])
         assert 1.5 <= time.monotonic() - started < 30
         assert_one_line(str(info.value))
         assert PASSWORD not in str(info.value) and "***" in str(info.value)

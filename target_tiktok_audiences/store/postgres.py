@@ -32,7 +32,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from target_tiktok_audiences.errors import ConfigError, StoreError
 from target_tiktok_audiences.redaction import mask_url
-from target_tiktok_audiences.store_backend import (
+from target_tiktok_audiences.store.backend import (
     DEFAULT_TIMEOUT,
     Backend,
     Params,

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from target_tiktok_audiences.store_backend import DEFAULT_TIMEOUT, Backend, Params, Rows
+from target_tiktok_audiences.store.backend import DEFAULT_TIMEOUT, Backend, Params, Rows
 
 
 def mix_person(person: bytes, index: int) -> bytes:

@@ -1,6 +1,6 @@
 """What the membership store needs from a database, and the few places SQL dialects differ.
 
-The store's SQL (schema, diff, confirmation, copy) is written once, in `store.py`, with `?` and
+The store's SQL (schema, diff, confirmation, copy) is written once, in `store/`, with `?` and
 `:name` parameters and a handful of words filled in per database (`{blob}`, `{real}`, ...). A
 backend supplies the connection, those words, bulk loading and streaming (executemany for SQLite,
 COPY for PostgreSQL), and the per-audience lock that keeps two runs off one audience.
@@ -8,6 +8,7 @@ COPY for PostgreSQL), and the per-audience lock that keeps two runs off one audi
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -107,6 +108,26 @@ class Backend:
             f"no membership store at {self.location!r}: no sync has stored anything there yet "
             "(check `membership_store`)"
         )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Backend]:
+        """All or nothing: a run that dies inside leaves the store as it was before.
+
+        Yields this backend, whose `execute` takes `?` and `:name` parameters on either database.
+        """
+        for statement in self.begin:
+            self.execute(statement)
+        try:
+            yield self
+        except BaseException:
+            # A failed rollback (a dead connection) must not hide why the transaction failed;
+            # the database undoes an unfinished transaction itself.
+            with contextlib.suppress(*self.errors, StoreError):
+                for statement in self.rollback:
+                    self.execute(statement)
+            raise
+        for statement in self.commit:
+            self.execute(statement)
 
     def execute(self, sql: str, params: Params = ()) -> Cursor:
         """Run one statement written with `?` or `:name` parameters; return its cursor."""

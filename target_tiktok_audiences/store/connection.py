@@ -1,0 +1,104 @@
+"""One connection to a membership store: opening it, transactions, the per-audience locks.
+
+Opening checks the schema version before any change (a newer store, or another application's
+data, is refused untouched), creates or migrates the store, then makes this run's temporary
+tables. Everything the store does goes through the one backend connection opened here.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Self
+
+from target_tiktok_audiences.store.backend import DEFAULT_TIMEOUT, Backend
+from target_tiktok_audiences.store.schema import TEMP_SCHEMA, in_words, stored_version, upgrade
+from target_tiktok_audiences.store.sqlite import SQLiteBackend
+
+
+def is_postgres_url(location: str) -> bool:
+    """Whether `membership_store` names a PostgreSQL database rather than a SQLite file."""
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+class Connection:
+    """A store opened in SQLite or PostgreSQL, one connection per run, and this run's state."""
+
+    def __init__(
+        self,
+        location: str,
+        *,
+        throwaway: bool = False,
+        create: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        """Open the store at `location`: a SQLite path (or ":memory:") or a PostgreSQL URL.
+
+        `throwaway`: a dry run's store; it plans exactly like a real run and nothing it
+        writes outlives `close` (SQLite: a temporary copy; PostgreSQL: a transaction that is
+        rolled back). `create=False`: fail with StoreMissingError rather than create a store.
+        `timeout` (`store_timeout`): the longest any one store operation may take, connecting
+        included; past it the run ends with a StoreError naming the store.
+        """
+        backend: Backend
+        if is_postgres_url(location):
+            # Imported here: psycopg takes a third of a second to import, SQLite users never pay.
+            from target_tiktok_audiences.store.postgres import PostgresBackend
+
+            backend = PostgresBackend(location, throwaway=throwaway, timeout=timeout)
+        else:
+            backend = SQLiteBackend(location, throwaway=throwaway, create=create, timeout=timeout)
+        self._db: Backend = backend
+        self.path = backend.location
+        self._staged_indexed = False
+        # Audiences with rows in each temporary table: clearing the only one is a truncate.
+        self._in_temp: dict[str, set[int]] = {"staged": set(), "plan": set()}
+        # Audiences whose staged rows `stage_composed` made, some of them from earlier runs.
+        self._composed: set[int] = set()
+        try:
+            # Before any change: a newer store is not touched.
+            version = stored_version(backend, self.path)
+            if version is None and not create:
+                raise backend.missing_error()
+            backend.prepare()
+            upgrade(backend, self.path, version)
+            for statement in in_words(TEMP_SCHEMA, backend):
+                backend.execute(statement)
+        except backend.errors as exc:
+            backend.close()
+            raise backend.open_error(exc) from None
+        except BaseException:
+            backend.close()
+            raise
+
+    @classmethod
+    def open(
+        cls,
+        location: str,
+        *,
+        throwaway: bool = False,
+        create: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Self:
+        """Open the store a `membership_store` setting names (see `__init__`)."""
+        return cls(location, throwaway=throwaway, create=create, timeout=timeout)
+
+    @property
+    def errors(self) -> tuple[type[Exception], ...]:
+        """The database driver's exception classes, for callers that catch its failures."""
+        return self._db.errors
+
+    def close(self) -> None:
+        """Close the connection (temporary tables and the work file go with it), release locks."""
+        self._db.close()
+
+    def lock_audience(self, audience: int, label: str, timeout: float) -> None:
+        """Keep other runs off this audience until this run ends (or dies: the lock is freed).
+
+        Runs on different audiences of one store proceed side by side; a second run on the
+        same audience waits up to `timeout` seconds, then fails with a clear message.
+        """
+        self._db.lock_audience(audience, label, timeout)
+
+    def transaction(self) -> AbstractContextManager[Backend]:
+        """All or nothing (`Backend.transaction`): a run that dies inside changes nothing."""
+        return self._db.transaction()
