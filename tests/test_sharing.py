@@ -7,6 +7,7 @@ from typing import Any
 from target_tiktok_audiences.settings import resolve_definitions
 from target_tiktok_audiences.sharing import share_and_extend
 from target_tiktok_audiences.store import MembershipStore
+from tests.store_sql import confirm_rows
 from tests.test_store import ADVERTISER, FIRST, person
 
 
@@ -42,9 +43,8 @@ def test_a_split_by_audience_gets_a_lookalike_per_value_named_by_it(tmp_path):
             row = store.audience("tiers", f"name:{ADVERTISER}:Tier {value}", [ADVERTISER])
             store.set_composition(row.id, ("a",), value)
             store.set_tiktok_audience(row.id, f"7{len(rows)}", f"Tier {value}")
-            store.confirm(
-                row.id, "add", [(person(f"{value}{i}"), FIRST["same"]) for i in range(100)]
-            )
+            people = [(person(f"{value}{i}"), FIRST["same"]) for i in range(100)]
+            confirm_rows(store, row.id, "add", people)
             store.finish_upload(row.id)
             rows.append(store.get_audience(row.id))
         client = Recording()
