@@ -44,15 +44,14 @@ def test_the_target_builds_its_client_and_store_from_run_settings(tmp_path):
         "batch_size": 7,
         "store_timeout": 9,
     }
-    target = TargetTikTokAudiences(config=config)
+    run = TargetTikTokAudiences(config=config).run
     try:
-        client = target.client
+        client = run.client
         assert client.timeout == setting_default("request_timeout"), "null: the default"
         assert (client.max_retries, client.batch_size) == (3, 7)
         assert client.api_url == setting_default("api_url")
-        assert target.store.path == str(tmp_path / "m.sqlite")
-        assert target.store._db.timeout == 9
+        assert run.store.path == str(tmp_path / "m.sqlite")
+        assert run.store._db.timeout == 9
     finally:
-        target.client.close()
-        target.store.close()
+        run.close()
     assert (tmp_path / "planned.jsonl").exists()

@@ -41,10 +41,6 @@ class Cursor(Protocol):
         """The rows not yet fetched."""
 
 
-# Seconds one store operation may take, unless `store_timeout` says otherwise.
-DEFAULT_TIMEOUT = 300.0
-
-
 def driver_cause(exc: object) -> str:
     """The first line of a driver's exception text, without any password or known secret."""
     return scrub((str(exc).strip().splitlines() or [type(exc).__name__])[0])
@@ -75,7 +71,7 @@ class Backend:
     # any table that is not the store's makes the location another application's.
     shares_namespace: ClassVar[bool] = False
 
-    def __init__(self, location: str, *, throwaway: bool, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, location: str, *, throwaway: bool, timeout: float) -> None:
         self.location = location
         self.throwaway = throwaway
         # `store_timeout`: the longest one operation (connecting included) may take.

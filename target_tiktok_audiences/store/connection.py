@@ -10,7 +10,8 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Self
 
-from target_tiktok_audiences.store.backend import DEFAULT_TIMEOUT, Backend
+from target_tiktok_audiences.settings.schema import setting_default
+from target_tiktok_audiences.store.backend import Backend
 from target_tiktok_audiences.store.schema import TEMP_SCHEMA, in_words, stored_version, upgrade
 from target_tiktok_audiences.store.sqlite import SQLiteBackend
 
@@ -29,16 +30,19 @@ class Connection:
         *,
         throwaway: bool = False,
         create: bool = True,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
     ) -> None:
         """Open the store at `location`: a SQLite path (or ":memory:") or a PostgreSQL URL.
 
         `throwaway`: a dry run's store; it plans exactly like a real run and nothing it
         writes outlives `close` (SQLite: a temporary copy; PostgreSQL: a transaction that is
         rolled back). `create=False`: fail with StoreMissingError rather than create a store.
-        `timeout` (`store_timeout`): the longest any one store operation may take, connecting
-        included; past it the run ends with a StoreError naming the store.
+        `timeout` (`store_timeout`, whose default it takes when None): the longest any one
+        store operation may take, connecting included; past it the run ends with a StoreError
+        naming the store.
         """
+        if timeout is None:
+            timeout = float(setting_default("store_timeout"))
         backend: Backend
         if is_postgres_url(location):
             # Imported here: psycopg takes a third of a second to import, SQLite users never pay.
@@ -77,7 +81,7 @@ class Connection:
         *,
         throwaway: bool = False,
         create: bool = True,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
     ) -> Self:
         """Open the store a `membership_store` setting names (see `__init__`)."""
         return cls(location, throwaway=throwaway, create=create, timeout=timeout)

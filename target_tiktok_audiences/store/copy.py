@@ -13,6 +13,7 @@ from pathlib import Path
 
 from target_tiktok_audiences.errors import StoreError
 from target_tiktok_audiences.redaction import mask_url
+from target_tiktok_audiences.settings.schema import setting_default
 from target_tiktok_audiences.store.audiences import AudienceRow, Audiences
 from target_tiktok_audiences.store.backend import StoreMissingError, driver_cause
 from target_tiktok_audiences.store.connection import is_postgres_url
@@ -107,7 +108,7 @@ def _identity(location: str) -> str:
 
 
 def copy_store(
-    source: str, dest: str, *, force: bool = False, lock_timeout: float = 60
+    source: str, dest: str, *, force: bool = False, lock_timeout: float | None = None
 ) -> dict[str, int]:
     """Copy a whole store (SQLite or PostgreSQL) into another, for `tiktok-audiences store copy`.
 
@@ -116,8 +117,11 @@ def copy_store(
     is created if need be and written in one transaction; one that already holds data is
     refused unless `force`, which replaces it. Returns the rows copied, table by table (all
     but `meta`). Every expected failure
-    is a StoreError with a one-line message, as the command line wants.
+    is a StoreError with a one-line message, as the command line wants. `lock_timeout`: how
+    long to wait for a run syncing an audience (`store_lock_timeout`'s default when None).
     """
+    if lock_timeout is None:
+        lock_timeout = float(setting_default("store_lock_timeout"))
     if _identity(source) == _identity(dest):
         msg = "--from and --to name the same membership store: nothing to copy"
         raise StoreError(msg)

@@ -33,7 +33,6 @@ from psycopg.conninfo import conninfo_to_dict
 from target_tiktok_audiences.errors import ConfigError, StoreError
 from target_tiktok_audiences.redaction import mask_url
 from target_tiktok_audiences.store.backend import (
-    DEFAULT_TIMEOUT,
     Backend,
     Params,
     Rows,
@@ -107,9 +106,7 @@ class PostgresBackend(Backend):
     # theirs, and only the store's own table names must hold the store's own shape.
     shares_namespace = True
 
-    def __init__(
-        self, url: str, *, throwaway: bool = False, timeout: float = DEFAULT_TIMEOUT
-    ) -> None:
+    def __init__(self, url: str, *, throwaway: bool = False, timeout: float) -> None:
         """Connect; a throwaway store opens the transaction that `close` will roll back.
 
         Connecting is bounded by `timeout` (libpq's connect_timeout, whole seconds, at least

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from target_tiktok_audiences.store.backend import DEFAULT_TIMEOUT, Backend, Params, Rows
+from target_tiktok_audiences.store.backend import Backend, Params, Rows
 
 
 def mix_person(person: bytes, index: int) -> bytes:
@@ -64,7 +64,7 @@ class SQLiteBackend(Backend):
         *,
         throwaway: bool = False,
         create: bool = True,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float,
     ) -> None:
         """Open (creating it, private to the user) the file at `path`.
 
