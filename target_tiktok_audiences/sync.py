@@ -335,7 +335,10 @@ class StreamSync(AudienceSync):
         super().__init__(run, settings, progress, lock_timeout=lock_timeout)
         self.key_properties = key_properties
         self.dependents = tuple(dependents)
-        self.source: SourceRow = self.store.source(settings.stream)
+        # Only a stream that composed audiences plan from too keeps a source of its own.
+        self.source: SourceRow | None = (
+            self.store.source(settings.stream) if self.dependents else None
+        )
         self.rematch = self.store.key_change(
             self.row.id,
             key_properties,
@@ -372,7 +375,7 @@ class StreamSync(AudienceSync):
         against the confirmed members; see the store's `remember_*`), else from what is
         staged. The audience is dirty from then until its plan is confirmed.
         """
-        if not self.dependents:  # the audience itself is what its stream last said
+        if self.source is None:  # the audience itself is what its stream last said
             return
         store, audience, dirty = self.store, self.row.id, [self.row.id, *self.dependents]
         if summary is not None and not summary.confirmed:

@@ -126,14 +126,7 @@ class Sources(Staging):
         """
         args = {"s": source.id, "a": audience}
         with self.transaction() as db:
-            if whole:
-                db.execute("DELETE FROM source_people WHERE source = :s", args)
-            else:
-                db.execute(
-                    "DELETE FROM source_people WHERE source = :s AND person IN "
-                    "(SELECT person FROM staged WHERE audience = :a)",
-                    args,
-                )
+            _clear_for(db, source, audience, whole=whole)
             db.execute(
                 f"INSERT INTO source_people (source, person, {SLOT_LIST}) SELECT :s, person, "
                 f"{SLOT_LIST} FROM plan WHERE audience = :a AND action = 'add' ORDER BY person",
@@ -148,14 +141,7 @@ class Sources(Staging):
         self._index_staged(group)
         args = {"s": source.id, "g": group}
         with self.transaction() as db:
-            if whole:
-                db.execute("DELETE FROM source_people WHERE source = :s", args)
-            else:
-                db.execute(
-                    "DELETE FROM source_people WHERE source = :s AND person IN "
-                    "(SELECT person FROM staged WHERE audience = :g)",
-                    args,
-                )
+            _clear_for(db, source, group, whole=whole)
             db.execute(
                 f"INSERT INTO source_people (source, person, split, {SLOT_LIST}) SELECT :s, "
                 f"person, split, {SLOT_LIST} FROM staged WHERE audience = :g AND remove = 0 "
@@ -181,3 +167,18 @@ class Sources(Staging):
         db.execute("UPDATE sources SET snapshot_at = ? WHERE id = ?", (time.time(), source.id))
         for audience in dirty:
             db.execute("UPDATE audiences SET dirty = 1 WHERE id = ?", (audience,))
+
+
+def _clear_for(db: Backend, source: SourceRow, group: int, *, whole: bool) -> None:
+    """Inside a transaction: make room for what `group` says of the source.
+
+    A whole snapshot replaces the source; otherwise only the people staged in `group` go.
+    """
+    if whole:
+        db.execute("DELETE FROM source_people WHERE source = ?", (source.id,))
+    else:
+        db.execute(
+            "DELETE FROM source_people WHERE source = :s AND person IN "
+            "(SELECT person FROM staged WHERE audience = :g)",
+            {"s": source.id, "g": group},
+        )
