@@ -141,7 +141,7 @@ class SourceSync:
         if self.policy.snapshot and not complete:
             self.complete = False
         store.remember_staged(self.source, group, whole=whole, dirty=self.dependents)
-        store.note_fresh(self.source, group)
+        store.note_fresh(self.source, group, whole=whole)
         people, leavers, no_consent = store.staged_people(group)
         progress = self.progress
         if progress.staged_rows > people:
@@ -149,12 +149,12 @@ class SourceSync:
         if no_consent:
             progress.skipped[NO_CONSENT_REASON] += no_consent
         progress.totals["removal_records"] += leavers - no_consent
-        store.clear_staged(group)
+        store.retire_staged(group)
         for text, selected in self._selected:
             store.remember_staged(selected, selected.group, whole=whole, dirty=self.dependents)
-            store.note_fresh(selected, selected.group)
+            store.note_fresh(selected, selected.group, whole=whole)
             progress.filtered[text] += store.filtered_people(selected.group)
-            store.clear_staged(selected.group)
+            store.retire_staged(selected.group)
         progress.staged_rows = 0
         progress.records_since_close = 0
         progress.closed_any = True

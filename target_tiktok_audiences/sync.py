@@ -384,7 +384,7 @@ class StreamSync(AudienceSync):
             store.remember_planned(self.source, audience, dirty)
         else:
             store.remember_staged(self.source, audience, whole=whole, dirty=dirty)
-        store.note_fresh(self.source, audience)  # they count this run's people as records
+        store.note_fresh(self.source, audience, whole=whole)  # this run's people: records
         self.awaits_audiences = True
 
 

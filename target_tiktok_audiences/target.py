@@ -251,10 +251,16 @@ class TargetTikTokAudiences(Target):
             sink.activate_version(message_dict["version"])
 
     def process_endofpipe(self) -> None:
-        """Apply open snapshots, then let the SDK drain, write STATE and clean up."""
+        """Apply open snapshots, then let the SDK drain, write STATE and clean up.
+
+        Every sink stages what it still holds before any snapshot applies: the store then
+        indexes what is staged once, not again after each stream's last records.
+        """
         end_proves = self.run_settings.end_of_input_proves_snapshot
-        for sink in self._audience_sinks():
+        sinks = self._audience_sinks()
+        for sink in sinks:
             self.drain_one(sink)
+        for sink in sinks:
             sink.finish_input(end_proves_snapshot=end_proves)
         self.audiences.sync_composed()
         refused = self.audiences.share_and_extend()

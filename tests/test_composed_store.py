@@ -150,7 +150,7 @@ class Run:
     def _remember(self, source: SourceRow, *, whole: bool) -> None:
         store = self.store
         store.remember_staged(source, source.group, whole=whole, dirty=())
-        store.note_fresh(source, source.group)
+        store.note_fresh(source, source.group, whole=whole)
         store.clear_staged(source.group)
 
     def sync(

@@ -35,32 +35,29 @@ class Composition(Staging):
         of the others get keys of their own (`mix_person`), so two streams' people never
         merge. A staged row is `fresh` when its record came in this run. Returns (fresh
         people staged, fresh people withheld: excluded, or left with no hash).
+
+        Each included person is looked up once per slot among the excluded hashes; the
+        hashes of the few people matched are then the only ones withheld from the others.
         """
         db = self._db
         self.clear_staged(audience)
         self._unindex_staged()
-        self._in_temp["staged"].add(audience)
+        self._staging(audience)
         self._composed.add(audience)
-        db.execute("DELETE FROM withheld")
-        # Tier 0: the excluded sources' hashes; tier 1: the other hashes of people matched.
-        for source in excluded:
-            self._withhold(f"FROM source_people p WHERE p.source = {int(source.id)}", tier=0)
-        matched = " OR ".join(
-            f"EXISTS (SELECT 1 FROM withheld w WHERE w.slot = {slot} AND w.hash = p.{column} "
-            "AND w.tier = 0)"
-            for slot, column in enumerate(SLOT_COLUMNS)
-        )
         of_value = "" if split is None else " AND p.split = :v"
-        for source in included if excluded else ():
-            self._withhold(
-                f"FROM source_people p WHERE p.source = {int(source.id)}{of_value} AND ({matched})",
-                tier=1,
-                args={"v": split},
-            )
+        shared = self._match_excluded(included, excluded, of_value, split)
+        # A person not matched has no excluded hash, but may share a matched person's.
         kept = ", ".join(
             f"CASE WHEN EXISTS (SELECT 1 FROM withheld w WHERE w.slot = {slot} "
-            f"AND w.hash = p.{column}) THEN NULL ELSE p.{column} END AS {column}"
+            f"AND w.hash = p.{column} AND w.tier = 1) THEN NULL ELSE p.{column} END AS {column}"
+            if shared
+            else f"p.{column}"
             for slot, column in enumerate(SLOT_COLUMNS)
+        )
+        unmatched = (
+            " AND NOT EXISTS (SELECT 1 FROM matched m WHERE m.source = :s AND m.person = p.person)"
+            if excluded
+            else ""
         )
         came = 0
         for position, source in enumerate(included):
@@ -70,13 +67,17 @@ class Composition(Staging):
                 else "p.person"
             )
             args = {"a": audience, "s": source.id, "v": split}
-            is_fresh = "EXISTS (SELECT 1 FROM fresh f WHERE f.source = :s AND f.person = p.person)"
+            if source.id in self._whole_fresh:
+                is_fresh = "1"
+            else:
+                is_fresh = (
+                    "CASE WHEN EXISTS (SELECT 1 FROM fresh f WHERE f.source = :s "
+                    "AND f.person = p.person) THEN 1 ELSE 0 END"
+                )
             rows = (
-                f"SELECT {person} AS person, CASE WHEN {is_fresh} THEN 1 ELSE 0 END AS fresh, "
-                f"{kept} FROM source_people p WHERE p.source = :s{of_value}"
+                f"SELECT {person} AS person, {is_fresh} AS fresh, {kept} "
+                f"FROM source_people p WHERE p.source = :s{of_value}{unmatched}"
             )
-            if excluded:
-                rows += f" AND NOT ({matched})"
             db.execute(
                 f"INSERT INTO staged (audience, person, remove, fresh, {SLOT_LIST}) "
                 f"SELECT :a, person, 0, fresh, {SLOT_LIST} FROM ({rows}) AS r "
@@ -84,46 +85,96 @@ class Composition(Staging):
                 args,
             )
             came += db.execute(
-                f"SELECT COUNT(*) FROM source_people p WHERE p.source = :s{of_value} "
-                f"AND {is_fresh}",
+                f"SELECT COALESCE(SUM({is_fresh}), 0) FROM source_people p "
+                f"WHERE p.source = :s{of_value}",
                 args,
             ).fetchone()[0]
         fresh = db.execute(
             "SELECT COUNT(*) FROM staged WHERE audience = ? AND fresh = 1", (audience,)
         ).fetchone()[0]
-        withheld = came - fresh
         db.execute("DELETE FROM withheld")
-        return fresh, withheld
+        db.execute("DELETE FROM matched")
+        return fresh, came - fresh
+
+    def _match_excluded(
+        self,
+        included: Sequence[SourceRow],
+        excluded: Sequence[SourceRow],
+        of_value: str,
+        split: str | None,
+    ) -> bool:
+        """Find the included people excluded (`matched`) and the hashes withheld with them.
+
+        `withheld` tier 0: every hash of an excluded source's people; `matched`: each
+        included person with one of them; tier 1: the matched people's other hashes. True
+        when there is a tier-1 hash, which other included people may also have.
+        """
+        db = self._db
+        db.execute("DELETE FROM withheld")
+        db.execute("DELETE FROM matched")
+        if not excluded:
+            return False
+        for source in excluded:
+            self._withhold("source_people p", f"p.source = {int(source.id)} AND ", tier=0)
+        slots = [
+            slot
+            for slot in range(len(SLOT_COLUMNS))
+            if db.execute("SELECT 1 FROM withheld WHERE slot = ? LIMIT 1", (slot,)).fetchone()
+        ]
+        if not slots:
+            return False
+        any_excluded = " OR ".join(
+            f"EXISTS (SELECT 1 FROM withheld w WHERE w.slot = {slot} "
+            f"AND w.hash = p.{SLOT_COLUMNS[slot]})"
+            for slot in slots
+        )
+        for source in included:
+            db.execute(
+                f"INSERT INTO matched (source, person, {SLOT_LIST}) SELECT p.source, p.person, "
+                f"{', '.join(f'p.{column}' for column in SLOT_COLUMNS)} FROM source_people p "
+                f"WHERE p.source = :s{of_value} AND ({any_excluded})",
+                {"s": source.id, "v": split},
+            )
+        self._withhold("matched p", "", tier=1)
+        return db.execute("SELECT 1 FROM withheld WHERE tier = 1 LIMIT 1").fetchone() is not None
 
     def fresh_leavers(self, audience: int, included: Sequence[SourceRow]) -> int:
         """People a composed audience's plan removes whose records came in this run.
 
-        They leave by a record of theirs (filtered, a removal, no consent), unlike the people
-        a snapshot no longer has. Read while the plan and what was staged are still there.
+        They leave by a record of theirs (filtered, a removal, no consent, another
+        `split_by` value), unlike the people a snapshot no longer has. Read while the plan
+        and what was staged are still there.
         """
         db = self._db
         count = 0
         for position, source in enumerate(included):
-            person = (
-                db.words["mix_person"].format(person="f.person", index=position)
-                if position
-                else "f.person"
+
+            def key(column: str, position: int = position) -> str:
+                mixed = db.words["mix_person"].format(person=column, index=position)
+                return mixed if position else column
+
+            came = (
+                "EXISTS (SELECT 1 FROM fresh f WHERE f.source = :s "
+                f"AND {key('f.person')} = pl.person)"
             )
+            if source.id in self._whole_fresh:
+                came += (
+                    " OR EXISTS (SELECT 1 FROM source_people sp WHERE sp.source = :s "
+                    f"AND {key('sp.person')} = pl.person)"
+                )
             count += db.execute(
                 "SELECT COUNT(*) FROM plan pl WHERE pl.audience = :a AND pl.action = 'delete' "
                 "AND NOT EXISTS (SELECT 1 FROM staged st WHERE st.audience = :a "
-                "AND st.person = pl.person) AND EXISTS (SELECT 1 FROM fresh f "
-                f"WHERE f.source = :s AND {person} = pl.person)",
+                f"AND st.person = pl.person) AND ({came})",
                 {"a": audience, "s": source.id},
             ).fetchone()[0]
         return count
 
-    def _withhold(self, rows: str, *, tier: int, args: dict[str, object] | None = None) -> None:
-        """Add every hash of the people `rows` (a FROM ... WHERE clause over `p`) to `withheld`."""
+    def _withhold(self, people: str, where: str, *, tier: int) -> None:
+        """Add every hash of `people` (a table as `p`, with a `where` prefix) to `withheld`."""
         for slot, column in enumerate(SLOT_COLUMNS):
             self._db.execute(
                 f"INSERT INTO withheld (slot, hash, tier) SELECT DISTINCT {slot}, p.{column}, "
-                f"{tier} "
-                f"{rows} AND p.{column} IS NOT NULL ON CONFLICT (slot, hash) DO NOTHING",
-                args or {},
+                f"{tier} FROM {people} WHERE {where}p.{column} IS NOT NULL "
+                "ON CONFLICT (slot, hash) DO NOTHING"
             )

@@ -56,6 +56,10 @@ class Connection:
         self._staged_indexed = False
         # Audiences with rows in each temporary table: clearing the only one is a truncate.
         self._in_temp: dict[str, set[int]] = {"staged": set(), "plan": set()}
+        # Groups whose staged rows nobody reads again: they go with the next truncate.
+        self._retired: set[int] = set()
+        # Sources replaced whole in this run: every person of theirs came in a record now.
+        self._whole_fresh: set[int] = set()
         # Audiences whose staged rows `stage_composed` made, some of them from earlier runs.
         self._composed: set[int] = set()
         try:

@@ -278,28 +278,32 @@ class Planning(Staging):
 
         Two streams' people often share a hash (the same person in a CRM and a warehouse):
         each later add or delete of it is kept, not sent (`confirm_kept` applies it after
-        the sent ones are confirmed).
+        the sent ones are confirmed). One grouping per slot finds the repeated hashes, each
+        with its first row (`repeated`); only their other rows are then marked.
         """
         if audience not in self._composed:
             return
-        work = self._db.words["work"]
+        db = self._db
         for action in ("delete", "add"):
             if not self._count_sendable(audience, action):
                 continue
+            args = {"a": audience, "action": action}
             for bit, slot in enumerate(SLOT_COLUMNS):
-                self._db.execute(
-                    f"CREATE INDEX IF NOT EXISTS {work}plan_{slot} ON plan ({slot}, seq)"
-                )
-                try:
-                    self._db.execute(
+                db.execute("DELETE FROM repeated")
+                found = db.execute(
+                    f"INSERT INTO repeated (hash, first) SELECT {slot}, MIN(seq) FROM plan "
+                    f"WHERE audience = :a AND action = :action AND {slot} IS NOT NULL "
+                    f"GROUP BY {slot} HAVING COUNT(*) > 1",
+                    args,
+                ).rowcount
+                if found:
+                    db.execute(
                         f"UPDATE plan SET kept = kept | {1 << bit} WHERE audience = :a "
-                        f"AND action = :action AND {slot} IS NOT NULL AND EXISTS (SELECT 1 "
-                        f"FROM plan q WHERE q.{slot} = plan.{slot} AND q.seq < plan.seq "
-                        "AND q.audience = :a AND q.action = :action)",
-                        {"a": audience, "action": action},
+                        f"AND action = :action AND {slot} IN (SELECT hash FROM repeated) "
+                        f"AND seq <> (SELECT first FROM repeated r WHERE r.hash = plan.{slot})",
+                        args,
                     )
-                finally:
-                    self._db.execute(f"DROP INDEX IF EXISTS {work}plan_{slot}")
+            db.execute("DELETE FROM repeated")
 
     def _count_sendable(self, audience: int, action: str) -> int:
         return self._db.execute(

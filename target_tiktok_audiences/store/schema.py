@@ -130,6 +130,16 @@ CREATE TEMP TABLE IF NOT EXISTS fresh (
     person {blob} NOT NULL,
     PRIMARY KEY (source, person)
 );
+CREATE TEMP TABLE IF NOT EXISTS matched (
+    source INTEGER NOT NULL,
+    person {blob} NOT NULL,
+    {slots},
+    PRIMARY KEY (source, person)
+);
+CREATE TEMP TABLE IF NOT EXISTS repeated (
+    hash {blob} PRIMARY KEY,
+    first INTEGER NOT NULL
+);
 CREATE TEMP TABLE IF NOT EXISTS diff (
     person {blob} NOT NULL,
     joined INTEGER NOT NULL,

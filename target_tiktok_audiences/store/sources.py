@@ -62,7 +62,7 @@ class Sources(Staging):
         if not rows:
             return
         self._unindex_staged()
-        self._in_temp["staged"].add(group)
+        self._staging(group)
         self._db.load(
             "staged",
             ("audience", "person", "remove", "no_consent", "split", *SLOT_COLUMNS),
@@ -150,15 +150,19 @@ class Sources(Staging):
             )
             self._mark(db, source, dirty)
 
-    def note_fresh(self, source: SourceRow, group: int) -> None:
+    def note_fresh(self, source: SourceRow, group: int, *, whole: bool) -> None:
         """Remember, for this run, the source's people staged in `group`: their records came now.
 
         The report of a composed audience counts them as records, and the others (from
-        sources as they last were) as people carried over.
+        sources as they last were) as people carried over. A source replaced `whole` is all
+        this run's records: only its leavers need a row each.
         """
+        if whole:
+            self._whole_fresh.add(source.id)
         self._db.execute(
             "INSERT INTO fresh (source, person) SELECT :s, person FROM staged "
-            "WHERE audience = :g ON CONFLICT (source, person) DO NOTHING",
+            f"WHERE audience = :g{' AND remove = 1' if whole else ''} "
+            "ON CONFLICT (source, person) DO NOTHING",
             {"s": source.id, "g": group},
         )
 
