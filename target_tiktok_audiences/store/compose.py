@@ -48,14 +48,14 @@ class Composition(Staging):
         shared = self._match_excluded(included, excluded, of_value, split)
         # A person not matched has no excluded hash, but may share a matched person's.
         kept = ", ".join(
-            f"CASE WHEN EXISTS (SELECT 1 FROM withheld w WHERE w.slot = {slot} "
-            f"AND w.hash = p.{column} AND w.tier = 1) THEN NULL ELSE p.{column} END AS {column}"
+            f"CASE WHEN p.{column} IN (SELECT hash FROM withheld WHERE slot = {slot} "
+            f"AND tier = 1) THEN NULL ELSE p.{column} END AS {column}"
             if shared
             else f"p.{column}"
             for slot, column in enumerate(SLOT_COLUMNS)
         )
         unmatched = (
-            " AND NOT EXISTS (SELECT 1 FROM matched m WHERE m.source = :s AND m.person = p.person)"
+            " AND p.person NOT IN (SELECT person FROM matched WHERE source = :s)"
             if excluded
             else ""
         )
@@ -123,9 +123,9 @@ class Composition(Staging):
         ]
         if not slots:
             return False
+        # Uncorrelated: each set is built once, then probed, not a subquery run per person.
         any_excluded = " OR ".join(
-            f"EXISTS (SELECT 1 FROM withheld w WHERE w.slot = {slot} "
-            f"AND w.hash = p.{SLOT_COLUMNS[slot]})"
+            f"p.{SLOT_COLUMNS[slot]} IN (SELECT hash FROM withheld WHERE slot = {slot})"
             for slot in slots
         )
         for source in included:
