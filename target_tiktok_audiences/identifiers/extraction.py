@@ -69,12 +69,13 @@ class NormalizationOptions:
     """How identifiers are normalised before hashing (validated on construction).
 
     ``phone_default_region`` is upper-cased and stripped; an unknown region or an
-    unknown ``phone_format`` / ``email_normalization`` raises :class:`ValueError`.
+    unknown ``phone_format`` / ``email_normalization`` raises :class:`ValueError`. Each is
+    given: their defaults are the settings' (``settings.normalization_options``).
     """
 
-    phone_default_region: str = "US"
-    phone_format: str = "e164"
-    email_normalization: str = "standard"
+    phone_default_region: str
+    phone_format: str
+    email_normalization: str
 
     def __post_init__(self) -> None:
         """Validate and canonicalise the settings."""
