@@ -77,7 +77,7 @@ INPUT = [
     person("b", 9, "nine@x.io", "+14155550109"),
     person("x", 5, phone="+14155550109"),  # b's person 9, by phone alone
 ]
-# a ∪ b less every hash of b's person 9.
+# The union of a and b, less every hash of b's person 9.
 VIP_HASHES: set[Hash] = {
     em("one@x.io"),
     ph("+14155550101"),
@@ -208,7 +208,6 @@ def test_a_lost_store_with_a_composed_audience_id_warns_and_fills_it(target, fak
     assert f"Audience {existing} already has" in run.stderr
     assert created_names(fake) == []
     assert held(fake, "CRM buyers") == VIP_HASHES | {em("nine@x.io"), ph("+14155550109")}
-
 
 
 def test_a_lost_store_adopts_the_lookalike_rather_than_make_a_second(target, fake):
