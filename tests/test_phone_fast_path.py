@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from target_tiktok_audiences.identifiers import SLOTS, IdentifierExtractor
-from target_tiktok_audiences.identifiers.extraction import sha256_hex
 from target_tiktok_audiences.identifiers.phone import _phone_fast, _phone_parsed
 from target_tiktok_audiences.settings import normalization_options
+from tests.conftest import sha
 
 REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
 CALLING_CODES = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
@@ -116,7 +116,7 @@ def test_common_shapes_take_the_fast_path(text: str, region: str, expected: str)
     assert _phone_parsed(text, region) == expected
     options = normalization_options({"phone_default_region": region})
     hashes, _ = IdentifierExtractor({"phone": "phone"}, options)({"phone": text})
-    assert hashes[SLOTS.index("PHONE_SHA256")] == bytes.fromhex(sha256_hex(expected))
+    assert hashes[SLOTS.index("PHONE_SHA256")] == bytes.fromhex(sha(expected))
 
 
 @pytest.mark.parametrize(

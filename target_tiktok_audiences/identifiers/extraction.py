@@ -84,11 +84,6 @@ class NormalizationOptions:
         check_choice("email_normalization", self.email_normalization, EMAIL_NORMALIZATIONS)
 
 
-def sha256_hex(value: str) -> str:
-    """Return the lowercase hex SHA-256 of ``value`` encoded as UTF-8."""
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
 def hashes_to_hex(hashes: Sequence[bytes | None]) -> dict[str, str]:
     """Return ``{slot: lowercase hex}`` for the non-None slots of ``hashes``."""
     return {slot: h.hex() for slot, h in zip(SLOTS, hashes, strict=False) if h is not None}
@@ -229,7 +224,7 @@ class IdentifierExtractor:
     mapping that reads no field at all.
     """
 
-    __slots__ = ("_fields_used", "_plan")
+    __slots__ = ("_plan",)
 
     def __init__(self, fields: Mapping[str, str | None], options: NormalizationOptions) -> None:
         if not isinstance(fields, Mapping):
@@ -257,12 +252,6 @@ class IdentifierExtractor:
                 f"map at least one of: {', '.join(ID_TYPES)}"
             )
         self._plan: tuple[tuple[str, tuple[str, ...], _Handler, str], ...] = tuple(plan)
-        self._fields_used: frozenset[str] = frozenset(entry[0] for entry in plan)
-
-    @property
-    def fields_used(self) -> frozenset[str]:
-        """Top-level record keys this extractor reads (for schema warnings)."""
-        return self._fields_used
 
     def values(self, record: Mapping[str, Any]) -> tuple[Any, ...]:
         """The raw value of each mapped field (None where absent), in a fixed order.
