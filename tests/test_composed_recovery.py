@@ -231,3 +231,18 @@ def test_a_lost_store_adopts_the_lookalike_rather_than_make_a_second(target, fak
     fake.reset_log()
     succeeded(target.run(people, **cfg))
     assert fake.requests_log() == []
+
+
+def test_a_lost_store_adopts_a_simple_audience_and_the_composed_one_it_feeds(target, fake):
+    cfg = {"audiences": {"a": {"audience_name": "A list"}, **VIP["audiences"]}}
+    succeeded(target.run(INPUT, **cfg))
+    ids = {name: audience_named(fake, name) for name in ("A list", "VIP")}
+
+    target.lose_store()
+    fake.reset_log()
+    run = succeeded(target.run(INPUT, **cfg))
+    assert created_names(fake) == []
+    assert {name: audience_named(fake, name) for name in ids} == ids
+    assert held(fake, "A list") == {em("one@x.io"), ph("+14155550101"), em("two@x.io")}
+    assert held(fake, "VIP") == VIP_HASHES
+    assert run.stderr.count("already exists on TikTok") == 2
