@@ -10,16 +10,13 @@ from __future__ import annotations
 import json
 import sys
 
-from target_tiktok_audiences.identifiers import (
-    DEFAULT_IDENTIFIER_FIELDS,
-    IdentifierExtractor,
-    NormalizationOptions,
-)
+from target_tiktok_audiences.identifiers import DEFAULT_IDENTIFIER_FIELDS, IdentifierExtractor
+from target_tiktok_audiences.settings import normalization_options
 
 
 def main() -> int:
     """Read stdin line by line; hash the identifiers of every RECORD."""
-    extract = IdentifierExtractor(DEFAULT_IDENTIFIER_FIELDS, NormalizationOptions())
+    extract = IdentifierExtractor(DEFAULT_IDENTIFIER_FIELDS, normalization_options({}))
     loads = json.loads
     records = 0
     for line in sys.stdin.buffer:

@@ -55,9 +55,9 @@ from datagen import (  # noqa: E402
 from target_tiktok_audiences.identifiers import (  # noqa: E402
     DEFAULT_IDENTIFIER_FIELDS,
     IdentifierExtractor,
-    NormalizationOptions,
 )
 from target_tiktok_audiences.identifiers.extraction import hashes_to_hex  # noqa: E402
+from target_tiktok_audiences.settings import normalization_options  # noqa: E402
 from tests.fake_tiktok import FakeTikTok  # noqa: E402
 
 if TYPE_CHECKING:
@@ -471,7 +471,7 @@ def baseline_mismatches(data: Path, records: int = HASH_CHECK_RECORDS) -> tuple[
     The first `records` RECORDs of `data`, each hashed by the baseline's `hash_person` and by
     the package's `IdentifierExtractor`, both with the target's default fields and options.
     """
-    options = NormalizationOptions()
+    options = normalization_options({})
     extract = IdentifierExtractor(DEFAULT_IDENTIFIER_FIELDS, options)
     compared = differ = 0
     with data.open("rb") as lines:

@@ -23,8 +23,6 @@ from target_tiktok_audiences.settings import (
     AudienceSettings,
     SourceDefinition,
 )
-from target_tiktok_audiences.settings.definitions import SPLIT_PLACEHOLDER
-from target_tiktok_audiences.settings.resolve import tiktok_audience_name
 from target_tiktok_audiences.store import PlanSummary, SourceRow
 from target_tiktok_audiences.sync import AudienceSync, RunContext
 
@@ -66,9 +64,7 @@ def composed_settings(definition: AudienceDefinition, split: str | None) -> Audi
 
     Its people are staged as a whole snapshot, whatever the modes of its streams.
     """
-    name = definition.audience_name
-    if split is not None and name is not None:
-        name = tiktok_audience_name(name.replace(SPLIT_PLACEHOLDER, split))
+    name = definition.audience_name if split is None else definition.name_for(split)
     return AudienceSettings(
         stream=definition.key,
         audience_id=definition.audience_id,

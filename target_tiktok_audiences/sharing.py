@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from target_tiktok_audiences.audiences import find_audiences_named
 from target_tiktok_audiences.errors import TargetError, TikTokAPIError
 from target_tiktok_audiences.settings import AudienceDefinition
 from target_tiktok_audiences.settings.definitions import SPLIT_PLACEHOLDER
@@ -69,7 +70,11 @@ def _share(
 def _lookalike(
     client: TikTokClient, store: MembershipStore, definition: AudienceDefinition, row: AudienceRow
 ) -> None:
-    """Create the spec's lookalike once the audience has enough confirmed people."""
+    """Create the spec's lookalike once the audience has enough confirmed people.
+
+    One of its name that TikTok already has (made from a store since lost) is adopted, not
+    made twice.
+    """
     spec = definition.lookalike
     if spec is None or row.lookalike_audience_id is not None:
         return
@@ -78,6 +83,10 @@ def _lookalike(
     name = spec.audience_name
     if row.split_value is not None:  # one lookalike per value: named by it, as its audience is
         name = tiktok_audience_name(name.replace(SPLIT_PLACEHOLDER, row.split_value))
+    made = find_audiences_named(client, definition.advertiser_ids[0], name)
+    if len(made) == 1:  # made by a store since lost: adopted, as its audience is
+        store.set_lookalike(row.id, str(made[0]["audience_id"]))
+        return
     lookalike_id = client.create_lookalike(
         definition.advertiser_ids[0],
         name,

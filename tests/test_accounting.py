@@ -22,7 +22,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from target_tiktok_audiences.identifiers import NormalizationOptions
 from target_tiktok_audiences.people import (
     INVALID_FLAG,
     MissingKeyError,
@@ -30,6 +29,7 @@ from target_tiktok_audiences.people import (
     hash_chunk,
     read_flag,
 )
+from target_tiktok_audiences.settings import normalization_options
 from target_tiktok_audiences.sinks import AudienceSink
 from target_tiktok_audiences.store import LEAVES, NO_CONSENT, STAYS
 from target_tiktok_audiences.target import TargetTikTokAudiences
@@ -67,7 +67,7 @@ def spec(**fields: Any) -> RecordSpec:
         fields.get("membership_field"),
         fields.get("consent_field"),
         (("email", "email"),),
-        NormalizationOptions(),
+        normalization_options({}),
     )
 
 
@@ -110,7 +110,7 @@ def test_an_invalid_flag_is_counted_never_staged():
 def test_a_missing_or_empty_key_is_a_bad_record(key):
     with pytest.raises(MissingKeyError, match="missing, null or empty"):
         spec().key_values({"id": key, "email": "a@x.io"})
-    two = RecordSpec("s", ("a", "b"), None, None, (("email", "email"),), NormalizationOptions())
+    two = RecordSpec("s", ("a", "b"), None, None, (("email", "email"),), normalization_options({}))
     with pytest.raises(MissingKeyError):
         two.key_values({"a": 1, "b": key})
 

@@ -779,6 +779,16 @@ def test_check_refuses_two_specs_of_one_audience(tmp_path, check_config, fake):
     assert fake.requests_log() == []
 
 
+def test_check_refuses_what_a_run_refuses_at_start(tmp_path, check_config, fake):
+    """A `sources` entry that no audience reads: the run refuses it, so `check` does."""
+    config = {**check_config, "sources": {"nobody": {"consent_field": "consent"}}}
+    run = cli("check", "--config", write_config(tmp_path, config), cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1
+    assert "`sources.nobody` is for stream 'nobody', which no audience reads" in run.stderr
+    assert fake.requests_log() == []
+
+
 def test_check_and_the_sync_read_the_same_environment(tmp_path, target, check_config):
     """The token from the environment wins over a stale one in the file, in both scripts."""
     config = {**check_config, "access_token": "stale-token", "audiences": None}

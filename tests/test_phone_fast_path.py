@@ -14,11 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from target_tiktok_audiences.identifiers.phone import (
-    _phone_fast,
-    _phone_parsed,
-    normalize_phone,
-)
+from target_tiktok_audiences.identifiers import SLOTS, IdentifierExtractor
+from target_tiktok_audiences.identifiers.phone import _phone_fast, _phone_parsed
+from target_tiktok_audiences.settings import normalization_options
+from tests.conftest import sha
 
 REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
 CALLING_CODES = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
@@ -115,7 +114,9 @@ def test_example_numbers_of_every_region_and_type() -> None:
 def test_common_shapes_take_the_fast_path(text: str, region: str, expected: str) -> None:
     assert _phone_fast(text, region) == expected
     assert _phone_parsed(text, region) == expected
-    assert normalize_phone(text, region) == expected
+    options = normalization_options({"phone_default_region": region})
+    hashes, _ = IdentifierExtractor({"phone": "phone"}, options)({"phone": text})
+    assert hashes[SLOTS.index("PHONE_SHA256")] == bytes.fromhex(sha(expected))
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import pytest
 
 from target_tiktok_audiences import reader
 from target_tiktok_audiences.errors import InputError
-from target_tiktok_audiences.identifiers import DEFAULT_IDENTIFIER_FIELDS, NormalizationOptions
+from target_tiktok_audiences.identifiers import DEFAULT_IDENTIFIER_FIELDS
 from target_tiktok_audiences.people import (
     PARALLEL_AFTER,
     MissingKeyError,
@@ -28,6 +28,7 @@ from target_tiktok_audiences.reader import (
     read_blocks,
     record_stream,
 )
+from target_tiktok_audiences.settings import normalization_options
 from tests.conftest import record, schema, state
 
 SPEC = RecordSpec(
@@ -36,7 +37,7 @@ SPEC = RecordSpec(
     None,
     None,
     tuple(sorted(DEFAULT_IDENTIFIER_FIELDS.items())),
-    NormalizationOptions(),
+    normalization_options({}),
 )
 
 

@@ -11,16 +11,14 @@ from singer_sdk.helpers.capabilities import PluginCapabilities, TargetCapabiliti
 from singer_sdk.sql import SQLTarget
 
 from target_tiktok_audiences.errors import ConfigError
-from target_tiktok_audiences.identifiers import NormalizationOptions
 from target_tiktok_audiences.redaction import MASK, scrub
 from target_tiktok_audiences.settings import (
     SDK_INERT_SETTINGS,
-    check_distinct_audiences,
-    check_global_settings,
+    AudienceSettings,
     check_setting_names,
     prepare_config,
     read_config_files,
-    resolve_settings,
+    resolve_definitions,
     store_passwords,
 )
 from target_tiktok_audiences.target import TargetTikTokAudiences
@@ -115,7 +113,7 @@ def audiences(**specs: dict) -> dict:
 
 def duplicate(config: dict) -> str:
     with pytest.raises(ConfigError) as caught:
-        check_distinct_audiences(config, NormalizationOptions())
+        resolve_definitions(config)
     return str(caught.value)
 
 
@@ -140,32 +138,33 @@ def test_two_names_equal_after_tiktoks_cut_in_one_advertiser_are_refused():
 
 def test_the_same_name_in_other_advertisers_or_other_ids_is_allowed():
     other = {"advertiser_ids": ["7000000000000000002"]}
-    check_distinct_audiences(
+    resolved = resolve_definitions(
         audiences(
             a={"audience_name": "Same"},
             b={"audience_name": "Same", **other},
             c={"audience_id": "1"},
             d={"audience_id": "2"},
-        ),
-        NormalizationOptions(),
+        )
     )
-
-
-def test_check_global_settings_refuses_duplicates():
-    with pytest.raises(ConfigError, match="keep one spec per TikTok audience"):
-        check_global_settings(audiences(a={"audience_id": "5"}, b={"audience_id": "5"}))
+    assert sorted(resolved.audiences) == ["a", "b", "c", "d"]
 
 
 # Per-spec overrides
 
 
+def stream_settings(config: dict, stream: str) -> AudienceSettings | None:
+    """A simple audience's settings by its stream, from the target (None: not one)."""
+    return TargetTikTokAudiences(config=config, validate_config=False).audience_settings(stream)
+
+
 def test_a_specs_max_removal_fraction_wins_over_the_top_level():
     config = {**audiences(a={"max_removal_fraction": 1.0}, b={}), "max_removal_fraction": 0.2}
-    resolved = {s: resolve_settings(config, s, NormalizationOptions()) for s in ("a", "b")}
-    assert resolved["a"].max_removal_fraction == 1.0
-    assert resolved["b"].max_removal_fraction == 0.2
-    default = resolve_settings(BASE, "a", NormalizationOptions())
-    assert default.max_removal_fraction == 0.5
+    resolved = {s: stream_settings(config, s) for s in ("a", "b")}
+    assert resolved["a"] is not None and resolved["a"].max_removal_fraction == 1.0
+    assert resolved["b"] is not None and resolved["b"].max_removal_fraction == 0.2
+    default = stream_settings(audiences(a={}), "a")
+    assert default is not None and default.max_removal_fraction == 0.5
+    assert stream_settings(config, "c") is None  # not listed in `audiences`
 
 
 # Secrets
@@ -180,7 +179,7 @@ def test_the_token_is_trimmed_and_remembered():
 def test_a_token_with_a_character_no_header_can_carry_is_refused():
     for token in ("tok en-1234", "tok\nen-1234", "tok\x00en-1234", "tok\u00e9n-1234"):
         with pytest.raises(ConfigError) as caught:
-            check_global_settings({**BASE, "access_token": token})
+            resolve_definitions({**BASE, "access_token": token})
         assert "`access_token`: the access token holds a character that cannot go in an HTTP" in (
             str(caught.value)
         )

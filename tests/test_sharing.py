@@ -17,6 +17,9 @@ class Recording:
     def __init__(self) -> None:
         self.lookalikes: list[str] = []
 
+    def list_audiences(self, advertiser_id: str) -> list[dict]:
+        return [{"audience_id": f"9{i}", "name": n} for i, n in enumerate(self.lookalikes, 1)]
+
     def create_lookalike(self, advertiser_id: str, name: str, source: str, **spec: Any) -> str:
         self.lookalikes.append(name)
         return f"9{len(self.lookalikes)}"

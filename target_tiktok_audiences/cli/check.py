@@ -20,7 +20,7 @@ from target_tiktok_audiences.cli.config import (
     make_client,
 )
 from target_tiktok_audiences.errors import ConfigError, TikTokAPIError
-from target_tiktok_audiences.settings import ENV_PREFIX, check_global_settings
+from target_tiktok_audiences.settings import ENV_PREFIX, resolve_definitions
 from target_tiktok_audiences.tiktok.codes import (
     ADVERTISER_NOT_FOUND,
     NO_PERMISSION,
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             f"`{PROG} auth`), in the config or as {ENV_PREFIX}ACCESS_TOKEN"
         )
         raise ConfigError(msg)
-    check_global_settings(config)
+    resolve_definitions(config)  # refuses at start what a run would
     client = make_client(config, config["access_token"])
     failed = False
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from target_tiktok_audiences.identifiers.kinds import INVISIBLE, STRIP, check_choice
+from target_tiktok_audiences.identifiers.kinds import INVISIBLE
 
 EMAIL_NORMALIZATIONS: Final[tuple[str, ...]] = ("standard", "strip_local")
 MAX_EMAIL_LENGTH: Final = 320
@@ -43,17 +43,3 @@ def norm_email(s: str, strip_local: bool) -> str | None:
         except UnicodeEncodeError:  # lone surrogates: not text, cannot be hashed as UTF-8
             return None
     return s
-
-
-def normalize_email(value: str, mode: str = "standard") -> str | None:
-    """Return the normalised email, or None when ``value`` is not a valid email.
-
-    ``mode`` is ``"standard"`` (trim, lowercase) or ``"strip_local"`` (also drop
-    everything from the first ``+`` and all dots in the local part). An unknown
-    mode raises ValueError. A pre-hashed value is not an email (None).
-    """
-    check_choice("email_normalization", mode, EMAIL_NORMALIZATIONS)
-    if not isinstance(value, str):
-        return None
-    s = value.strip(STRIP)
-    return norm_email(s, mode == "strip_local") if s else None

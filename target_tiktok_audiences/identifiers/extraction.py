@@ -69,23 +69,19 @@ class NormalizationOptions:
     """How identifiers are normalised before hashing (validated on construction).
 
     ``phone_default_region`` is upper-cased and stripped; an unknown region or an
-    unknown ``phone_format`` / ``email_normalization`` raises :class:`ValueError`.
+    unknown ``phone_format`` / ``email_normalization`` raises :class:`ValueError`. Each is
+    given: their defaults are the settings' (``settings.normalization_options``).
     """
 
-    phone_default_region: str = "US"
-    phone_format: str = "e164"
-    email_normalization: str = "standard"
+    phone_default_region: str
+    phone_format: str
+    email_normalization: str
 
     def __post_init__(self) -> None:
         """Validate and canonicalise the settings."""
         object.__setattr__(self, "phone_default_region", check_region(self.phone_default_region))
         check_choice("phone_format", self.phone_format, PHONE_FORMATS)
         check_choice("email_normalization", self.email_normalization, EMAIL_NORMALIZATIONS)
-
-
-def sha256_hex(value: str) -> str:
-    """Return the lowercase hex SHA-256 of ``value`` encoded as UTF-8."""
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def hashes_to_hex(hashes: Sequence[bytes | None]) -> dict[str, str]:
@@ -228,7 +224,7 @@ class IdentifierExtractor:
     mapping that reads no field at all.
     """
 
-    __slots__ = ("_fields_used", "_plan")
+    __slots__ = ("_plan",)
 
     def __init__(self, fields: Mapping[str, str | None], options: NormalizationOptions) -> None:
         if not isinstance(fields, Mapping):
@@ -256,12 +252,6 @@ class IdentifierExtractor:
                 f"map at least one of: {', '.join(ID_TYPES)}"
             )
         self._plan: tuple[tuple[str, tuple[str, ...], _Handler, str], ...] = tuple(plan)
-        self._fields_used: frozenset[str] = frozenset(entry[0] for entry in plan)
-
-    @property
-    def fields_used(self) -> frozenset[str]:
-        """Top-level record keys this extractor reads (for schema warnings)."""
-        return self._fields_used
 
     def values(self, record: Mapping[str, Any]) -> tuple[Any, ...]:
         """The raw value of each mapped field (None where absent), in a fixed order.

@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from target_tiktok_audiences.identifiers.kinds import STRIP
-
 _UUID_RE: Final = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -30,11 +28,3 @@ def norm_maid(s: str) -> str | None:
         return None
     s = s.lower()
     return None if s == ZERO_UUID else s
-
-
-def normalize_maid(value: str) -> str | None:
-    """Return the lowercased, hyphenated IDFA/AAID; None unless a UUID and not all zeros."""
-    if not isinstance(value, str):
-        return None
-    s = value.strip(STRIP)
-    return norm_maid(s) if s else None

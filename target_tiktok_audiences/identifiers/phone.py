@@ -15,8 +15,6 @@ from typing import Final, cast
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneMetadata, ValidationResult
 
-from target_tiktok_audiences.identifiers.kinds import STRIP, check_choice
-
 PHONE_FORMATS: Final[tuple[str, ...]] = ("e164", "digits")
 MAX_PHONE_LENGTH: Final = 64
 _MAX_NATIONAL_LENGTH: Final = 17  # phonenumbers' longest national significant number
@@ -207,18 +205,3 @@ def _phone_parsed(s: str, region: str) -> str | None:
     if _pn_possible(number) != _IS_POSSIBLE:
         return None
     return e164
-
-
-def normalize_phone(value: str, region: str = "US", fmt: str = "e164") -> str | None:
-    """Return the phone in E.164 (``fmt="e164"``) or E.164 without ``+`` (``"digits"``).
-
-    Numbers written without a country code are read in ``region``. None when
-    ``phonenumbers`` cannot parse it or it is not a possible number. A bad
-    ``region`` or ``fmt`` raises ValueError.
-    """
-    region = check_region(region)
-    check_choice("phone_format", fmt, PHONE_FORMATS)
-    if not isinstance(value, str):
-        return None
-    s = value.strip(STRIP)
-    return norm_phone(s, region, fmt == "digits") if s else None

@@ -30,16 +30,13 @@ from target_tiktok_audiences.settings.names import (
     check_setting_names,
     redact_config_error,
 )
-from target_tiktok_audiences.settings.resolve import duplicate_audience_error
+from target_tiktok_audiences.settings.resolve import (
+    duplicate_audience_error,
+    normalization_options,
+)
 from target_tiktok_audiences.settings.run import RunSettings
 from target_tiktok_audiences.settings.schema import config_schema, setting_default
-from target_tiktok_audiences.settings.simple import (
-    AudienceSettings,
-    check_distinct_audiences,
-    check_global_settings,
-    resolve_settings,
-    simple_settings,
-)
+from target_tiktok_audiences.settings.simple import AudienceSettings, simple_settings
 
 __all__ = [
     "ENV_PREFIX",
@@ -50,19 +47,17 @@ __all__ = [
     "Lookalike",
     "RunSettings",
     "SourceDefinition",
-    "check_distinct_audiences",
     "check_env_values",
-    "check_global_settings",
     "check_setting_names",
     "coerce_env_settings",
     "config_schema",
     "duplicate_audience_error",
     "nest_meltano_object",
+    "normalization_options",
     "prepare_config",
     "read_config_files",
     "redact_config_error",
     "resolve_definitions",
-    "resolve_settings",
     "setting_default",
     "simple_settings",
     "store_passwords",

@@ -111,6 +111,11 @@ def check_top_level(config: Mapping[str, Any]) -> NormalizationOptions:
     fault = token_fault(token.strip()) if isinstance(token, str) else None
     if fault:
         raise ConfigError(f"`access_token`: {fault}")
+    return normalization_options(config)
+
+
+def normalization_options(config: Mapping[str, Any]) -> NormalizationOptions:
+    """How the config normalises identifiers, each setting it leaves out at its default."""
     region = str(setting(config, "phone_default_region")).upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         msg = (

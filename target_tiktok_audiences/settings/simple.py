@@ -9,24 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from target_tiktok_audiences.identifiers import NormalizationOptions
 from target_tiktok_audiences.settings.definitions import (
     AudienceDefinition,
-    Resolver,
     SourceDefinition,
 )
 from target_tiktok_audiences.settings.resolve import (
     TikTokAudienceIdentity,
-    check_top_level,
-    refuse_duplicates,
+    normalization_options,
 )
 
 
 @dataclass(frozen=True)
 class AudienceSettings(TikTokAudienceIdentity):
-    """Everything one stream's sync needs to know, resolved from the top level and its spec."""
+    """Everything one stream's sync needs to know, resolved from the top level and its spec.
+
+    A composed audience's sync reads no records: its `normalization` is the settings' default.
+    """
 
     stream: str
     audience_id: str | None
@@ -38,20 +38,7 @@ class AudienceSettings(TikTokAudienceIdentity):
     consent_field: str | None
     min_audience_size: int
     max_removal_fraction: float
-    normalization: NormalizationOptions = field(default_factory=NormalizationOptions)
-
-
-def resolve_settings(
-    config: Mapping[str, Any], stream: str, normalization: NormalizationOptions
-) -> AudienceSettings | None:
-    """Settings for one stream's audience, or None when `audiences` does not list the stream."""
-    specs: Mapping[str, Any] = config.get("audiences") or {}
-    if specs and stream not in specs:
-        return None
-    resolver = Resolver(config, normalization)
-    return simple_settings(
-        resolver.audience(stream, specs.get(stream) or {}), resolver.source(stream)
-    )
+    normalization: NormalizationOptions = field(default_factory=lambda: normalization_options({}))
 
 
 def simple_settings(audience: AudienceDefinition, source: SourceDefinition) -> AudienceSettings:
@@ -69,23 +56,3 @@ def simple_settings(audience: AudienceDefinition, source: SourceDefinition) -> A
         max_removal_fraction=audience.max_removal_fraction,
         normalization=source.normalization,
     )
-
-
-def check_global_settings(config: Mapping[str, Any]) -> NormalizationOptions:
-    """`check_top_level`, then every spec resolved and compared (`check_distinct_audiences`)."""
-    normalization = check_top_level(config)
-    check_distinct_audiences(config, normalization)
-    return normalization
-
-
-def check_distinct_audiences(
-    config: Mapping[str, Any], normalization: NormalizationOptions
-) -> None:
-    """Refuse two audience specs that resolve to the same TikTok audience (see `tiktok_audience`).
-
-    Resolving every spec here also reports a bad spec at start, before any input is read.
-    """
-    resolved = (
-        (key, resolve_settings(config, key, normalization)) for key in config.get("audiences") or {}
-    )
-    refuse_duplicates((key, settings) for key, settings in resolved if settings is not None)
