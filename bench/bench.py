@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -825,7 +825,11 @@ class Bench:
         once_a_second = 10
         releases = {"target": CURRENT, "previous": self.previous}
         commands = {
-            "floor": [PYTHON, str(BENCH_DIR / "bare_loop.py")],
+            "floor": [
+                PYTHON,
+                str(BENCH_DIR / "bare_loop.py"),
+                json.dumps(asdict(normalization_options({}))),
+            ],
             "baseline": [
                 PYTHON,
                 str(BENCH_DIR / "baseline_target.py"),
