@@ -89,11 +89,6 @@ class AudienceRun:
         self._syncs: dict[str, StreamSync | SourceSync] = {}
         self._composed: dict[tuple[str, str | None], ComposedSync] = {}
 
-    @property
-    def awaits_confirmation(self) -> bool:
-        """Whether a stream's records wait for composed audiences that are not synced yet."""
-        return any(sync.awaits_audiences for sync in self._syncs.values())
-
     def sync_of(self, stream: str, key_properties: tuple[str, ...]) -> StreamSync | SourceSync:
         """What a new sink of `stream` stages for: its simple audience, or its source.
 
