@@ -75,13 +75,14 @@ class Composition(Staging):
                     "AND f.person = p.person) THEN 1 ELSE 0 END"
                 )
             rows = (
-                f"SELECT {person} AS person, {is_fresh} AS fresh, {kept} "
+                f"SELECT p.person AS sort, {person} AS person, {is_fresh} AS fresh, {kept} "
                 f"FROM source_people p WHERE p.source = :s{of_value}{unmatched}"
             )
+            # In the source's person order (its key's), which the plan keeps (`plan`).
             db.execute(
                 f"INSERT INTO staged (audience, person, remove, fresh, {SLOT_LIST}) "
                 f"SELECT :a, person, 0, fresh, {SLOT_LIST} FROM ({rows}) AS r "
-                f"WHERE {ANY_SLOT}",
+                f"WHERE {ANY_SLOT} ORDER BY sort",
                 args,
             )
             came += db.execute(

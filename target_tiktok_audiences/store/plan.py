@@ -2,8 +2,8 @@
 
 Deletes are planned before adds: a person whose email changed loses the old hash, then gains
 the new one, so a run that dies between the two leaves the store exactly in step with TikTok.
-Rows are planned in person order, so a dry run and the real run, on either database, send the
-very same batches.
+Rows are planned in person order (a composed audience's first sync: its sources' order, then
+person order), so a dry run and the real run, on either database, send the very same batches.
 """
 
 from __future__ import annotations
@@ -217,15 +217,28 @@ class Planning(Staging):
         One sort, without the staged index: each person's rows become neighbours in `plan`,
         their last row last, so repeats are found by comparing each row with the next (a
         statement numbers its rows consecutively, in SQLite and PostgreSQL alike). Every
-        staged member has a hash, or it would have been skipped.
+        staged member has a hash, or it would have been skipped. A composed audience's
+        people are staged once each, members all, in their sources' order and then in
+        person order (`stage_composed`): they are planned in that order, without a sort.
         """
         args = {"a": audience}
+        composed = audience in self._composed
         planned = self._db.execute(
             f"INSERT INTO plan ({_PLAN_COLUMNS}) SELECT :a, CASE WHEN no_consent = 1 THEN "
             "'no-consent' WHEN remove = 1 THEN 'leave' ELSE 'add' END, person, "
-            f"{SLOT_LIST} FROM staged WHERE audience = :a ORDER BY person, seq",
+            f"{SLOT_LIST} FROM staged WHERE audience = :a "
+            f"ORDER BY {'seq' if composed else 'person, seq'}",
             args,
         ).rowcount
+        summary.staged = summary.joined = summary.add_rows = summary.people = planned
+        if composed:
+            summary.fresh_joined = (
+                planned
+                - self._db.execute(
+                    "SELECT COUNT(*) FROM staged WHERE audience = :a AND fresh = 0", args
+                ).fetchone()[0]
+            )
+            return
         planned -= self._db.execute(
             "DELETE FROM plan WHERE seq IN (SELECT p.seq FROM plan p JOIN plan n "
             "ON n.seq = p.seq + 1 AND n.audience = :a AND n.person = p.person "
@@ -241,10 +254,6 @@ class Planning(Staging):
         summary.removals = summary.no_consent + leave.rowcount
         summary.joined = summary.add_rows = summary.people = planned - summary.removals
         summary.fresh_joined = summary.joined
-        if audience in self._composed:
-            summary.fresh_joined -= self._db.execute(
-                "SELECT COUNT(*) FROM staged WHERE audience = :a AND fresh = 0", args
-            ).fetchone()[0]
 
     def _keep_shared_hashes(self, audience: int, *, snapshot: bool) -> None:
         """Do not send the delete of a hash that another person of the audience keeps."""

@@ -248,7 +248,8 @@ class Staging(Audiences):
         self._db.execute("DELETE FROM staged WHERE audience = ? AND remove = 0", (audience,))
         self._db.execute(
             f"INSERT INTO staged (audience, person, remove, {SLOT_LIST}) "
-            f"SELECT audience, person, 0, {SLOT_LIST} FROM pending WHERE audience = ?",
+            f"SELECT audience, person, 0, {SLOT_LIST} FROM pending WHERE audience = ? "
+            "ORDER BY person",
             (audience,),
         )
 
