@@ -189,6 +189,31 @@ class Staging(Audiences):
                 self._db.execute(f"DELETE FROM {table}")  # a truncate, not a scan
                 self._db.reclaim(table)
 
+    # The suppression list (`tiktok-audiences erase --suppress`)
+
+    def suppressing(self) -> bool:
+        """Whether the store's suppression list holds any hash (one look at its first row)."""
+        return self._db.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone() is not None
+
+    def withhold_suppressed(self, audience: int) -> int:
+        """Unstage every person with a suppressed hash in a staged row; return the rows unstaged.
+
+        Such a person is withheld with all of their hashes and rows, removals too: erasure
+        dropped them from the store, and the list keeps them out of every audience. An empty
+        list costs one look.
+        """
+        if not self.suppressing():
+            return 0
+        held = " OR ".join(
+            f"st.{c} IN (SELECT hash FROM suppressions WHERE slot = {i})"
+            for i, c in enumerate(SLOT_COLUMNS)
+        )
+        return self._db.execute(
+            "DELETE FROM staged WHERE audience = :a AND person IN "
+            f"(SELECT st.person FROM staged st WHERE st.audience = :a AND ({held}))",
+            {"a": audience},
+        ).rowcount
+
     # Holding back a first upload
 
     def hold(self, audience: int, *, snapshot: bool) -> int:
