@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from target_tiktok_audiences.store.schema import ANY_SLOT, SLOT_COLUMNS, SLOT_LIST
 from target_tiktok_audiences.store.sources import SourceRow
-from target_tiktok_audiences.store.staged import Staging
+from target_tiktok_audiences.store.staged import Staging, suppressed
 
 
 class Composition(Staging):
@@ -30,12 +30,12 @@ class Composition(Staging):
 
         The hashes TikTok should hold are the union of the included people's hashes, less
         every hash of an excluded person: an included person that has any hash of a person
-        of an excluded source, or a hash on the suppression list. Each remaining person is
-        staged with the hashes it has left (none left: not staged). People of the first
-        included source keep their keys; those of the others get keys of their own
-        (`mix_person`), so two streams' people never merge. A staged row is `fresh` when its
-        record came in this run. Returns (fresh people staged, fresh people withheld:
-        excluded, or left with no hash).
+        of an excluded source. A person with a hash on the suppression list is not staged
+        either. Each remaining person is staged with the hashes it has left (none left: not
+        staged). People of the first included source keep their keys; those
+        of the others get keys of their own (`mix_person`), so two streams' people never
+        merge. A staged row is `fresh` when its record came in this run. Returns (fresh
+        people staged, fresh people withheld: excluded, or left with no hash).
         """
         db = self._db
         self.clear_staged(audience)
@@ -43,14 +43,7 @@ class Composition(Staging):
         self._in_temp["staged"].add(audience)
         self._composed.add(audience)
         db.execute("DELETE FROM withheld")
-        # Tier 0: the excluded sources' hashes and the suppression list; tier 1: the other
-        # hashes of people matched.
-        excluding = bool(excluded) or self.suppressing()
-        if excluding:
-            db.execute(
-                "INSERT INTO withheld (slot, hash, tier) SELECT slot, hash, 0 FROM suppressions "
-                "ON CONFLICT (slot, hash) DO NOTHING"
-            )
+        # Tier 0: the excluded sources' hashes; tier 1: the other hashes of people matched.
         for source in excluded:
             self._withhold(f"FROM source_people p WHERE p.source = {int(source.id)}", tier=0)
         matched = " OR ".join(
@@ -59,7 +52,7 @@ class Composition(Staging):
             for slot, column in enumerate(SLOT_COLUMNS)
         )
         of_value = "" if split is None else " AND p.split = :v"
-        for source in included if excluding else ():
+        for source in included if excluded else ():
             self._withhold(
                 f"FROM source_people p WHERE p.source = {int(source.id)}{of_value} AND ({matched})",
                 tier=1,
@@ -71,6 +64,7 @@ class Composition(Staging):
             for slot, column in enumerate(SLOT_COLUMNS)
         )
         came = 0
+        suppressing = self.suppressing()
         for position, source in enumerate(included):
             person = (
                 db.words["mix_person"].format(person="p.person", index=position)
@@ -83,8 +77,10 @@ class Composition(Staging):
                 f"SELECT {person} AS person, CASE WHEN {is_fresh} THEN 1 ELSE 0 END AS fresh, "
                 f"{kept} FROM source_people p WHERE p.source = :s{of_value}"
             )
-            if excluding:
+            if excluded:
                 rows += f" AND NOT ({matched})"
+            if suppressing:
+                rows += f" AND NOT ({suppressed('p')})"
             db.execute(
                 f"INSERT INTO staged (audience, person, remove, fresh, {SLOT_LIST}) "
                 f"SELECT :a, person, 0, fresh, {SLOT_LIST} FROM ({rows}) AS r "

@@ -60,13 +60,16 @@ class AudienceErasure:
 
     `people`: the members found, in person order; `rows[i]`: the hashes of `people[i]` to
     delete on TikTok (None where the person lacks the slot, where another remaining member
-    holds the hash, or where an earlier row deletes it already); `kept`: hashes not deleted
-    because another member holds them. `held`: its held people found.
+    holds the hash, or where an earlier row deletes it already); `waits[i]`: the rows whose
+    deletes must be confirmed before `people[i]` may be dropped (its own, if it sends any,
+    and the earlier rows that delete its other hashes); `kept`: hashes not deleted because
+    another member holds them. `held`: its held people found.
     """
 
     row: AudienceRow
     people: list[bytes] = field(default_factory=list)
     rows: list[Slots] = field(default_factory=list)
+    waits: list[set[int]] = field(default_factory=list)
     kept: int = 0
     held: int = 0
 
@@ -158,20 +161,26 @@ class Erasure(Audiences):
                     ).fetchall()
                 }
             )
-        sent: list[set[bytes]] = [set() for _ in SLOT_COLUMNS]
+        sender: dict[Hash, int] = {}  # the row that deletes each hash
         rows = []
-        for row in part.rows:
+        for index, row in enumerate(part.rows):
             out: list[bytes | None] = []
+            waits: set[int] = set()
             for slot, digest in enumerate(row):
-                if digest is None or digest in sent[slot]:
+                if digest is None:
+                    out.append(None)
+                elif (slot, digest) in sender:
+                    waits.add(sender[slot, digest])
                     out.append(None)
                 elif digest in kept[slot]:
                     part.kept += 1
                     out.append(None)
                 else:
-                    sent[slot].add(digest)
+                    sender[slot, digest] = index
+                    waits.add(index)
                     out.append(digest)
             rows.append(tuple(out))
+            part.waits.append(waits)
         part.rows = rows
 
     def drop_held_and_sources(self, hashes: Sequence[Hash], touched: Sequence[int]) -> None:

@@ -107,6 +107,19 @@ def _unpack_sql(db: Backend) -> str:
     )
 
 
+def suppressed(alias: str) -> str:
+    """SQL: the row `alias` (of people's slots) holds a hash on the suppression list.
+
+    True or false, never null (a slot without a hash is not in the list), so that it can be
+    negated.
+    """
+    return " OR ".join(
+        f"({alias}.{c} IS NOT NULL AND {alias}.{c} IN "
+        f"(SELECT hash FROM suppressions WHERE slot = {i}))"
+        for i, c in enumerate(SLOT_COLUMNS)
+    )
+
+
 class Staging(Audiences):
     """The staged people of a run, per audience (or source group), in a temporary table."""
 
@@ -204,13 +217,9 @@ class Staging(Audiences):
         """
         if not self.suppressing():
             return 0
-        held = " OR ".join(
-            f"st.{c} IN (SELECT hash FROM suppressions WHERE slot = {i})"
-            for i, c in enumerate(SLOT_COLUMNS)
-        )
         return self._db.execute(
             "DELETE FROM staged WHERE audience = :a AND person IN "
-            f"(SELECT st.person FROM staged st WHERE st.audience = :a AND ({held}))",
+            f"(SELECT st.person FROM staged st WHERE st.audience = :a AND ({suppressed('st')}))",
             {"a": audience},
         ).rowcount
 
