@@ -15,12 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from target_tiktok_audiences.accounting import (
-    EXCLUDED,
-    StreamProgress,
-    count_apply,
-    stream_report,
-)
+from target_tiktok_audiences.accounting import EXCLUDED, StreamProgress, count_apply, stream_report
 from target_tiktok_audiences.audiences import (
     audience_deleted,
     check_unknown_audience,
