@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from target_tiktok_audiences.identifiers import SLOTS
-from tests.conftest import TargetRunner, record, schema, sha
+from tests.conftest import TargetRunner, downgrade_sql, record, schema, sha
 from tests.fake_tiktok import FakeTikTok
 from tests.test_cli import cli, write_config
 
@@ -228,3 +229,24 @@ def test_a_failed_delete_exits_1_and_a_rerun_finishes(runner, fake):
     first, second = receipts(runner)
     assert (first["complete"], second["complete"]) == (0, 1)
     assert_no_raw_value(runner, run.stdout, run.stderr, rerun.stdout)
+
+
+def test_a_store_of_schema_4_gets_the_suppression_list_and_receipts(runner, fake):
+    """Synced by the previous schema: the first `erase` migrates it, and works."""
+    sync(runner)
+    if not hasattr(runner, "server"):
+        db = sqlite3.connect(runner.store_path)
+        with db:
+            for statement in downgrade_sql(4):
+                db.execute(statement)
+        db.close()
+    else:
+        with runner.server.connect() as pg:
+            for statement in downgrade_sql(4, f"{runner.schema}."):
+                pg.execute(statement)
+    assert dict(runner.store_rows("meta"))["schema_version"] == "4"
+    run = erase(runner, "--email", ALICE, "--suppress")
+    assert run.returncode == 0, run.output
+    assert dict(runner.store_rows("meta"))["schema_version"] == "5"
+    assert len(receipts(runner)) == 1 and len(runner.store_rows("suppressions")) == 1
+    assert not on_tiktok(fake, "CRM") & alice_hashes()
