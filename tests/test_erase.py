@@ -2,7 +2,8 @@
 
 Stores are filled by real syncs of the target against the fake TikTok; `erase` is the
 installed console script. Two streams feed a simple audience each and a composed audience of
-both, so one person sits in three audiences and two sources.
+both, so one person sits in three audiences and two sources; a third stream feeds only a
+composed audience of its own.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ AUDIENCES = {
     "contacts": {"audience_name": "Contacts"},
     "crm": {"audience_name": "CRM"},
     "union": {"audience_name": "Union", "streams": ["contacts", "crm"]},
+    # Its stream feeds no simple audience: only its source remembers it.
+    "prospects": {"audience_name": "Prospects", "streams": ["leads"]},
 }
 FAKE_REQUEST_ID = re.compile(r"^\d{14}fake\d{10}$")
 
@@ -49,6 +52,15 @@ def crm(*, alice: bool = True) -> list[dict]:
     if alice:
         rows.append(record("crm", id=7, email=ALICE, idfa=ALICE_IDFA.upper()))
     return [schema("crm"), *rows]
+
+
+def leads() -> list[dict]:
+    """Alice again, by her phone alone."""
+    return [
+        schema("leads"),
+        record("leads", id=1, email="l1@example.com"),
+        record("leads", id=2, phone="415.555.0123"),
+    ]
 
 
 def on_tiktok(fake: FakeTikTok, name: str) -> set[str]:
@@ -70,7 +82,7 @@ def runner(request, tmp_path: Path, fake: FakeTikTok) -> TargetRunner:
 
 
 def sync(runner: TargetRunner, *, alice: bool = True) -> str:
-    run = runner.run([*contacts(alice=alice), *crm(alice=alice)], audiences=AUDIENCES)
+    run = runner.run([*contacts(alice=alice), *crm(alice=alice), *leads()], audiences=AUDIENCES)
     assert run.returncode == 0, run.stderr
     return run.stderr
 
@@ -151,18 +163,21 @@ def test_suppress_keeps_them_out_of_every_audience_counted_excluded(runner, fake
     # Both people with the phone are gone: Alice and Bob (the phone is what was named); her
     # CRM record holds no phone, and stays.
     assert not on_tiktok(fake, "Contacts") & (alice_hashes() | {sha(BOB)})
+    assert sha(ALICE_PHONE) not in on_tiktok(fake, "Prospects")
     assert on_tiktok(fake, "Union") & (alice_hashes() | {sha(BOB)}) == {sha(ALICE), sha(ALICE_IDFA)}
     fake.reset_log()
     stderr = sync(runner)  # the tap still sends them
     assert not on_tiktok(fake, "Contacts") & (alice_hashes() | {sha(BOB)})
+    assert sha(ALICE_PHONE) not in on_tiktok(fake, "Prospects")
+    assert sha("l1@example.com") in on_tiktok(fake, "Prospects")
     # Her CRM record holds no suppressed hash: it stays, in the union too.
     assert on_tiktok(fake, "Union") & (alice_hashes() | {sha(BOB)}) == {sha(ALICE), sha(ALICE_IDFA)}
     assert sha(ALICE) in on_tiktok(fake, "CRM"), "her CRM record has no suppressed hash"
-    lines = {
-        name: line for line in stderr.splitlines() for name in ("Contacts", "Union") if name in line
-    }
+    names = ("Contacts", "Union", "Prospects")
+    lines = {name: line for line in stderr.splitlines() for name in names if name in line}
     assert "added 0" in lines["Contacts"] and "excluded 2" in lines["Contacts"]
     assert "excluded 2" in lines["Union"]
+    assert "added 0" in lines["Prospects"] and "excluded 1" in lines["Prospects"]
     assert_no_raw_value(runner, run.stdout, run.stderr, stderr)
 
 
