@@ -220,7 +220,7 @@ def test_dry_run_sends_nothing_and_changes_nothing(runner, fake):
     assert fake.requests_log() == []
     assert {t: sorted(runner.store_rows(t)) for t in before} == before
     assert runner.store_rows("erasures") == [] and runner.store_rows("suppressions") == []
-    assert "would erase 1 members" in run.stdout
+    assert "would erase 1 member and 0 held people; would delete 2 hashes" in run.stdout
     assert "dry run: nothing sent, nothing changed" in run.stdout
 
 
@@ -231,7 +231,7 @@ def test_a_failed_delete_exits_1_and_a_rerun_finishes(runner, fake):
     run = erase(runner, "--email", ALICE)
     assert run.returncode == 1
     [line] = run.stderr.splitlines()
-    assert line.startswith("tiktok-audiences: erase: 4 members were not erased")
+    assert line.startswith("tiktok-audiences: erase: 4 members not erased")
     assert line.endswith("they stay in the store; re-run the same erase to finish")
     assert alice_hashes() - {sha(ALICE_PHONE)} <= on_tiktok(fake, "Union")
     assert sha(ALICE) in stored_hashes(runner, "members"), "nothing dropped unconfirmed"

@@ -32,6 +32,8 @@ from target_tiktok_audiences.tiktok.dry_run import DRY_RUN_PREFIX
 from target_tiktok_audiences.tiktok.http import TikTokClient
 from target_tiktok_audiences.tiktok.mapping import Batch
 
+# The hashes output lists before "and N more".
+_SHOWN = 5
 # A hash given as such: its type (a slot name) and how many hex digits it has.
 _HEX_DIGITS = {slot: 32 if slot.endswith("_MD5") else 64 for slot in SLOTS}
 
@@ -121,9 +123,12 @@ def given_hashes(args: argparse.Namespace, extractor: IdentifierExtractor) -> li
     return hashes
 
 
+_PLURALS = {"hash": "hashes", "person": "people", "held person": "held people"}
+
+
 def _count(n: int, thing: str) -> str:
-    """`1 hash`, `2 hashes`."""
-    return f"{n} {thing}" + ("" if n == 1 else "es" if thing.endswith("h") else "s")
+    """`1 hash`, `2 hashes`; `1 member`, `2 members`."""
+    return f"{n} {thing if n == 1 else _PLURALS.get(thing, thing + 's')}"
 
 
 def _describe(part: AudienceErasure) -> str:
@@ -203,15 +208,19 @@ class Eraser:
 
 
 def _plan_lines(plan_parts: Sequence[AudienceErasure], sources: dict, *, dry: bool) -> None:
-    would = "would erase" if dry else "erasing"
+    """One line per audience and per source: who goes, which hashes are deleted."""
+    erase, delete = ("would erase", "would delete") if dry else ("erasing", "deleting")
     for part in plan_parts:
+        kept = f", keeping {part.kept} that other members hold" if part.kept else ""
         print(
-            f"{_describe(part)}: {would} {len(part.people)} members and {part.held} held "
-            f"people; {part.deletes} hashes to delete, {part.kept} kept (another member holds them)"
+            f"{_describe(part)}: {erase} {_count(len(part.people), 'member')} and "
+            f"{_count(part.held, 'held person')}; {delete} {_count(part.deletes, 'hash')}{kept}"
         )
     for (stream, selection), count in sorted(sources.items()):
         which = f"stream {stream}" + (f" (selection {selection})" if selection else "")
-        print(f"source of {which}: {would} {count} people")
+        print(f"source of {which}: {erase} {_count(count, 'person')}")
+    if not plan_parts and not sources:
+        print("nobody in the store holds these hashes")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -220,7 +229,9 @@ def run(args: argparse.Namespace) -> int:
     dry = bool(args.dry_run or config.get("dry_run"))
     hashes = given_hashes(args, _extractor(config, dry_run=dry))
     settings = RunSettings.from_config(config)
-    print("hashes: " + ", ".join(hash_text(slot, digest) for slot, digest in hashes))
+    shown = ", ".join(hash_text(slot, digest) for slot, digest in hashes[:_SHOWN])
+    more = f" and {len(hashes) - _SHOWN} more (the receipt lists them all)"
+    print(f"{_count(len(hashes), 'hash')}: {shown}" + (more if len(hashes) > _SHOWN else ""))
     store = MembershipStore.open(
         settings.membership_store,
         create=args.suppress and not dry,
@@ -255,10 +266,8 @@ def _erase(
         plan = store.plan_erasure(hashes)
     _plan_lines(plan.audiences, plan.sources, dry=dry)
     if dry:
-        print(
-            f"dry run: nothing sent, nothing changed ({plan.people} store rows would go"
-            + (f", {len(hashes)} hashes would be suppressed)" if suppress else ")")
-        )
+        suppressed = f"; {_count(len(hashes), 'hash')} would be suppressed" if suppress else ""
+        print(f"dry run: nothing sent, nothing changed{suppressed}")
         return 0
     members = [part for part in plan.audiences if part.people]
     store.drop_held_and_sources(hashes, [part.row.id for part in members])
@@ -274,17 +283,18 @@ def _erase(
         hashes, entries, eraser.request_ids, complete=not eraser.failures
     )
     erased = sum(entry["erased"] for entry in entries)
+    held = sum(entry["held"] for entry in entries)
     print(
-        f"receipt {receipt}: {erased} members erased from {len(members)} audiences, "
-        f"{sum(e['held'] for e in entries)} held people and "
-        f"{sum(plan.sources.values())} source rows dropped, "
-        f"{len(eraser.request_ids)} delete requests confirmed"
+        f"receipt {receipt}: {_count(erased, 'member')} erased from "
+        f"{_count(len(members), 'audience')}, {_count(held, 'held person')} and "
+        f"{_count(sum(plan.sources.values()), 'source row')} dropped, "
+        f"{_count(len(eraser.request_ids), 'delete request')} confirmed"
         + (f"; {_count(len(hashes), 'hash')} suppressed" if suppress else "")
     )
     if eraser.failures:
         left = sum(entry["not_confirmed"] for entry in entries)
         msg = (
-            f"{left} members were not erased, TikTok did not confirm their deletes "
+            f"{_count(left, 'member')} not erased, TikTok did not confirm their deletes "
             f"({eraser.failures[0]}"
             + (
                 f"; and {len(eraser.failures) - 1} more audiences"

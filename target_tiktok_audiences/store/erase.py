@@ -86,11 +86,6 @@ class ErasurePlan:
     audiences: list[AudienceErasure]
     sources: dict[tuple[str, str], int]
 
-    @property
-    def people(self) -> int:
-        """Store rows found: members, held people and source rows."""
-        return sum(len(a.people) + a.held for a in self.audiences) + sum(self.sources.values())
-
 
 class Erasure(Audiences):
     """Finds, drops and records erased people; keeps the suppression list."""
