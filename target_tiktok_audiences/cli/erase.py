@@ -297,7 +297,7 @@ def _erase(
             f"{_count(left, 'member')} not erased, TikTok did not confirm their deletes "
             f"({eraser.failures[0]}"
             + (
-                f"; and {len(eraser.failures) - 1} more audiences"
+                f"; and in {_count(len(eraser.failures) - 1, 'more audience')}"
                 if len(eraser.failures) > 1
                 else ""
             )
