@@ -20,6 +20,7 @@ from target_tiktok_audiences.identifiers import SLOTS
 from tests.conftest import TargetRunner, downgrade_sql, record, schema, sha
 from tests.fake_tiktok import FakeTikTok
 from tests.test_cli import cli, write_config
+from tests.test_faults import _start, _wait_for_mappings
 
 # The person erased, as the tap writes her (mixed case, padded) and as the operator types her.
 ALICE_RECORD = "  Alice.Erased@Example.COM "
@@ -265,3 +266,33 @@ def test_a_store_of_schema_4_gets_the_suppression_list_and_receipts(runner, fake
     assert dict(runner.store_rows("meta"))["schema_version"] == "5"
     assert len(receipts(runner)) == 1 and len(runner.store_rows("suppressions")) == 1
     assert not on_tiktok(fake, "CRM") & alice_hashes()
+
+
+def test_erase_waits_for_a_sync_of_the_same_audience_as_a_sync_would(runner, fake):
+    sync(runner)
+    fake.reset_log()
+    fake.inject(latency=0.1)
+    many = [record(id=100 + i, email=f"new{i}@example.com") for i in range(300)]
+    busy = _start(
+        runner,
+        [*contacts(), *many],
+        "busy.json",
+        audiences=AUDIENCES,
+        batch_size=10,
+        max_parallel_requests=1,
+    )
+    try:
+        _wait_for_mappings(fake, 1)
+        runner.config["store_lock_timeout"] = 1
+        run = erase(runner, "--email", ALICE)
+        assert run.returncode == 1
+        [line] = run.stderr.splitlines()
+        assert line.startswith("tiktok-audiences: erase: audience ")
+        assert "is being synced by another run" in line
+        assert runner.store_rows("erasures") == []
+    finally:
+        busy.communicate(timeout=120)
+    fake.inject()
+    run = erase(runner, "--email", ALICE)
+    assert run.returncode == 0, run.output
+    assert not on_tiktok(fake, "Contacts") & {sha(ALICE)}
