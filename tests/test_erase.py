@@ -296,3 +296,42 @@ def test_erase_waits_for_a_sync_of_the_same_audience_as_a_sync_would(runner, fak
     run = erase(runner, "--email", ALICE)
     assert run.returncode == 0, run.output
     assert not on_tiktok(fake, "Contacts") & {sha(ALICE)}
+
+
+def test_held_people_are_dropped_without_a_request(runner, fake):
+    run = runner.run([*contacts(), *crm(), *leads()], audiences=AUDIENCES, min_audience_size=100)
+    assert run.returncode == 0, run.stderr
+    assert sha(ALICE) in stored_hashes(runner, "pending")
+    fake.reset_log()
+    run = erase(runner, "--email", ALICE)
+    assert run.returncode == 0, run.output
+    assert fake.requests_log() == []
+    assert not stored_hashes(runner, "pending") & {sha(ALICE), sha(ALICE_IDFA)}
+    assert {sha(BOB), sha(ALICE_PHONE)} <= stored_hashes(runner, "pending"), "Bob keeps it"
+    assert "Contacts (not on TikTok, stream contacts): erasing 0 members and 1 held person" in (
+        run.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        ((), "name someone to erase: --email, --phone, --idfa, --aaid, --hash or --from-file"),
+        (
+            ("--hash", "EMAIL_SHA256:abc"),
+            "--hash value 1 is not TYPE:HEX with TYPE one of EMAIL_SHA256, PHONE_SHA256, "
+            "IDFA_SHA256, IDFA_MD5, AAID_SHA256, AAID_MD5 and HEX its 64 hex digits (32 for the "
+            "MD5 types): fix it; nothing was erased",
+        ),
+        (
+            ("--email", ALICE, "--idfa", "not-a-device-id"),
+            "--idfa value 1 is not a valid idfa once normalised as records are: fix it; "
+            "nothing was erased",
+        ),
+    ],
+)
+def test_what_cannot_be_erased_is_one_line_naming_no_value(tmp_path, fake, args, why):
+    runner = TargetRunner(tmp_path, fake)
+    run = erase(runner, *args)
+    assert (run.returncode, run.stdout) == (1, "")
+    assert run.stderr == f"tiktok-audiences: erase: {why}\n"

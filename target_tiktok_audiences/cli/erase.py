@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from target_tiktok_audiences.cli.config import add_config_command, load_config
+from target_tiktok_audiences.cli.status import configured, with_configured_identity
 from target_tiktok_audiences.errors import ConfigError, StoreError, TargetError, TikTokAPIError
 from target_tiktok_audiences.identifiers import SLOTS, IdentifierExtractor
 from target_tiktok_audiences.identifiers.kinds import ID_TYPES
 from target_tiktok_audiences.redaction import mask_url
-from target_tiktok_audiences.settings import RunSettings
+from target_tiktok_audiences.settings import Definitions, RunSettings, resolve_definitions
 from target_tiktok_audiences.settings.resolve import check_top_level
 from target_tiktok_audiences.store import AudienceErasure, MembershipStore, hash_text
 from target_tiktok_audiences.store.backend import driver_cause
@@ -229,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
     dry = bool(args.dry_run or config.get("dry_run"))
     hashes = given_hashes(args, _extractor(config, dry_run=dry))
     settings = RunSettings.from_config(config)
+    definitions = resolve_definitions({**config, "dry_run": True})  # names, not the token
     shown = ", ".join(hash_text(slot, digest) for slot, digest in hashes[:_SHOWN])
     more = f" and {len(hashes) - _SHOWN} more (the receipt lists them all)"
     print(f"{_count(len(hashes), 'hash')}: {shown}" + (more if len(hashes) > _SHOWN else ""))
@@ -238,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         timeout=settings.store_timeout,
     )
     try:
-        return _erase(store, settings, hashes, suppress=args.suppress, dry=dry)
+        return _erase(store, settings, definitions, hashes, suppress=args.suppress, dry=dry)
     except store.errors as exc:
         msg = (
             f"membership store {mask_url(settings.membership_store)!r} failed "
@@ -252,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
 def _erase(
     store: MembershipStore,
     settings: RunSettings,
+    definitions: Definitions,
     hashes: list[Hash],
     *,
     suppress: bool,
@@ -264,6 +268,9 @@ def _erase(
             label = f"{part.row.name or part.row.stream} (stream {part.row.stream})"
             store.lock_audience(part.row.id, label, settings.store_lock_timeout)
         plan = store.plan_erasure(hashes)
+    for part in plan.audiences:  # a held audience's name is the config's until TikTok has it
+        named = with_configured_identity(part.row, configured(definitions, part.row))
+        part.row = replace(part.row, name=named.name)
     _plan_lines(plan.audiences, plan.sources, dry=dry)
     if dry:
         suppressed = f"; {_count(len(hashes), 'hash')} would be suppressed" if suppress else ""
