@@ -110,19 +110,19 @@ def _entries(args: argparse.Namespace) -> Iterator[tuple[str, str, str]]:
             yield ("hash", text, where) if kind not in ID_TYPES else (kind, value, where)
 
 
-def given_hashes(args: argparse.Namespace, extractor: IdentifierExtractor) -> list[Hash]:
+def _given_hashes(args: argparse.Namespace, extractor: IdentifierExtractor) -> list[Hash]:
     """Every hash the command line and `--from-file` name, in order, each once."""
-    hashes: list[Hash] = []
+    hashes: dict[Hash, None] = {}
     for kind, value, where in _entries(args):
         if kind == "hash":
             found = [_given_hash(value, where)]
         else:
             found = _value_hashes(extractor, kind, value, where)
-        hashes.extend(h for h in found if h not in hashes)
+        hashes.update(dict.fromkeys(found))
     if not hashes:
         msg = "name someone to erase: --email, --phone, --idfa, --aaid, --hash or --from-file"
         raise ConfigError(msg)
-    return hashes
+    return list(hashes)
 
 
 _PLURALS = {"hash": "hashes", "person": "people", "held person": "held people"}
@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     """Erase the people holding the given identifiers; print what was done, and the receipt."""
     config = load_config(args.config)
     dry = bool(args.dry_run or config.get("dry_run"))
-    hashes = given_hashes(args, _extractor(config, dry_run=dry))
+    hashes = _given_hashes(args, _extractor(config, dry_run=dry))
     settings = RunSettings.from_config(config)
     definitions = resolve_definitions({**config, "dry_run": True})  # names, not the token
     shown = ", ".join(hash_text(slot, digest) for slot, digest in hashes[:_SHOWN])
