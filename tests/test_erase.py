@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 
 from target_tiktok_audiences.identifiers import SLOTS
+from target_tiktok_audiences.store.postgres import split_schema
 from tests.conftest import TargetRunner, downgrade_sql, record, schema, sha
 from tests.fake_tiktok import FakeTikTok
 from tests.test_cli import cli, write_config
+from tests.test_end_to_end_postgres import PostgresTargetRunner
 from tests.test_faults import _start, _wait_for_mappings
 
 # The person erased, as the tap writes her (mixed case, padded) and as the operator types her.
@@ -77,8 +79,6 @@ def alice_hashes() -> set[str]:
 def runner(request, tmp_path: Path, fake: FakeTikTok) -> TargetRunner:
     if request.param == "sqlite":
         return TargetRunner(tmp_path, fake)
-    from tests.test_end_to_end_postgres import PostgresTargetRunner
-
     return PostgresTargetRunner(tmp_path, fake, request.getfixturevalue("postgres_server"))
 
 
@@ -335,3 +335,24 @@ def test_what_cannot_be_erased_is_one_line_naming_no_value(tmp_path, fake, args,
     run = erase(runner, *args)
     assert (run.returncode, run.stdout) == (1, "")
     assert run.stderr == f"tiktok-audiences: erase: {why}\n"
+
+
+def test_a_store_copy_carries_the_suppression_list_and_receipts(tmp_path, fake, postgres_server):
+    runner = TargetRunner(tmp_path, fake)
+    sync(runner)
+    assert erase(runner, "--email", ALICE, "--suppress").returncode == 0
+    url = postgres_server.new_url()
+    copied = cli("store", "copy", "--from", str(runner.store_path), "--to", url, cwd=tmp_path)
+    assert copied.returncode == 0, copied.output
+    moved = PostgresTargetRunner(tmp_path, fake, postgres_server)
+    moved.config["membership_store"] = url
+    moved.schema = split_schema(url)[1]
+    for table in ("suppressions", "erasures"):
+        assert [tuple(r) for r in moved.store_rows(table)] == [
+            tuple(r) for r in runner.store_rows(table)
+        ]
+    # The copy keeps her out as the original did.
+    fake.reset_log()
+    run = moved.run([*contacts(), *crm(), *leads()], audiences=AUDIENCES)
+    assert run.returncode == 0, run.stderr
+    assert not on_tiktok(fake, "CRM") & alice_hashes()
