@@ -15,6 +15,8 @@ from target_tiktok_audiences.people import NO_CONSENT_REASON
 from target_tiktok_audiences.store import PlanSummary
 
 DUPLICATE = "duplicate"
+# Left out by an exclusion stream or the suppression list.
+EXCLUDED = "excluded"
 
 
 @dataclass

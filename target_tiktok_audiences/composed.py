@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from target_tiktok_audiences.accounting import DUPLICATE, StreamProgress
+from target_tiktok_audiences.accounting import DUPLICATE, EXCLUDED, StreamProgress
 from target_tiktok_audiences.people import NO_CONSENT_REASON, Selection
 from target_tiktok_audiences.policies import POLICIES, Policy
 from target_tiktok_audiences.settings import (
@@ -26,7 +26,6 @@ from target_tiktok_audiences.settings import (
 from target_tiktok_audiences.store import PlanSummary, SourceRow
 from target_tiktok_audiences.sync import AudienceSync, RunContext
 
-EXCLUDED = "excluded"
 FILTERED = "filtered"
 
 

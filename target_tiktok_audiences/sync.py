@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from target_tiktok_audiences.accounting import StreamProgress, count_apply, stream_report
+from target_tiktok_audiences.accounting import EXCLUDED, StreamProgress, count_apply, stream_report
 from target_tiktok_audiences.audiences import (
     audience_deleted,
     check_unknown_audience,
@@ -263,7 +263,7 @@ class AudienceSync:
             audience_id = resolve_audience(client, store, self.settings, self.row)
         for action in ("delete", "add"):
 
-            def confirmed(batch: Batch, act: str = action) -> None:
+            def confirmed(batch: Batch, request_ids: tuple[str, ...], act: str = action) -> None:
                 store.confirm_planned(audience, act, batch.first, batch.last)
                 self.run.progress.changes_confirmed(batch.size)
 
@@ -353,8 +353,12 @@ class StreamSync(AudienceSync):
         self.selection_groups: tuple[int, ...] = ()
 
     def _before_plan(self) -> None:
-        """Re-match stored people to new key properties (`allow_key_change`), once."""
+        """Withhold suppressed people (`excluded`); re-match to new key properties, once."""
         store, settings, audience = self.store, self.settings, self.row.id
+        withheld = store.withhold_suppressed(audience)
+        if withheld:
+            self.progress.skipped[EXCLUDED] += withheld
+            self.progress.staged_rows -= withheld
         if self.rematch:
             matched, stored = store.rematch(audience, self.key_properties)
             store.mark_dirty(audience)

@@ -20,6 +20,7 @@ from target_tiktok_audiences.store.backend import StoreMissingError
 from target_tiktok_audiences.store.compose import Composition
 from target_tiktok_audiences.store.confirm import Confirmation
 from target_tiktok_audiences.store.copy import Copying, copy_store
+from target_tiktok_audiences.store.erase import AudienceErasure, Erasure, ErasurePlan, hash_text
 from target_tiktok_audiences.store.keys import KeyPropertiesChangedError, Keys
 from target_tiktok_audiences.store.plan import Planning, PlanRows, PlanSummary
 from target_tiktok_audiences.store.schema import SCHEMA_VERSION
@@ -31,7 +32,9 @@ __all__ = [
     "NO_CONSENT",
     "SCHEMA_VERSION",
     "STAYS",
+    "AudienceErasure",
     "AudienceRow",
+    "ErasurePlan",
     "KeyPropertiesChangedError",
     "MembershipStore",
     "PlanRows",
@@ -40,12 +43,13 @@ __all__ = [
     "Staged",
     "StoreMissingError",
     "copy_store",
+    "hash_text",
 ]
 
 
-class MembershipStore(Keys, Planning, Composition, Sources, Confirmation, Copying):
+class MembershipStore(Keys, Planning, Composition, Sources, Confirmation, Copying, Erasure):
     """Confirmed membership in SQLite or PostgreSQL, one connection per run.
 
     Opened with `MembershipStore.open` (see `Connection`); its parts: audiences, staging,
-    sources, composition, planning, confirmation, key changes and copying.
+    sources, composition, planning, confirmation, key changes, copying and erasure.
     """

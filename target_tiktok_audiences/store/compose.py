@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from target_tiktok_audiences.store.schema import ANY_SLOT, SLOT_COLUMNS, SLOT_LIST
 from target_tiktok_audiences.store.sources import SourceRow
-from target_tiktok_audiences.store.staged import Staging
+from target_tiktok_audiences.store.staged import Staging, suppressed
 
 
 class Composition(Staging):
@@ -30,8 +30,9 @@ class Composition(Staging):
 
         The hashes TikTok should hold are the union of the included people's hashes, less
         every hash of an excluded person: an included person that has any hash of a person
-        of an excluded source. Each remaining person is staged with the hashes it has left
-        (none left: not staged). People of the first included source keep their keys; those
+        of an excluded source. A person with a hash on the suppression list is not staged
+        either. Each remaining person is staged with the hashes it has left (none left: not
+        staged). People of the first included source keep their keys; those
         of the others get keys of their own (`mix_person`), so two streams' people never
         merge. A staged row is `fresh` when its record came in this run. Returns (fresh
         people staged, fresh people withheld: excluded, or left with no hash).
@@ -60,6 +61,7 @@ class Composition(Staging):
             else ""
         )
         came = 0
+        suppressing = self.suppressing()
         for position, source in enumerate(included):
             person = (
                 db.words["mix_person"].format(person="p.person", index=position)
@@ -78,6 +80,8 @@ class Composition(Staging):
                 f"SELECT p.person AS sort, {person} AS person, {is_fresh} AS fresh, {kept} "
                 f"FROM source_people p WHERE p.source = :s{of_value}{unmatched}"
             )
+            if suppressing:
+                rows += f" AND NOT ({suppressed('p')})"
             # In the source's person order (its key's), which the plan keeps (`plan`).
             db.execute(
                 f"INSERT INTO staged (audience, person, remove, fresh, {SLOT_LIST}) "

@@ -14,11 +14,12 @@ from target_tiktok_audiences.errors import StoreError
 from target_tiktok_audiences.identifiers import SLOTS
 from target_tiktok_audiences.store.backend import Backend
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # What upgrades a store written at version N-1 to version N, run in one transaction. The words
 # in braces are the backend's (`Backend.words`), so one list serves SQLite and PostgreSQL.
 # Version 4 remembers sources for composed audiences. A simple audience's confirmed and held
 # people are what its stream last said, so an upgraded store plans exactly as before.
+# Version 5 adds erasure's suppression list (empty: nothing is excluded) and receipts.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE audiences ADD COLUMN last_change_at {real}",),
     3: ("ALTER TABLE audiences ADD COLUMN key_properties TEXT",),
@@ -30,6 +31,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE audiences ADD COLUMN lookalike_audience_id TEXT",
         "{sources_schema}",
     ),
+    5: ("{erase_schema}",),
 }
 SLOT_COLUMNS = tuple(f"s{i}" for i in range(len(SLOTS)))
 # In `diff`, a person's confirmed slots beside the staged ones.
@@ -72,6 +74,7 @@ CREATE TABLE IF NOT EXISTS pending (
     {slots},
     PRIMARY KEY (audience, person)
 ){table_suffix};
+{erase_schema};
 """
 
 # Per connection, gone when it closes.
@@ -95,6 +98,24 @@ CREATE TABLE IF NOT EXISTS source_people (
     {slots},
     PRIMARY KEY (source, person)
 ){table_suffix}"""
+
+# Erasure (`tiktok-audiences erase`): the suppression list, hashes every audience excludes; and a
+# receipt per erasure: the hashes (hex, by slot), when, each audience's counts and the TikTok
+# request ids of its confirmed deletes. Never a raw identifier.
+_ERASE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS suppressions (
+    slot INTEGER NOT NULL,
+    hash {blob} NOT NULL,
+    PRIMARY KEY (slot, hash)
+);
+CREATE TABLE IF NOT EXISTS erasures (
+    receipt TEXT PRIMARY KEY,
+    erased_at {real} NOT NULL,
+    hashes TEXT NOT NULL,
+    audiences TEXT NOT NULL,
+    request_ids TEXT NOT NULL,
+    complete INTEGER NOT NULL
+)"""
 
 TEMP_SCHEMA = """
 CREATE TEMP TABLE IF NOT EXISTS staged (
@@ -179,6 +200,8 @@ TABLES: dict[str, tuple[str, ...]] = {
     "pending": _PERSON_COLUMNS,
     "sources": ("id", "stream", "selection", "key_properties", "snapshot_at"),
     "source_people": ("source", "person", "split", *SLOT_COLUMNS),
+    "suppressions": ("slot", "hash"),
+    "erasures": ("receipt", "erased_at", "hashes", "audiences", "request_ids", "complete"),
 }
 # The columns a store of each schema version has, table by table: a location whose tables of
 # these names lack some of them is not this target's store.
@@ -187,7 +210,7 @@ _COLUMNS_ADDED = {
     3: {"audiences": {"key_properties"}},
     4: {"audiences": {"dirty", "split_value", "streams", "shared_with", "lookalike_audience_id"}},
 }
-_TABLES_ADDED = {4: {"sources", "source_people"}}
+_TABLES_ADDED = {4: {"sources", "source_people"}, 5: {"suppressions", "erasures"}}
 
 
 def _columns_at(version: int) -> dict[str, set[str]]:
@@ -209,7 +232,11 @@ def in_words(template: str, db: Backend) -> list[str]:
         "old_slots": ", ".join(f"{c} {blob}" for c in OLD_COLUMNS),
         **db.words,
     }
-    text = template.format(sources_schema=_SOURCES_SCHEMA.format(**fields), **fields)
+    text = template.format(
+        sources_schema=_SOURCES_SCHEMA.format(**fields),
+        erase_schema=_ERASE_SCHEMA.format(**fields),
+        **fields,
+    )
     return [statement for statement in text.split(";") if statement.strip()]
 
 

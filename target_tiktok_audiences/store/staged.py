@@ -107,6 +107,19 @@ def _unpack_sql(db: Backend) -> str:
     )
 
 
+def suppressed(alias: str) -> str:
+    """SQL: the row `alias` (of people's slots) holds a hash on the suppression list.
+
+    True or false, never null (a slot without a hash is not in the list), so that it can be
+    negated.
+    """
+    return " OR ".join(
+        f"({alias}.{c} IS NOT NULL AND {alias}.{c} IN "
+        f"(SELECT hash FROM suppressions WHERE slot = {i}))"
+        for i, c in enumerate(SLOT_COLUMNS)
+    )
+
+
 class Staging(Audiences):
     """The staged people of a run, per audience (or source group), in a temporary table."""
 
@@ -214,6 +227,27 @@ class Staging(Audiences):
         self._in_temp[table].clear()
         if table == "staged":
             self._retired.clear()
+
+    # The suppression list (`tiktok-audiences erase --suppress`)
+
+    def suppressing(self) -> bool:
+        """Whether the store's suppression list holds any hash (one look at its first row)."""
+        return self._db.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone() is not None
+
+    def withhold_suppressed(self, audience: int) -> int:
+        """Unstage every person with a suppressed hash in a staged row; return the rows unstaged.
+
+        Such a person is withheld with all of their hashes and rows, removals too: erasure
+        dropped them from the store, and the list keeps them out of every audience. An empty
+        list costs one look.
+        """
+        if not self.suppressing():
+            return 0
+        return self._db.execute(
+            "DELETE FROM staged WHERE audience = :a AND person IN "
+            f"(SELECT st.person FROM staged st WHERE st.audience = :a AND ({suppressed('st')}))",
+            {"a": audience},
+        ).rowcount
 
     # Holding back a first upload
 
