@@ -97,7 +97,8 @@ def _stale_notes(rows: Sequence[Row]) -> list[str]:
     return [
         f"stream {stream} has sent "
         + (f"nothing since {at.replace('T', ' ').rstrip('Z')} UTC" if at else "nothing yet")
-        + f" (audiences {', '.join(feeds[stream])}): check the tap or job that sends it"
+        + f" (audience{'s' * (len(feeds[stream]) > 1)} {', '.join(feeds[stream])}): "
+        "check the tap or job that sends it"
         for stream, at in since.items()
     ]
 
