@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import time
 from typing import Any
 
 import pytest
 
-from tests.conftest import TargetRunner, record, schema
+from target_tiktok_audiences.errors import StoreError
+from target_tiktok_audiences.store import MembershipStore
+from tests.conftest import ADVERTISER, TargetRunner, record, schema
 from tests.test_cli import (  # noqa: F401  (the `synced` fixture)
     people,
     status,
@@ -61,6 +64,42 @@ def slow_sync(target: TargetRunner, stream: str, **overrides: Any):
     )
     _wait_for_mappings(target.fake, 1)
     return proc
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request, tmp_path) -> str:
+    """A new store's `membership_store`: a SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.sqlite")
+    return request.getfixturevalue("pg_url")
+
+
+def test_looking_at_the_lock_takes_nothing(tmp_path, location):
+    looking = MembershipStore.open(location)
+    syncing = MembershipStore.open(location)
+    try:
+        audience = looking.audience("contacts", "name:Contacts", [ADVERTISER]).id
+        assert not looking.syncing(audience)
+        assert not list(tmp_path.glob("*.locks/*")), "no lock file made by looking"
+        syncing.lock_audience(audience, "contacts", 0)  # free: looking kept nothing
+        assert looking.syncing(audience)
+        assert looking.syncing(audience), "a second look sees the same"
+        syncing.close()  # PostgreSQL frees the lock once the server has seen the session end
+        deadline = time.monotonic() + 10
+        while looking.syncing(audience) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not looking.syncing(audience)
+        looking.lock_audience(audience, "contacts", 0)  # and the look left it free
+        assert not looking.syncing(audience), "its own lock is no other run's"
+        other = MembershipStore.open(location)
+        try:
+            with pytest.raises(StoreError, match="is being synced by another run"):
+                other.lock_audience(audience, "contacts", 0)
+        finally:
+            other.close()
+    finally:
+        syncing.close()
+        looking.close()
 
 
 def rows_of(result) -> dict[str, dict]:
