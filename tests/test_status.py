@@ -28,13 +28,15 @@ from tests.test_faults import _start, _wait_for_mappings
 WORDS = ("FAILED", "SYNCING", "PENDING", "CALCULATING", "TOO_SMALL", "EXPIRING", "STALE", "ACTIVE")
 
 
-def age(target: TargetRunner, hours: float) -> None:
-    """Move every sync and snapshot the SQLite store remembers `hours` into the past."""
+def age(target: TargetRunner, hours: float, sources: float | None = None) -> None:
+    """Move every sync the SQLite store remembers `hours` into the past, its snapshots too
+    (by `sources` hours when given)."""
+    sources = hours if sources is None else sources
     db = sqlite3.connect(target.store_path)
     try:
         with db:
             db.execute("UPDATE audiences SET last_sync_at = last_sync_at - ?", (hours * 3600,))
-            db.execute("UPDATE sources SET snapshot_at = snapshot_at - ?", (hours * 3600,))
+            db.execute("UPDATE sources SET snapshot_at = snapshot_at - ?", (sources * 3600,))
     finally:
         db.close()
 
@@ -165,7 +167,8 @@ def test_streams_that_stopped_sending_show_in_the_rows_they_feed(tmp_path, targe
     first = [*people("contacts", 4), *people("crm", 3, start=10), *people("optouts", 1, start=99)]
     assert target.run(first).returncode == 0, "contacts, crm and the opt-outs"
     age(target, 30)
-    assert target.run(people("contacts", 5)).returncode == 0, "contacts alone"
+    # The same contacts again: their source does not change, the audience's sync is fresh.
+    assert target.run(people("contacts", 4)).returncode == 0, "contacts alone"
     config = {**target.config, "stale_after_hours": 24}
 
     run = status(tmp_path, config, "--format", "json")
@@ -190,6 +193,21 @@ def test_streams_that_stopped_sending_show_in_the_rows_they_feed(tmp_path, targe
         "that sends it",
         "stream events has sent nothing yet (audience vip): check the tap or job that sends it",
     ]
+
+
+def test_a_simple_audiences_stream_last_sent_when_it_last_synced(tmp_path, target, fake):
+    target.config.update(audiences={"buyers": {}}, exclude_streams=["optouts"])
+    assert target.run([*people("buyers", 3), *people("optouts", 1, start=9)]).returncode == 0
+    [audience] = fake.audiences()
+    fake.set_audience_details(audience["audience_id"], cover_num=5000)
+    age(target, 30, sources=31)  # its source was read before the audience synced
+
+    run = status(tmp_path, {**target.config, "stale_after_hours": 24}, "--format", "json")
+
+    [row] = json.loads(run.stdout)
+    assert row["status"] == "STALE"
+    sent = {r["stream"]: r["last_snapshot_at"] for r in row["stale_streams"]}
+    assert sent["buyers"] == row["last_sync_at"] and sent["optouts"] < row["last_sync_at"]
 
 
 def test_fail_on_each_word(tmp_path, target, fake, synced):  # noqa: F811

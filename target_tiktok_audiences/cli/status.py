@@ -94,12 +94,12 @@ def fetch_details(
 class Stored:
     """What `status` reads of the store: each audience with its counts and lock, and streams.
 
-    `audiences`: (row, confirmed, pending, syncing) in the store's order; `delivered`: per
-    stream, when it last sent its records (see `delivered_at`).
+    `audiences`: (row, confirmed, pending, syncing) in the store's order; `snapshots`: per
+    stream, when a run last changed one of its sources.
     """
 
     audiences: list[tuple[AudienceRow, int, int, bool]]
-    delivered: dict[str, float]
+    snapshots: dict[str, float]
 
 
 def read_store(location: str, timeout: float, read: Callable[[MembershipStore], T]) -> T:
@@ -127,18 +127,23 @@ def _stored(store: MembershipStore) -> Stored:
         (row, store.count_members(row.id), store.count_pending(row.id), store.syncing(row.id))
         for row in store.list_audiences()
     ]
-    return Stored(audiences, delivered_at(store.snapshot_times(), [a[0] for a in audiences]))
+    return Stored(audiences, store.snapshot_times())
 
 
-def delivered_at(snapshots: dict[str, float], rows: Sequence[AudienceRow]) -> dict[str, float]:
+def delivered_at(
+    snapshots: dict[str, float],
+    audiences: Sequence[tuple[AudienceRow, AudienceDefinition | None]],
+) -> dict[str, float]:
     """Per stream, when it last sent its records.
 
-    Its sources' newest snapshot or, for the stream of a simple audience, that audience's last
-    successful sync, whichever is later.
+    Its sources' newest snapshot or, for the stream of a simple audience (a source may
+    stay as it was when its records change nothing), that audience's last successful sync,
+    whichever is later. `audiences`: each stored row with its spec (None: not configured).
     """
     delivered = dict(snapshots)
-    for row in rows:
-        if row.streams is None and row.last_result == "ok" and row.last_sync_at is not None:
+    for row, definition in audiences:
+        simple = definition.simple if definition is not None else row.streams is None
+        if simple and row.last_result == "ok" and row.last_sync_at is not None:
             delivered[row.stream] = max(delivered.get(row.stream, 0.0), row.last_sync_at)
     return delivered
 
@@ -246,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
             client.close()
     now = time.time()
     stale_after = float(config["stale_after_hours"]) * 3600
+    delivered = delivered_at(stored.snapshots, [(a[0], specs[a[0].id]) for a in audiences])
     rows = [
         status_row(
             row,
@@ -258,8 +264,8 @@ def run(args: argparse.Namespace) -> int:
                 shared=shared_with(row, specs[row.id]),
                 stale_after=stale_after,
                 stale=stale_streams(
-                    watched_streams(specs[row.id], stored.delivered),
-                    stored.delivered,
+                    watched_streams(specs[row.id], delivered),
+                    delivered,
                     now,
                     stale_after,
                 ),
