@@ -223,7 +223,7 @@ def test_bad_config_is_one_line(tmp_path, content, expected):
     path = tmp_path / "bad.json"
     if content is not None:
         path.write_text(content)
-    for command in ("check", "status"):
+    for command in ("check", "status", "list"):
         run = cli(command, "--config", str(path), cwd=tmp_path)
         assert run.returncode == 1
         assert run.stdout == ""
@@ -769,7 +769,7 @@ def test_store_copy_to_postgresql_and_back(target, fake, tmp_path, pg_url):
 
 def test_an_unknown_setting_is_one_line_in_every_command(tmp_path, check_config):
     config = {**check_config, "consent_feild": "consent"}
-    for command in ("check", "status"):
+    for command in ("check", "status", "list"):
         run = cli(command, "--config", write_config(tmp_path, config), cwd=tmp_path)
         assert run.returncode == 1
         assert run.stderr == (
@@ -866,7 +866,7 @@ def test_a_variable_the_sdk_would_misread_is_one_line_in_both_scripts(
     tmp_path, target, check_config, variable, value, expected
 ):
     env = {f"TARGET_TIKTOK_AUDIENCES_{variable}": value}
-    for command in ("check", "status"):
+    for command in ("check", "status", "list"):
         run = cli(command, "--config", write_config(tmp_path, check_config), cwd=tmp_path, env=env)
         assert run.returncode == 1
         assert run.stderr.startswith(f"tiktok-audiences: {command}: {expected}")

@@ -18,7 +18,15 @@ from typing import Any
 from target_tiktok_audiences.cli.config import add_config_command, err, load_config, make_client
 from target_tiktok_audiences.cli.status import configured, read_store
 from target_tiktok_audiences.cli.status_rows import as_bool, as_int, tiktok_time
-from target_tiktok_audiences.cli.status_table import UNKNOWN, Column, aligned, number, short
+from target_tiktok_audiences.cli.status_table import (
+    UNKNOWN,
+    Column,
+    aligned,
+    day,
+    number,
+    short,
+    yes_no,
+)
 from target_tiktok_audiences.errors import ConfigError, TikTokAPIError
 from target_tiktok_audiences.settings import ENV_PREFIX, Definitions, resolve_definitions
 from target_tiktok_audiences.store import StoreMissingError
@@ -30,8 +38,8 @@ COLUMNS = (
     Column("NAME", lambda r: short(r["name"], 40)),
     Column("TYPE", lambda r: r["type"] or UNKNOWN),
     Column("MATCHED", lambda r: number(r["matched"]), right=True),
-    Column("VALID", lambda r: {True: "yes", False: "no", None: UNKNOWN}[r["valid"]]),
-    Column("EXPIRES", lambda r: (r["expires_at"] or UNKNOWN)[:10]),
+    Column("VALID", lambda r: yes_no(r["valid"])),
+    Column("EXPIRES", lambda r: day(r["expires_at"])),
     Column("KEY", lambda r: r["key"] or UNKNOWN),
 )
 

@@ -22,6 +22,16 @@ def number(value: int | None) -> str:
     return UNKNOWN if value is None else f"{value:,}"
 
 
+def yes_no(value: bool | None) -> str:
+    """A flag as `yes` or `no`; `-` when unknown."""
+    return {True: "yes", False: "no", None: UNKNOWN}[value]
+
+
+def day(iso: str | None) -> str:
+    """The date of an ISO 8601 time; `-` when unknown."""
+    return (iso or UNKNOWN)[:10]
+
+
 def short(text: str | None, width: int = 32) -> str:
     """`text` cut to `width` characters with an ellipsis; `-` when unknown."""
     text = text or UNKNOWN
@@ -69,8 +79,8 @@ COLUMNS = (
         lambda r: UNKNOWN if r["match_rate"] is None else f"{r['match_rate']:.1%}",
         right=True,
     ),
-    Column("VALID", lambda r: {True: "yes", False: "no", None: UNKNOWN}[r["valid"]]),
-    Column("EXPIRES", lambda r: (r["expires_at"] or UNKNOWN)[:10]),
+    Column("VALID", lambda r: yes_no(r["valid"])),
+    Column("EXPIRES", lambda r: day(r["expires_at"])),
     Column("STATUS", lambda r: r["status"] or UNKNOWN),
     Column("SPLIT VALUE", lambda r: short(r["split_value"]), optional=True),
     Column("STREAMS", _streams, optional=True),
