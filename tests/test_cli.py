@@ -25,6 +25,7 @@ from target_tiktok_audiences.cli.status import configured, fetch_details, with_c
 from target_tiktok_audiences.cli.status_rows import (
     CALCULATING_SECONDS,
     STATUS_KEYS,
+    Watch,
     shared_with,
     status_row,
     status_word,
@@ -49,6 +50,14 @@ CONTRACT_KEYS = [
     *("last_sync_at", "last_result", "matched", "match_rate", "valid", "expires_at", "status"),
     *("split_value", "streams", "shared_with", "lookalike_audience_id"),
 ]
+COMPOSED_KEYS = CONTRACT_KEYS[-4:]
+# Added by this target: the configured streams that stopped sending (null: not watched).
+STATUS_JSON_KEYS = [*CONTRACT_KEYS, "stale_streams"]
+
+
+def watch(shared: list[str] | None = None, **changes: Any) -> Watch:
+    """What `status` knows beyond the row: by default not syncing, never stale."""
+    return replace(Watch(syncing=False, shared=shared, stale_after=0.0, stale=None), **changes)
 
 
 @dataclass
@@ -214,7 +223,7 @@ def test_bad_config_is_one_line(tmp_path, content, expected):
     path = tmp_path / "bad.json"
     if content is not None:
         path.write_text(content)
-    for command in ("check", "status"):
+    for command in ("check", "status", "list"):
         run = cli(command, "--config", str(path), cwd=tmp_path)
         assert run.returncode == 1
         assert run.stdout == ""
@@ -285,6 +294,8 @@ def test_status_word_rules():
     now = 1_800_000_000.0
     base = {
         "last_result": "ok",
+        "syncing": False,
+        "stale": False,
         "pending": 0,
         "uploaded": True,
         "valid": True,
@@ -308,9 +319,19 @@ def test_status_word_rules():
     assert word(pending=5, uploaded=False, valid=False, matched=0) == "PENDING"
     assert word(pending=5, uploaded=True) == "ACTIVE"  # held people only count before upload
     assert word(last_result="failed", pending=5, uploaded=False) == "FAILED"
+    # SYNCING comes right after FAILED; STALE right before ACTIVE.
+    assert word(syncing=True, last_result="failed") == "FAILED"
+    assert word(syncing=True, pending=5, uploaded=False, valid=False, matched=0) == "SYNCING"
+    assert word(stale=True) == "STALE"
+    assert word(stale=True, expiring=True) == "EXPIRING"
+    assert word(stale=True, matched=10) == "TOO_SMALL"
+    assert word(stale=True, pending=5, uploaded=False) == "PENDING"
+    assert word(stale=True, syncing=True) == "SYNCING"
     # TikTok's side unknown: only the store's words can be given.
     unknown = {"valid": None, "matched": None, "expiring": None}
     assert word(**unknown) is None
+    assert word(**unknown, stale=True) == "STALE"
+    assert word(**unknown, syncing=True) == "SYNCING"
     assert word(**unknown, last_result="failed") == "FAILED"
     assert word(**unknown, pending=3, uploaded=False) == "PENDING"
 
@@ -390,9 +411,9 @@ def test_status_json_has_every_status_word(tmp_path, target, synced):
     assert run.returncode == 0, run.output
     assert run.stderr == ""
     rows = json.loads(run.stdout)
-    assert all(list(r) == CONTRACT_KEYS for r in rows)
-    # Simple audiences: no split value, no known streams, not shared, no lookalike.
-    assert all(r[k] is None for r in rows for k in CONTRACT_KEYS[-4:])
+    assert all(list(r) == STATUS_JSON_KEYS for r in rows)
+    # Simple audiences: no split value, no known streams, not shared, no lookalike; not watched.
+    assert all(r[k] is None for r in rows for k in [*COMPOSED_KEYS, "stale_streams"])
     by_stream = {r["stream"]: r for r in rows}
     assert [r["stream"] for r in rows] == [
         "active",
@@ -556,8 +577,8 @@ def test_status_row_carries_what_the_store_knows_of_a_composed_audience():
         shared_with=(OTHER_ADVERTISER,),
         lookalike_audience_id="7100000000000000043",
     )
-    shown = status_row(row, 5, 0, None, 0.0, shared_with(row, None))
-    assert {k: shown[k] for k in CONTRACT_KEYS[-4:]} == {
+    shown = status_row(row, 5, 0, None, 0.0, watch(shared_with(row, None)))
+    assert {k: shown[k] for k in COMPOSED_KEYS} == {
         "split_value": "gold",
         "streams": ["buyers", "newsletter"],
         "shared_with": [OTHER_ADVERTISER],
@@ -587,12 +608,13 @@ def test_shared_with_is_null_only_for_an_audience_not_meant_to_be_shared():
 
 
 def test_status_table_shows_the_composed_columns_only_where_known():
-    simple = status_row(composed_row(streams=("tiers",)), 5, 0, None, 0.0, None)
+    simple = status_row(composed_row(streams=("tiers",)), 5, 0, None, 0.0, watch())
     gold = composed_row(split_value="gold", streams=("buyers", "newsletter"))
     composed = [
-        status_row(gold, 5, 0, None, 0.0, []),
+        status_row(gold, 5, 0, None, 0.0, watch([])),
         status_row(
-            replace(gold, split_value="silver", lookalike_audience_id="71"), 5, 0, None, 0.0, None
+            replace(gold, split_value="silver", lookalike_audience_id="71"),
+            *(5, 0, None, 0.0, watch()),
         ),
     ]
     assert render_table([simple]).splitlines()[0].split("  ")[-1] == "STATUS"
@@ -747,7 +769,7 @@ def test_store_copy_to_postgresql_and_back(target, fake, tmp_path, pg_url):
 
 def test_an_unknown_setting_is_one_line_in_every_command(tmp_path, check_config):
     config = {**check_config, "consent_feild": "consent"}
-    for command in ("check", "status"):
+    for command in ("check", "status", "list"):
         run = cli(command, "--config", write_config(tmp_path, config), cwd=tmp_path)
         assert run.returncode == 1
         assert run.stderr == (
@@ -854,7 +876,7 @@ def test_a_variable_the_sdk_would_misread_is_one_line_in_both_scripts(
     tmp_path, target, check_config, variable, value, expected
 ):
     env = {f"TARGET_TIKTOK_AUDIENCES_{variable}": value}
-    for command in ("check", "status"):
+    for command in ("check", "status", "list"):
         run = cli(command, "--config", write_config(tmp_path, check_config), cwd=tmp_path, env=env)
         assert run.returncode == 1
         assert run.stderr.startswith(f"tiktok-audiences: {command}: {expected}")

@@ -46,9 +46,13 @@ def test_loader_commands_and_sample_pipeline_config():
     assert {name: c["executable"] for name, c in loader["commands"].items()} == {
         "check": "tiktok-audiences",
         "status": "tiktok-audiences",
+        "monitor": "tiktok-audiences",
+        "list": "tiktok-audiences",
     }
     assert loader["commands"]["check"]["args"].split()[0] == "check"
     assert loader["commands"]["status"]["args"].split()[0] == "status"
+    assert loader["commands"]["monitor"]["args"].split() == ["status", "--fail-on", "FAILED,STALE"]
+    assert loader["commands"]["list"]["args"].split()[0] == "list"
     config = loader["config"]
     assert config["dry_run"] is True
     assert config["consent_field"] == "marketing_consent"

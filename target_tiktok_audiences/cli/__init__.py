@@ -1,10 +1,11 @@
-"""Operator commands: `tiktok-audiences check | status | erase | auth | store copy`.
+"""Operator commands: `tiktok-audiences check | status | list | erase | auth | store copy`.
 
 The target does the syncing; these commands answer what a person running it asks: will it be
-able to (`check`), what did it do and how does TikTok see the result (`status`), how do I get
-a token (`auth`), how do I move the store (`store copy`), and how do I remove someone
-everywhere (`erase`). Each command is one module with `add_parser` and `run`; this one only
-parses and runs, and turns an expected failure into one line on stderr and exit status 1.
+able to (`check`), what did it do and how does TikTok see the result (`status`), which
+audiences exist on TikTok (`list`), how do I remove someone everywhere (`erase`), how do I get
+a token (`auth`), and how do I move the store (`store copy`). Each command is one module with
+`add_parser` and `run`; this one only parses and runs, and turns an expected failure into one
+line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from importlib import metadata
 import requests
 
 from target_tiktok_audiences.cli import auth, check, erase, status, store_copy
+from target_tiktok_audiences.cli import list as list_command
 from target_tiktok_audiences.cli.config import PROG, err
 from target_tiktok_audiences.console import (
     SIGPIPE_EXIT,
@@ -34,13 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Operator commands for target-tiktok-audiences: check a connection, see "
-        "audiences, get a token.",
+        "audiences, list the audiences on TikTok, get a token.",
     )
     parser.add_argument(
         "--version", action="version", version=f"{PROG} {metadata.version(DISTRIBUTION)}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (check, status, erase, auth, store_copy):
+    for command in (check, status, list_command, erase, auth, store_copy):
         command.add_parser(commands)
     return parser
 

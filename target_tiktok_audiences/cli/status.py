@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from target_tiktok_audiences.cli.config import (
     add_config_command,
@@ -20,16 +21,25 @@ from target_tiktok_audiences.cli.config import (
     load_config,
     make_client,
 )
-from target_tiktok_audiences.cli.status_rows import STATUS_KEYS, shared_with, status_row
+from target_tiktok_audiences.cli.status_rows import (
+    STATUS_KEYS,
+    STATUS_WORDS,
+    Watch,
+    shared_with,
+    stale_streams,
+    status_row,
+)
 from target_tiktok_audiences.cli.status_table import render_table
 from target_tiktok_audiences.composed import composed_settings
-from target_tiktok_audiences.errors import StoreError, TikTokAPIError
+from target_tiktok_audiences.errors import StoreError, TargetError, TikTokAPIError
 from target_tiktok_audiences.redaction import mask_url
 from target_tiktok_audiences.settings import AudienceDefinition, Definitions, resolve_definitions
 from target_tiktok_audiences.store import AudienceRow, MembershipStore, StoreMissingError
 from target_tiktok_audiences.tiktok.audiences import AudienceCalls
 from target_tiktok_audiences.tiktok.codes import NO_PERMISSION, NOT_FOUND
 from target_tiktok_audiences.tiktok.dry_run import DRY_RUN_PREFIX
+
+T = TypeVar("T")
 
 
 def _on_tiktok(row: AudienceRow) -> bool:
@@ -80,22 +90,27 @@ def fetch_details(
     return details, problems
 
 
-def _read_store(location: str, timeout: float) -> list[tuple[AudienceRow, int, int]]:
-    """Every audience with its confirmed and pending counts (none when there is no store yet).
+@dataclass(frozen=True)
+class Stored:
+    """What `status` reads of the store: each audience with its counts and lock, and streams.
+
+    `audiences`: (row, confirmed, pending, syncing) in the store's order; `snapshots`: per
+    stream, when a run last changed one of its sources.
+    """
+
+    audiences: list[tuple[AudienceRow, int, int, bool]]
+    snapshots: dict[str, float]
+
+
+def read_store(location: str, timeout: float, read: Callable[[MembershipStore], T]) -> T:
+    """What `read` finds in the store; `StoreMissingError` when there is no store yet.
 
     Opened with `create=False`: looking must not leave an empty store behind. `timeout` is
-    the `store_timeout` a run uses: a database that stops answering ends `status` too.
+    the `store_timeout` a run uses: a database that stops answering ends the command too.
     """
+    store = MembershipStore.open(location, create=False, timeout=timeout)
     try:
-        store = MembershipStore.open(location, create=False, timeout=timeout)
-    except StoreMissingError as exc:
-        err(f"{mask_url(str(exc))}; a dry run never stores anything")
-        return []
-    try:
-        return [
-            (row, store.count_members(row.id), store.count_pending(row.id))
-            for row in store.list_audiences()
-        ]
+        return read(store)
     except store.errors as exc:
         msg = (
             f"membership store {mask_url(location)!r} cannot be read ({mask_url(str(exc))}): "
@@ -104,6 +119,49 @@ def _read_store(location: str, timeout: float) -> list[tuple[AudienceRow, int, i
         raise StoreError(msg) from None
     finally:
         store.close()
+
+
+def _stored(store: MembershipStore) -> Stored:
+    """Every audience with its counts and whether a run holds it, and the streams' times."""
+    audiences = [
+        (row, store.count_members(row.id), store.count_pending(row.id), store.syncing(row.id))
+        for row in store.list_audiences()
+    ]
+    return Stored(audiences, store.snapshot_times())
+
+
+def delivered_at(
+    snapshots: dict[str, float],
+    audiences: Sequence[tuple[AudienceRow, AudienceDefinition | None]],
+) -> dict[str, float]:
+    """Per stream, when it last sent its records.
+
+    Its sources' newest snapshot or, for the stream of a simple audience (a source may
+    stay as it was when its records change nothing), that audience's last successful sync,
+    whichever is later. `audiences`: each stored row with its spec (None: not configured).
+    """
+    delivered = dict(snapshots)
+    for row, definition in audiences:
+        simple = definition.simple if definition is not None else row.streams is None
+        if simple and row.last_result == "ok" and row.last_sync_at is not None:
+            delivered[row.stream] = max(delivered.get(row.stream, 0.0), row.last_sync_at)
+    return delivered
+
+
+def watched_streams(
+    definition: AudienceDefinition | None, delivered: dict[str, float]
+) -> list[str] | None:
+    """The configured streams an audience is made of (and excludes), for `stale_streams`.
+
+    A simple audience's own stream that never synced successfully is left out: its row is
+    FAILED or has not run, and says so. None for an audience the config no longer has.
+    """
+    if definition is None:
+        return None
+    streams = [*definition.streams, *definition.exclude_streams]
+    if definition.simple:
+        streams = [s for s in streams if s != definition.key or s in delivered]
+    return streams
 
 
 def configured(definitions: Definitions, row: AudienceRow) -> AudienceDefinition | None:
@@ -135,17 +193,45 @@ def with_configured_identity(
     )
 
 
+class UnknownStatusWordError(TargetError):
+    """`--fail-on` names a word that is not a status word."""
+
+
+def fail_on_words(text: str | None) -> frozenset[str]:
+    """The words of `--fail-on WORD[,WORD...]` (none without it); an unknown one is refused."""
+    if text is None:
+        return frozenset()
+    words = {w.strip().upper() for w in text.split(",") if w.strip()}
+    unknown = sorted(words - set(STATUS_WORDS))
+    if unknown or not words:
+        msg = (
+            f"--fail-on: unknown status word(s) {', '.join(unknown) or repr(text)}: give one or "
+            f"more of {', '.join(STATUS_WORDS)}, separated by commas"
+        )
+        raise UnknownStatusWordError(msg)
+    return frozenset(words)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print one row per audience the store knows, joined with TikTok's view when possible."""
+    """Print one row per audience the store knows, joined with TikTok's view when possible.
+
+    Exit status: 2 when an audience has a word of `--fail-on`, else 1 when TikTok's columns
+    could not be read, else 0.
+    """
+    fail_on = fail_on_words(args.fail_on)
     config = load_config(args.config)
     # Everything but the token, which status can do without.
     definitions = resolve_definitions({**config, "dry_run": True})
     location = str(config["membership_store"])
-    stored = _read_store(location, float(config["store_timeout"]))
-    specs = {row.id: configured(definitions, row) for row, _, _ in stored}
+    try:
+        stored = read_store(location, float(config["store_timeout"]), _stored)
+    except StoreMissingError as exc:
+        err(f"{mask_url(str(exc))}; a dry run never stores anything")
+        stored = Stored([], {})
+    specs = {row.id: configured(definitions, row) for row, *_ in stored.audiences}
     audiences = [
-        (with_configured_identity(row, specs[row.id]), confirmed, pending)
-        for row, confirmed, pending in stored
+        (with_configured_identity(row, specs[row.id]), confirmed, pending, syncing)
+        for row, confirmed, pending, syncing in stored.audiences
     ]
     token = None if config.get("dry_run") else config.get("access_token")
     details: dict[str, dict] = {}
@@ -156,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     elif audiences:
         client = make_client(config, token)
         try:
-            details, problems = fetch_details(client, [row for row, _, _ in audiences])
+            details, problems = fetch_details(client, [a[0] for a in audiences])
             for problem in problems:
                 err(problem)
         except TikTokAPIError as exc:
@@ -164,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             client.close()
     now = time.time()
+    stale_after = float(config["stale_after_hours"]) * 3600
+    delivered = delivered_at(stored.snapshots, [(a[0], specs[a[0].id]) for a in audiences])
     rows = [
         status_row(
             row,
@@ -171,9 +259,19 @@ def run(args: argparse.Namespace) -> int:
             pending,
             details.get(str(row.audience_id)),
             now,
-            shared_with(row, specs[row.id]),
+            Watch(
+                syncing=syncing,
+                shared=shared_with(row, specs[row.id]),
+                stale_after=stale_after,
+                stale=stale_streams(
+                    watched_streams(specs[row.id], delivered),
+                    delivered,
+                    now,
+                    stale_after,
+                ),
+            ),
         )
-        for row, confirmed, pending in audiences
+        for row, confirmed, pending, syncing in audiences
     ]
     if args.format == "json":
         print(json.dumps([{k: r[k] for k in STATUS_KEYS} for r in rows], indent=2))
@@ -181,8 +279,12 @@ def run(args: argparse.Namespace) -> int:
         print(render_table(rows))
     if failure:
         err(failure)
-        return 1
-    return 0
+    alarming = [r for r in rows if r["status"] in fail_on]
+    if alarming:
+        found = ", ".join(f"{r['stream']} {r['status']}" for r in alarming)
+        err(f"--fail-on {','.join(sorted(fail_on))}: {len(alarming)} audience(s): {found}")
+        return 2
+    return 1 if failure else 0
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -193,7 +295,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         run,
         help="one row per audience: members, last sync, TikTok's matched size, status",
         description="One row per audience in the membership store, with TikTok's matched size, "
-        "validity and expiry when a token is set. Status words, first that applies: FAILED, "
-        "PENDING, CALCULATING, TOO_SMALL, EXPIRING, ACTIVE.",
+        "validity and expiry when a token is set. Status words, first that applies: "
+        f"{', '.join(STATUS_WORDS)}.",
     )
     parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--fail-on",
+        metavar="WORD[,WORD...]",
+        help="exit with status 2 when any audience has one of these status words "
+        "(for cron or an orchestrator)",
+    )

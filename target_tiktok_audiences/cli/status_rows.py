@@ -2,12 +2,13 @@
 
 Every row has exactly the keys of `STATUS_KEYS` (plus `last_error`, for the table's notes),
 None where neither the store nor TikTok knows the value; times are ISO 8601 in UTC. The status
-word is decided here, by the contract's rules, first match wins.
+word is decided here, by the contract's rules, first match wins (`STATUS_WORDS`' order).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,12 +35,26 @@ STATUS_KEYS = (
     "streams",
     "shared_with",
     "lookalike_audience_id",
+    "stale_streams",
+)
+# Every status word, in the order the first that applies wins.
+STATUS_WORDS = (
+    "FAILED",
+    "SYNCING",
+    "PENDING",
+    "CALCULATING",
+    "TOO_SMALL",
+    "EXPIRING",
+    "STALE",
+    "ACTIVE",
 )
 
 
 def status_word(
     *,
     last_result: str | None,
+    syncing: bool,
+    stale: bool,
     pending: int,
     uploaded: bool,
     valid: bool | None,
@@ -50,15 +65,19 @@ def status_word(
 ) -> str | None:
     """The audience's state in one word; the first rule that applies wins.
 
-    None when nothing the store knows decides it and TikTok's side is unknown (no token, or
-    no TikTok audience yet): guessing ACTIVE there would hide exactly what `status` is for.
+    `syncing`: a run holds the audience's lock now; `stale`: its last successful sync is older
+    than `stale_after_hours`. None when nothing the store knows decides it and TikTok's side
+    is unknown (no token, or no TikTok audience yet): guessing ACTIVE there would hide exactly
+    what `status` is for. STALE, known from the store alone, is still given then.
     """
     if last_result == "failed":
         return "FAILED"
+    if syncing:
+        return "SYNCING"
     if pending > 0 and not uploaded:
         return "PENDING"
     if valid is None and matched is None and expiring is None:
-        return None
+        return "STALE" if stale else None
     recent = last_change_at is not None and now - last_change_at < CALCULATING_SECONDS
     if valid is False and recent:
         return "CALCULATING"
@@ -66,7 +85,35 @@ def status_word(
         return "TOO_SMALL"
     if expiring:
         return "EXPIRING"
+    if stale:
+        return "STALE"
     return "ACTIVE"
+
+
+def is_stale(at: float | None, now: float, stale_after: float) -> bool:
+    """Whether `at` (a time, None: never) is more than `stale_after` seconds ago (0: never)."""
+    return stale_after > 0 and at is not None and now - at > stale_after
+
+
+def stale_streams(
+    watched: Sequence[str] | None,
+    delivered: Mapping[str, float],
+    now: float,
+    stale_after: float,
+) -> list[dict[str, str | None]] | None:
+    """The streams of `watched` that have sent nothing for over `stale_after` seconds.
+
+    Each as `{"stream", "last_snapshot_at"}`, `last_snapshot_at` None for a stream that never
+    delivered one; `delivered` holds each stream's last delivery. None when nothing is watched
+    (`stale_after_hours` is 0, or the audience is not in the config).
+    """
+    if watched is None or stale_after <= 0:
+        return None
+    return [
+        {"stream": stream, "last_snapshot_at": _iso(delivered.get(stream))}
+        for stream in watched
+        if delivered.get(stream) is None or is_stale(delivered[stream], now, stale_after)
+    ]
 
 
 def _iso(ts: float | None) -> str | None:
@@ -75,7 +122,7 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _tiktok_time(value: Any) -> str | None:
+def tiktok_time(value: Any) -> str | None:
     """TikTok's `YYYY-MM-DD HH:MM:SS` (UTC) as ISO 8601; anything else passes through."""
     if value in (None, ""):
         return None
@@ -86,14 +133,16 @@ def _tiktok_time(value: Any) -> str | None:
     return parsed.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _as_int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
+    """TikTok's number (an int or its text) as an int; None when it is not one."""
     try:
         return int(value)
     except (TypeError, ValueError):
         return None
 
 
-def _as_bool(value: Any) -> bool | None:
+def as_bool(value: Any) -> bool | None:
+    """TikTok's flag when it is a boolean; None otherwise (absent, or not one)."""
     return value if isinstance(value, bool) else None
 
 
@@ -108,23 +157,36 @@ def shared_with(row: AudienceRow, definition: AudienceDefinition | None) -> list
     return None
 
 
+@dataclass(frozen=True)
+class Watch:
+    """What `status` knows of an audience beyond its row: its lock, its shares, its streams.
+
+    `shared` is `shared_with`'s answer, `stale` `stale_streams`'; `stale_after` is
+    `stale_after_hours` in seconds (0: never stale).
+    """
+
+    syncing: bool
+    shared: list[str] | None
+    stale_after: float
+    stale: list[dict[str, str | None]] | None
+
+
 def status_row(
     row: AudienceRow,
     confirmed: int,
     pending: int,
     details: Mapping[str, Any] | None,
     now: float,
-    shared: list[str] | None,
+    watch: Watch,
 ) -> dict[str, Any]:
     """One audience as `status --format json` prints it (plus `last_error` for the table).
 
-    `shared` is `shared_with`'s answer for the row; every other value comes from the row and
-    TikTok's `details`, None where neither knows it.
+    Values come from the row, `watch` and TikTok's `details`, None where none knows them.
     """
     details = details or {}
-    matched = _as_int(details.get("cover_num"))
-    valid = _as_bool(details.get("is_valid"))
-    expiring = _as_bool(details.get("is_expiring"))
+    matched = as_int(details.get("cover_num"))
+    valid = as_bool(details.get("is_valid"))
+    expiring = as_bool(details.get("is_expiring"))
     return {
         "stream": row.stream,
         "audience_id": row.audience_id,
@@ -137,9 +199,11 @@ def status_row(
         "matched": matched,
         "match_rate": round(matched / confirmed, 4) if matched is not None and confirmed else None,
         "valid": valid,
-        "expires_at": _tiktok_time(details.get("expired_time")),
+        "expires_at": tiktok_time(details.get("expired_time")),
         "status": status_word(
             last_result=row.last_result,
+            syncing=watch.syncing,
+            stale=row.last_result == "ok" and is_stale(row.last_sync_at, now, watch.stale_after),
             pending=pending,
             uploaded=row.uploaded_at is not None,
             valid=valid,
@@ -150,7 +214,8 @@ def status_row(
         ),
         "split_value": row.split_value,
         "streams": None if row.streams is None else list(row.streams),
-        "shared_with": shared,
+        "shared_with": watch.shared,
         "lookalike_audience_id": row.lookalike_audience_id,
+        "stale_streams": watch.stale,
         "last_error": row.last_error,
     }

@@ -327,6 +327,14 @@ config_schema = th.PropertiesList(
         "same store before giving up with an error.",
     ),
     th.Property(
+        "stale_after_hours",
+        th.NumberType(minimum=0),
+        default=0,
+        description="`tiktok-audiences status` calls an audience STALE when its last successful "
+        "sync is older than this many hours, and names the configured streams that have sent "
+        "nothing for as long (0: never).",
+    ),
+    th.Property(
         "store_timeout",
         th.NumberType(exclusive_minimum=0),
         default=300,

@@ -129,6 +129,10 @@ class Audiences(Connection):
             "SELECT COUNT(*) FROM pending WHERE audience = ?", (audience,)
         ).fetchone()[0]
 
+    def syncing(self, audience: int) -> bool:
+        """Whether a run holds the audience's lock (see `lock_audience`) now; takes nothing."""
+        return self._db.lock_held(audience)
+
     def audiences_of_key(self, key: str) -> list[AudienceRow]:
         """The audiences the store has under one key of `audiences` (one per split value)."""
         ids = self._db.execute(

@@ -145,6 +145,13 @@ class Backend:
         """Take this audience's lock for the life of the connection, if nobody holds it."""
         raise NotImplementedError
 
+    def lock_held(self, audience: int) -> bool:
+        """Whether another connection holds this audience's lock now; takes and keeps nothing.
+
+        The same lock `try_lock` takes, tried without waiting and let go of at once.
+        """
+        raise NotImplementedError
+
     def close(self) -> None:
         """Close the connection: temporary tables, locks and an open throwaway go with it."""
         raise NotImplementedError

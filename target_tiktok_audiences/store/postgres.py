@@ -245,6 +245,13 @@ class PostgresBackend(Backend):
         row = self._run("SELECT pg_try_advisory_lock(%s, %s)", (self._key, audience)).fetchone()
         return bool(row and row[0])
 
+    def lock_held(self, audience: int) -> bool:
+        """Try the advisory lock and let go of it at once (this session's own hold is kept)."""
+        if not self.try_lock(audience):
+            return True
+        self._run("SELECT pg_advisory_unlock(%s, %s)", (self._key, audience))
+        return False
+
     def create_namespace(self) -> None:
         """The store's own schema, beside whatever else the database holds.
 

@@ -51,6 +51,14 @@ class Sources(Staging):
             row = self._db.execute(find, (stream, selection)).fetchone()
         return SourceRow(row[0], stream)
 
+    def snapshot_times(self) -> dict[str, float]:
+        """Per stream, when a run last changed one of its sources (its newest `snapshot_at`)."""
+        rows = self._db.execute(
+            "SELECT stream, MAX(snapshot_at) FROM sources WHERE snapshot_at IS NOT NULL "
+            "GROUP BY stream"
+        ).fetchall()
+        return {stream: float(at) for stream, at in rows}
+
     def stage_rows(
         self, group: int, rows: Sequence[tuple[bytes, int, int, str | None, Slots]]
     ) -> None:

@@ -173,9 +173,9 @@ class SQLiteBackend(Backend):
         """`flock` a file per audience beside the store; none needed for a copy in memory."""
         if audience in self._locks or self.throwaway or self.location == ":memory:":
             return True
-        lock_dir = Path(self.location + ".locks")
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_dir / f"audience-{audience}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        lock = self._lock_path(audience)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -183,6 +183,25 @@ class SQLiteBackend(Backend):
             return False
         self._locks[audience] = fd
         return True
+
+    def lock_held(self, audience: int) -> bool:
+        """Try the audience's lock file read-only, creating nothing: no file, no holder."""
+        if audience in self._locks or self.throwaway or self.location == ":memory:":
+            return False
+        try:
+            fd = os.open(self._lock_path(audience), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing lets go of a lock this took
+        return False
+
+    def _lock_path(self, audience: int) -> Path:
+        return Path(self.location + ".locks") / f"audience-{audience}.lock"
 
     def close(self) -> None:
         """Close the connection, let go of the lock files, remove the work file and copy."""
