@@ -263,7 +263,7 @@ class AudienceSync:
             audience_id = resolve_audience(client, store, self.settings, self.row)
         for action in ("delete", "add"):
 
-            def confirmed(batch: Batch, act: str = action) -> None:
+            def confirmed(batch: Batch, request_ids: tuple[str, ...], act: str = action) -> None:
                 store.confirm_planned(audience, act, batch.first, batch.last)
                 self.run.progress.changes_confirmed(batch.size)
 

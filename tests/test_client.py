@@ -458,13 +458,17 @@ def test_map_batch_halves_on_too_large(requests_mock, code):
     c = make_client(batch_size=10)
 
     def answer(request, context):
-        return fail(code) if len(request.json()["batch_data"]) > 3 else ok()
+        n = len(requests_mock.request_history)
+        answered = fail(code) if len(request.json()["batch_data"]) > 3 else ok()
+        return {**answered, "request_id": f"req-{n}"}
 
     requests_mock.post(MAPPING, json=answer)
-    c.map_batch("delete", [ADVERTISER], AUDIENCE, Batch.of(ROWS))
+    request_ids = c.map_batch("delete", [ADVERTISER], AUDIENCE, Batch.of(ROWS))
     sizes = [len(r.json()["batch_data"]) for r in requests_mock.request_history]
     # 10 -> 5 + 5 -> (3 + 2) + (3 + 2)
     assert sizes == [10, 5, 3, 2, 5, 3, 2]
+    # One request id per request TikTok accepted, in send order; none of the refused ones.
+    assert request_ids == ("req-3", "req-4", "req-6", "req-7")
     delivered = [r for r in requests_mock.request_history if len(r.json()["batch_data"]) <= 3]
     assert sorted(i for r in delivered for i in sent_ids(r)) == sorted(
         h.hex() for r in ROWS for h in r if h is not None
@@ -550,18 +554,22 @@ def batch_index(request) -> int:
 
 def test_map_all_sends_every_batch_once_and_confirms_in_calling_thread(requests_mock):
     c = make_client(max_parallel_requests=3)
-    requests_mock.post(MAPPING, json=ok())
+    requests_mock.post(
+        MAPPING,
+        json=lambda request, context: {**ok(), "request_id": f"req-batch{batch_index(request)}"},
+    )
     confirmed = []
     threads = set()
 
-    def on_confirmed(batch):
+    def on_confirmed(batch, request_ids):
         threads.add(threading.get_ident())
-        confirmed.append(batch.first)
+        confirmed.append((batch.first, request_ids))
 
     batches = batches_of(10, size=2)
     c.map_all("add", [ADVERTISER], AUDIENCE, iter(batches), on_confirmed)
     assert sorted(batch_index(r) for r in requests_mock.request_history) == list(range(10))
-    assert sorted(confirmed) == [b.first for b in batches]
+    # Each batch is confirmed with the request id of the answer to its own request.
+    assert sorted(confirmed) == [(b.first, (f"req-batch{i}",)) for i, b in enumerate(batches)]
     assert threads == {threading.get_ident()}
     c.close()
 
@@ -580,10 +588,11 @@ def test_map_all_keeps_max_parallel_requests_in_flight(monkeypatch):
         time.sleep(0.03)
         with lock:
             state["now"] -= 1
+        return ("req",)
 
     monkeypatch.setattr(c, "map_batch", fake_map_batch)
     confirmed = []
-    c.map_all("add", [ADVERTISER], AUDIENCE, batches_of(10), confirmed.append)
+    c.map_all("add", [ADVERTISER], AUDIENCE, batches_of(10), lambda b, ids: confirmed.append(b))
     assert len(confirmed) == 10
     assert state["max"] == 3
     assert threading.get_ident() not in state["threads"]
@@ -603,7 +612,7 @@ def test_map_all_raises_first_failure_and_stops(requests_mock):
     confirmed = []
     batches = batches_of(10)
     with pytest.raises(TikTokAPIError) as info:
-        c.map_all("add", [ADVERTISER], AUDIENCE, batches, lambda b: confirmed.append(b.first))
+        c.map_all("add", [ADVERTISER], AUDIENCE, batches, lambda b, ids: confirmed.append(b.first))
     assert info.value.code == 40001
     sent = sorted(batch_index(r) for r in requests_mock.request_history)
     assert len(sent) < 10
@@ -623,13 +632,13 @@ def test_map_all_submits_nothing_after_a_finished_failure(requests_mock):
             time.sleep(0.05)  # e.g. reading a large plan from the store
 
     with pytest.raises(TikTokAPIError):
-        c.map_all("add", [ADVERTISER], AUDIENCE, slow_batches(), lambda b: None)
+        c.map_all("add", [ADVERTISER], AUDIENCE, slow_batches(), lambda b, ids: None)
     assert requests_mock.call_count == 1
     c.close()
 
 
 def test_map_all_with_no_batches_sends_nothing(requests_mock, client):
-    client.map_all("add", [ADVERTISER], AUDIENCE, iter([]), lambda b: None)
+    client.map_all("add", [ADVERTISER], AUDIENCE, iter([]), lambda b, ids: None)
     assert requests_mock.call_count == 0
 
 
@@ -742,8 +751,9 @@ def test_dry_run_map_all_writes_every_batch(requests_mock):
     out = io.StringIO()
     c = DryRunClient(out, API, None, client_options(max_parallel_requests=8))
     confirmed = []
-    c.map_all("delete", [ADVERTISER], AUDIENCE, batches_of(5), confirmed.append)
-    assert len(confirmed) == 5
+    c.map_all("delete", [ADVERTISER], AUDIENCE, batches_of(5), lambda b, ids: confirmed.append(ids))
+    # A dry run's request ids count the requests it wrote.
+    assert confirmed == [(f"dry-run:{n}",) for n in range(1, 6)]
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["body"]["action"] for line in lines] == ["delete"] * 5
     assert requests_mock.call_count == 0
@@ -759,16 +769,16 @@ def test_bodies_built_in_worker_processes_are_the_inline_bodies(requests_mock):
     try:
         requests_mock.post(MAPPING, json=ok())
         c = make_client(max_parallel_requests=1, workers=workers)
-        c.map_all("add", [ADVERTISER], AUDIENCE, iter(batches), lambda b: None)
+        c.map_all("add", [ADVERTISER], AUDIENCE, iter(batches), lambda b, ids: None)
         assert [r.json() for r in requests_mock.request_history] == expected
         out = io.StringIO()
         dry = DryRunClient(out, API, None, client_options(), workers=workers)
-        dry.map_all("add", [ADVERTISER], AUDIENCE, iter(batches), lambda b: None)
+        dry.map_all("add", [ADVERTISER], AUDIENCE, iter(batches), lambda b, ids: None)
         lines = out.getvalue().splitlines()
         assert [json.loads(line)["body"] for line in lines] == expected
         inline = io.StringIO()
         DryRunClient(inline, API, None, client_options()).map_all(
-            "add", [ADVERTISER], AUDIENCE, iter(batches), lambda b: None
+            "add", [ADVERTISER], AUDIENCE, iter(batches), lambda b, ids: None
         )
         assert inline.getvalue().splitlines() == lines  # byte for byte
     finally:

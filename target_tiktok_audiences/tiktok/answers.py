@@ -7,6 +7,7 @@ HTTP libraries raise is translated too, never quoting the library's text (it can
 from __future__ import annotations
 
 from http.client import HTTPException
+from typing import NamedTuple
 
 import orjson
 import requests
@@ -77,8 +78,15 @@ def transport_error(
     return TikTokAPIError(msg, path=path)
 
 
-def envelope_data(path: str, status: int, content: bytes) -> dict:
-    """The `data` of an answer whose envelope says `code == 0`; else its TikTokAPIError.
+class Answer(NamedTuple):
+    """A successful answer: its envelope's `data`, and the `request_id` TikTok gave it."""
+
+    data: dict
+    request_id: str  # "" when the envelope carries none
+
+
+def envelope_answer(path: str, status: int, content: bytes) -> Answer:
+    """The answer whose envelope says `code == 0`; else its TikTokAPIError.
 
     Retryable: HTTP 429 and 5xx, an answer without its envelope, and the codes `codes` calls so.
     """
@@ -122,4 +130,4 @@ def envelope_data(path: str, status: int, content: bytes) -> dict:
             tiktok_message=message,
         )
     data = envelope.get("data")
-    return data if isinstance(data, dict) else {}
+    return Answer(data if isinstance(data, dict) else {}, str(envelope.get("request_id") or ""))

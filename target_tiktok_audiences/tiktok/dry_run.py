@@ -8,12 +8,14 @@ from typing import IO
 
 import orjson
 
+from target_tiktok_audiences.tiktok.answers import Answer
 from target_tiktok_audiences.tiktok.audiences import CREATE_PATHS
 from target_tiktok_audiences.tiktok.http import Body, ClientOptions, TikTokClient
 from target_tiktok_audiences.tiktok.mapping import Batch
 from target_tiktok_audiences.workers import Workers
 
-# A dry run's stand-in id for an audience it would create, in the bodies it writes.
+# A dry run's stand-in id for an audience it would create, in the bodies it writes, and the
+# prefix of each answer's `request_id` (`dry-run:<n>`, n counting the requests written).
 DRY_RUN_PREFIX = "dry-run:"
 
 
@@ -40,7 +42,7 @@ class DryRunClient(TikTokClient):
         advertiser_ids: Sequence[str],
         audience_id: str,
         batches: Iterable[Batch],
-        on_confirmed: Callable[[Batch], None],
+        on_confirmed: Callable[[Batch, tuple[str, ...]], None],
     ) -> None:
         """Write each batch in turn, in the calling thread.
 
@@ -48,11 +50,15 @@ class DryRunClient(TikTokClient):
         reads the next batch (a thread that does makes every database call wait for it).
         """
         for batch, body in self._with_bodies(action, advertiser_ids, audience_id, batches):
-            self.map_batch(action, advertiser_ids, audience_id, batch, body.result())
-            on_confirmed(batch)
+            on_confirmed(
+                batch, self.map_batch(action, advertiser_ids, audience_id, batch, body.result())
+            )
 
-    def _send(self, method: str, path: str, params: dict | None, body: Body | None) -> dict:
-        """Write the request; a create (audience or lookalike) is answered `dry-run:<name>`."""
+    def _send(self, method: str, path: str, params: dict | None, body: Body | None) -> Answer:
+        """Write the request, answered with `request_id` `dry-run:<n>`.
+
+        A create (audience or lookalike) is answered with the audience id `dry-run:<name>`.
+        """
         written = orjson.Fragment(body) if isinstance(body, bytes) else body
         record = {
             "method": method,
@@ -62,6 +68,7 @@ class DryRunClient(TikTokClient):
         line = orjson.dumps(record).decode()
         with self._lock:
             self.requests_sent += 1
+            request_id = f"{DRY_RUN_PREFIX}{self.requests_sent}"
             self._output.write(line + "\n")
             self._output.flush()
         if (
@@ -69,8 +76,9 @@ class DryRunClient(TikTokClient):
             and isinstance(body, dict)
             and body.get("action", "create") == "create"
         ):
-            return {"audience_id": f"{DRY_RUN_PREFIX}{body.get('custom_audience_name')}"}
-        return {}
+            created = {"audience_id": f"{DRY_RUN_PREFIX}{body.get('custom_audience_name')}"}
+            return Answer(created, request_id)
+        return Answer({}, request_id)
 
     def close(self) -> None:
         """Close the output file too."""

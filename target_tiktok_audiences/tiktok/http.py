@@ -23,7 +23,12 @@ import urllib3
 
 from target_tiktok_audiences.errors import TikTokAPIError
 from target_tiktok_audiences.redaction import mask_url
-from target_tiktok_audiences.tiktok.answers import TRANSPORT_ERRORS, envelope_data, transport_error
+from target_tiktok_audiences.tiktok.answers import (
+    TRANSPORT_ERRORS,
+    Answer,
+    envelope_answer,
+    transport_error,
+)
 from target_tiktok_audiences.tiktok.audiences import AudienceCalls
 from target_tiktok_audiences.tiktok.codes import BATCH_TOO_LARGE_CODES
 from target_tiktok_audiences.tiktok.mapping import MAPPING, Batch, batch_json, mapping_body
@@ -129,7 +134,19 @@ class TikTokClient(AudienceCalls):
         body: Body | None = None,
         idempotent: bool = True,
     ) -> dict:
-        """Send one request, retrying what can be retried; return the envelope's `data`.
+        """Send one request, retrying what can be retried; return the envelope's `data`."""
+        return self.answer(method, path, params=params, body=body, idempotent=idempotent).data
+
+    def answer(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict | None = None,
+        body: Body | None = None,
+        idempotent: bool = True,
+    ) -> Answer:
+        """Send one request, retrying what can be retried; return TikTok's successful answer.
 
         A request that is not `idempotent` (creating an audience) is retried only when TikTok
         said it did nothing (a rate limit): after a timeout or a broken answer it may have
@@ -176,7 +193,7 @@ class TikTokClient(AudienceCalls):
             f"{path} not sent: the run is being terminated; the next run sends it", path=path
         )
 
-    def _send(self, method: str, path: str, params: dict | None, body: Body | None) -> dict:
+    def _send(self, method: str, path: str, params: dict | None, body: Body | None) -> Answer:
         if self._unsendable_header:
             raise TikTokAPIError(self._unsendable_header, path=path)
         if self._stopping.is_set():
@@ -236,7 +253,7 @@ class TikTokClient(AudienceCalls):
         finally:
             watch.disarm()
             watches.current = None
-        return envelope_data(path, response.status_code, content)
+        return envelope_answer(path, response.status_code, content)
 
     def _read_body(self, response: requests.Response, deadline: float) -> bytes:
         """The whole body, or `DeadlinePassed` once `deadline` passes, however it trickles in.
@@ -270,13 +287,15 @@ class TikTokClient(AudienceCalls):
         audience_id: str,
         batch: Batch,
         body: bytes | None = None,
-    ) -> None:
+    ) -> tuple[str, ...]:
         """Send one batch of people; halve it while TikTok says it is too large.
 
+        Returns the `request_id` of each request TikTok accepted for the batch, in send order:
+        one, or one per part of a batch that was halved.
         `body`: the batch's request body, if it was built already (`batch_json`).
         """
         try:
-            self.request(
+            answer = self.answer(
                 "POST",
                 MAPPING,
                 body=body or mapping_body(action, advertiser_ids, audience_id, batch.slots()),
@@ -295,8 +314,10 @@ class TikTokClient(AudienceCalls):
                     )
                     self.batch_size = half
             rows = batch.slots()
-            self.map_batch(action, advertiser_ids, audience_id, Batch.of(rows[:half]))
-            self.map_batch(action, advertiser_ids, audience_id, Batch.of(rows[half:]))
+            return self.map_batch(
+                action, advertiser_ids, audience_id, Batch.of(rows[:half])
+            ) + self.map_batch(action, advertiser_ids, audience_id, Batch.of(rows[half:]))
+        return (answer.request_id,)
 
     def _with_bodies(
         self,
@@ -330,25 +351,26 @@ class TikTokClient(AudienceCalls):
         advertiser_ids: Sequence[str],
         audience_id: str,
         batches: Iterable[Batch],
-        on_confirmed: Callable[[Batch], None],
+        on_confirmed: Callable[[Batch, tuple[str, ...]], None],
     ) -> None:
         """Send batches with up to `max_parallel_requests` in flight.
 
-        `on_confirmed` runs in the calling thread for every batch TikTok confirmed, so the
+        `on_confirmed(batch, request_ids)` runs in the calling thread for every batch TikTok
+        confirmed, with the `request_id`s of the requests that carried it (`map_batch`), so the
         store is only ever touched from one thread. The first failure stops new sends, waits
         for those in flight (confirming the ones that succeeded), and is raised.
         """
         limit = self.max_parallel_requests
-        in_flight: dict[Future, Batch] = {}
+        in_flight: dict[Future[tuple[str, ...]], Batch] = {}
         failure: BaseException | None = None
 
-        def settle(done: Iterable[Future]) -> None:
+        def settle(done: Iterable[Future[tuple[str, ...]]]) -> None:
             nonlocal failure
             for future in done:
                 batch = in_flight.pop(future)
                 exc = future.exception()
                 if exc is None:
-                    on_confirmed(batch)
+                    on_confirmed(batch, future.result())
                 elif failure is None:
                     failure = exc
 
