@@ -33,7 +33,7 @@ from target_tiktok_audiences.reporting import Progress
 from target_tiktok_audiences.settings import AudienceSettings
 from target_tiktok_audiences.store import MembershipStore, PlanSummary, SourceRow
 from target_tiktok_audiences.tiktok.codes import NOT_FOUND
-from target_tiktok_audiences.tiktok.http import TikTokClient
+from target_tiktok_audiences.tiktok.http import RequestIds, TikTokClient
 from target_tiktok_audiences.tiktok.mapping import Batch
 from target_tiktok_audiences.workers import Workers
 
@@ -263,7 +263,7 @@ class AudienceSync:
             audience_id = resolve_audience(client, store, self.settings, self.row)
         for action in ("delete", "add"):
 
-            def confirmed(batch: Batch, request_ids: tuple[str, ...], act: str = action) -> None:
+            def confirmed(batch: Batch, request_ids: RequestIds, act: str = action) -> None:
                 store.confirm_planned(audience, act, batch.first, batch.last)
                 self.run.progress.changes_confirmed(batch.size)
 

@@ -10,7 +10,7 @@ import orjson
 
 from target_tiktok_audiences.tiktok.answers import Answer
 from target_tiktok_audiences.tiktok.audiences import CREATE_PATHS
-from target_tiktok_audiences.tiktok.http import Body, ClientOptions, TikTokClient
+from target_tiktok_audiences.tiktok.http import Body, ClientOptions, RequestIds, TikTokClient
 from target_tiktok_audiences.tiktok.mapping import Batch
 from target_tiktok_audiences.workers import Workers
 
@@ -42,7 +42,7 @@ class DryRunClient(TikTokClient):
         advertiser_ids: Sequence[str],
         audience_id: str,
         batches: Iterable[Batch],
-        on_confirmed: Callable[[Batch, tuple[str, ...]], None],
+        on_confirmed: Callable[[Batch, RequestIds], None],
     ) -> None:
         """Write each batch in turn, in the calling thread.
 

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Self
 
 import orjson
 import requests
@@ -60,6 +61,29 @@ def token_fault(token: str) -> str | None:
             "`access_token` again from TikTok"
         )
     return None
+
+
+class RequestIds(tuple[str, ...]):
+    """The `request_id`s TikTok answered for one batch, in send order, and each one's rows.
+
+    One per request TikTok accepted: a batch halved on 40011/40061 went as several requests.
+    `rows[i]` is the number of people the request of `self[i]` carried; they sum to the batch's
+    size.
+    """
+
+    rows: tuple[int, ...]
+
+    def __new__(cls, answered: Iterable[tuple[str, int]]) -> Self:
+        """`answered`: (request_id, rows) of each accepted request, in send order."""
+        pairs = tuple(answered)
+        ids = super().__new__(cls, (request_id for request_id, _ in pairs))
+        ids.rows = tuple(rows for _, rows in pairs)
+        return ids
+
+    @property
+    def answered(self) -> tuple[tuple[str, int], ...]:
+        """(request_id, rows) of each accepted request, in send order."""
+        return tuple(zip(self, self.rows, strict=True))
 
 
 @dataclass(frozen=True)
@@ -287,11 +311,11 @@ class TikTokClient(AudienceCalls):
         audience_id: str,
         batch: Batch,
         body: bytes | None = None,
-    ) -> tuple[str, ...]:
+    ) -> RequestIds:
         """Send one batch of people; halve it while TikTok says it is too large.
 
         Returns the `request_id` of each request TikTok accepted for the batch, in send order:
-        one, or one per part of a batch that was halved.
+        one, or one per part of a batch that was halved, with the rows each carried.
         `body`: the batch's request body, if it was built already (`batch_json`).
         """
         try:
@@ -314,10 +338,10 @@ class TikTokClient(AudienceCalls):
                     )
                     self.batch_size = half
             rows = batch.slots()
-            return self.map_batch(
-                action, advertiser_ids, audience_id, Batch.of(rows[:half])
-            ) + self.map_batch(action, advertiser_ids, audience_id, Batch.of(rows[half:]))
-        return (answer.request_id,)
+            first = self.map_batch(action, advertiser_ids, audience_id, Batch.of(rows[:half]))
+            rest = self.map_batch(action, advertiser_ids, audience_id, Batch.of(rows[half:]))
+            return RequestIds([*first.answered, *rest.answered])
+        return RequestIds([(answer.request_id, batch.size)])
 
     def _with_bodies(
         self,
@@ -351,7 +375,7 @@ class TikTokClient(AudienceCalls):
         advertiser_ids: Sequence[str],
         audience_id: str,
         batches: Iterable[Batch],
-        on_confirmed: Callable[[Batch, tuple[str, ...]], None],
+        on_confirmed: Callable[[Batch, RequestIds], None],
     ) -> None:
         """Send batches with up to `max_parallel_requests` in flight.
 
@@ -361,10 +385,10 @@ class TikTokClient(AudienceCalls):
         for those in flight (confirming the ones that succeeded), and is raised.
         """
         limit = self.max_parallel_requests
-        in_flight: dict[Future[tuple[str, ...]], Batch] = {}
+        in_flight: dict[Future[RequestIds], Batch] = {}
         failure: BaseException | None = None
 
-        def settle(done: Iterable[Future[tuple[str, ...]]]) -> None:
+        def settle(done: Iterable[Future[RequestIds]]) -> None:
             nonlocal failure
             for future in done:
                 batch = in_flight.pop(future)
