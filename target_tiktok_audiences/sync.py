@@ -54,7 +54,8 @@ class RunContext:
     rebuild_when_store_empty: bool
 
     def close(self) -> None:
-        """Stop the workers, close the client (and a dry run's file), then the store."""
+        """The run ended well: record it, stop the workers, close the client, then the store."""
+        self.store.finish_run()
         self.workers.close()
         self.client.close()
         self.store.close()
@@ -139,6 +140,7 @@ class AudienceSync:
                 self._forget_deleted(exc.audience_id)
                 self._apply(audience, complete=complete)
         except BaseException as exc:
+            self._count_cost(started, requests_before)
             self._record_failure(audience, exc)
             raise
         finally:
@@ -146,9 +148,15 @@ class AudienceSync:
             self.progress.staged_rows = 0
             self.progress.records_since_close = 0
             self.progress.closed_any = True
-            self.progress.totals["requests"] += self.run.client.requests_sent - requests_before
-            self.progress.seconds += time.monotonic() - started
-        self.store.record_result(audience, "ok", None, self.report_counts())
+        self._count_cost(started, requests_before)
+        counts = self.report_counts()
+        self.store.record_result(audience, "ok", None, counts)
+        self.store.record_history(audience, "ok", None, counts)
+
+    def _count_cost(self, started: float, requests_before: int) -> None:
+        """Count the requests and seconds of one apply, for the report."""
+        self.progress.totals["requests"] += self.run.client.requests_sent - requests_before
+        self.progress.seconds += time.monotonic() - started
 
     def _record_failure(self, audience: int, exc: BaseException) -> None:
         """Record the failed sync; a store that fails too must not hide why the run ended."""
@@ -158,6 +166,7 @@ class AudienceSync:
             error = f"the run ended ({type(exc).__name__}) before this sync was confirmed"
         with contextlib.suppress(Exception):
             self.store.record_result(audience, "failed", error, None)
+            self.store.record_history(audience, "failed", error, self.report_counts())
 
     def _forget_deleted(self, audience_id: str) -> None:
         """TikTok no longer has the audience: hold its people for a new one (see the store)."""
@@ -264,7 +273,7 @@ class AudienceSync:
         for action in ("delete", "add"):
 
             def confirmed(batch: Batch, request_ids: RequestIds, act: str = action) -> None:
-                store.confirm_planned(audience, act, batch.first, batch.last)
+                store.confirm_planned(audience, act, batch.first, batch.last, request_ids.answered)
                 self.run.progress.changes_confirmed(batch.size)
 
             batches = self._batches(audience, action)

@@ -327,6 +327,14 @@ config_schema = th.PropertiesList(
         "same store before giving up with an error.",
     ),
     th.Property(
+        "history_days",
+        th.IntegerType(minimum=1),
+        default=90,
+        description="Days the membership store keeps each run's per-audience report and "
+        "TikTok's receipts (`tiktok-audiences history`); older runs are pruned when a run "
+        "starts.",
+    ),
+    th.Property(
         "store_timeout",
         th.NumberType(exclusive_minimum=0),
         default=300,

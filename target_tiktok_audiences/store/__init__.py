@@ -20,6 +20,7 @@ from target_tiktok_audiences.store.backend import StoreMissingError
 from target_tiktok_audiences.store.compose import Composition
 from target_tiktok_audiences.store.confirm import Confirmation
 from target_tiktok_audiences.store.copy import Copying, copy_store
+from target_tiktok_audiences.store.history import History, HistoryEntry
 from target_tiktok_audiences.store.keys import KeyPropertiesChangedError, Keys
 from target_tiktok_audiences.store.plan import Planning, PlanRows, PlanSummary
 from target_tiktok_audiences.store.schema import SCHEMA_VERSION
@@ -32,6 +33,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STAYS",
     "AudienceRow",
+    "HistoryEntry",
     "KeyPropertiesChangedError",
     "MembershipStore",
     "PlanRows",
@@ -43,9 +45,9 @@ __all__ = [
 ]
 
 
-class MembershipStore(Keys, Planning, Composition, Sources, Confirmation, Copying):
+class MembershipStore(Keys, Planning, Composition, Sources, Confirmation, History, Copying):
     """Confirmed membership in SQLite or PostgreSQL, one connection per run.
 
     Opened with `MembershipStore.open` (see `Connection`); its parts: audiences, staging,
-    sources, composition, planning, confirmation, key changes and copying.
+    sources, composition, planning, confirmation, key changes, history and copying.
     """

@@ -17,7 +17,7 @@ from target_tiktok_audiences.settings.schema import setting_default
 from target_tiktok_audiences.store.audiences import AudienceRow, Audiences
 from target_tiktok_audiences.store.backend import StoreMissingError, driver_cause
 from target_tiktok_audiences.store.connection import is_postgres_url
-from target_tiktok_audiences.store.schema import TABLES
+from target_tiktok_audiences.store.schema import GENERATED_IDS, TABLES
 
 # The destination keeps its own schema version: the copy never writes the source's.
 _KEEP_VERSION = {"meta": " WHERE key <> 'schema_version'"}
@@ -85,8 +85,8 @@ class Copying(Audiences):
                     # source connection.
                     with contextlib.closing(self._db.dump(query)) as rows:
                         db.load(table, columns, rows)
-                db.reset_ids("audiences")
-                db.reset_ids("sources")
+                for table in GENERATED_IDS:
+                    db.reset_ids(table)
                 copied = {table: dest._count(table) for table in counts}
                 if copied != counts:
                     msg = f"copy incomplete ({copied} of {counts}): nothing was written"

@@ -14,11 +14,12 @@ from target_tiktok_audiences.errors import StoreError
 from target_tiktok_audiences.identifiers import SLOTS
 from target_tiktok_audiences.store.backend import Backend
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # What upgrades a store written at version N-1 to version N, run in one transaction. The words
 # in braces are the backend's (`Backend.words`), so one list serves SQLite and PostgreSQL.
 # Version 4 remembers sources for composed audiences. A simple audience's confirmed and held
 # people are what its stream last said, so an upgraded store plans exactly as before.
+# Version 5 adds tables only (a run's history and receipts): nothing stored before changes.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE audiences ADD COLUMN last_change_at {real}",),
     3: ("ALTER TABLE audiences ADD COLUMN key_properties TEXT",),
@@ -30,6 +31,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE audiences ADD COLUMN lookalike_audience_id TEXT",
         "{sources_schema}",
     ),
+    5: ("{history_schema}",),
 }
 SLOT_COLUMNS = tuple(f"s{i}" for i in range(len(SLOTS)))
 # In `diff`, a person's confirmed slots beside the staged ones.
@@ -60,6 +62,7 @@ CREATE TABLE IF NOT EXISTS audiences (
     UNIQUE (stream, target_key)
 );
 {sources_schema};
+{history_schema};
 CREATE TABLE IF NOT EXISTS members (
     audience INTEGER NOT NULL,
     person {blob} NOT NULL,
@@ -95,6 +98,44 @@ CREATE TABLE IF NOT EXISTS source_people (
     {slots},
     PRIMARY KEY (source, person)
 ){table_suffix}"""
+
+# Each run (`runs`), what it did to each audience it synced (`run_audiences`: the report's
+# counts, its result and a failure's one-line cause), and the receipts: the TikTok request id
+# of every confirmed mapping request and the rows it carried. Kept `history_days`.
+_HISTORY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id {id_pk},
+    started_at {real} NOT NULL,
+    finished_at {real},
+    result TEXT,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS run_audiences (
+    run INTEGER NOT NULL,
+    audience INTEGER NOT NULL,
+    audience_id TEXT,
+    finished_at {real} NOT NULL,
+    result TEXT NOT NULL,
+    error TEXT,
+    added INTEGER NOT NULL,
+    removed INTEGER NOT NULL,
+    changed INTEGER NOT NULL,
+    unchanged INTEGER NOT NULL,
+    skipped INTEGER NOT NULL,
+    skipped_by_reason TEXT NOT NULL,
+    held INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    PRIMARY KEY (run, audience)
+);
+CREATE TABLE IF NOT EXISTS receipts (
+    id {id_pk},
+    run INTEGER NOT NULL,
+    audience INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    rows INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS receipts_by_run ON receipts (run, audience)"""
 
 TEMP_SCHEMA = """
 CREATE TEMP TABLE IF NOT EXISTS staged (
@@ -169,7 +210,28 @@ TABLES: dict[str, tuple[str, ...]] = {
     "pending": _PERSON_COLUMNS,
     "sources": ("id", "stream", "selection", "key_properties", "snapshot_at"),
     "source_people": ("source", "person", "split", *SLOT_COLUMNS),
+    "runs": ("id", "started_at", "finished_at", "result", "error"),
+    "run_audiences": (
+        "run",
+        "audience",
+        "audience_id",
+        "finished_at",
+        "result",
+        "error",
+        "added",
+        "removed",
+        "changed",
+        "unchanged",
+        "skipped",
+        "skipped_by_reason",
+        "held",
+        "requests",
+    ),
+    "receipts": ("id", "run", "audience", "action", "request_id", "rows"),
 }
+# The tables whose ids a store generates: a copy that loads them explicitly moves the
+# generator past them.
+GENERATED_IDS = ("audiences", "sources", "runs", "receipts")
 # The columns a store of each schema version has, table by table: a location whose tables of
 # these names lack some of them is not this target's store.
 _COLUMNS_ADDED = {
@@ -177,7 +239,10 @@ _COLUMNS_ADDED = {
     3: {"audiences": {"key_properties"}},
     4: {"audiences": {"dirty", "split_value", "streams", "shared_with", "lookalike_audience_id"}},
 }
-_TABLES_ADDED = {4: {"sources", "source_people"}}
+_TABLES_ADDED = {
+    4: {"sources", "source_people"},
+    5: {"runs", "run_audiences", "receipts"},
+}
 
 
 def _columns_at(version: int) -> dict[str, set[str]]:
@@ -199,7 +264,11 @@ def in_words(template: str, db: Backend) -> list[str]:
         "old_slots": ", ".join(f"{c} {blob}" for c in OLD_COLUMNS),
         **db.words,
     }
-    text = template.format(sources_schema=_SOURCES_SCHEMA.format(**fields), **fields)
+    text = template.format(
+        sources_schema=_SOURCES_SCHEMA.format(**fields),
+        history_schema=_HISTORY_SCHEMA.format(**fields),
+        **fields,
+    )
     return [statement for statement in text.split(";") if statement.strip()]
 
 
