@@ -32,8 +32,9 @@ from target_tiktok_audiences.policies import POLICIES
 from target_tiktok_audiences.reporting import Progress
 from target_tiktok_audiences.settings import AudienceSettings
 from target_tiktok_audiences.store import MembershipStore, PlanSummary, SourceRow
+from target_tiktok_audiences.tiktok.answers import RequestIds
 from target_tiktok_audiences.tiktok.codes import NOT_FOUND
-from target_tiktok_audiences.tiktok.http import RequestIds, TikTokClient
+from target_tiktok_audiences.tiktok.http import TikTokClient
 from target_tiktok_audiences.tiktok.mapping import Batch
 from target_tiktok_audiences.workers import Workers
 
@@ -139,8 +140,10 @@ class AudienceSync:
             except AudienceDeletedError as exc:
                 self._forget_deleted(exc.audience_id)
                 self._apply(audience, complete=complete)
+            finally:  # counted before the result is recorded, whichever it is
+                self.progress.totals["requests"] += self.run.client.requests_sent - requests_before
+                self.progress.seconds += time.monotonic() - started
         except BaseException as exc:
-            self._count_cost(started, requests_before)
             self._record_failure(audience, exc)
             raise
         finally:
@@ -148,15 +151,7 @@ class AudienceSync:
             self.progress.staged_rows = 0
             self.progress.records_since_close = 0
             self.progress.closed_any = True
-        self._count_cost(started, requests_before)
-        counts = self.report_counts()
-        self.store.record_result(audience, "ok", None, counts)
-        self.store.record_history(audience, "ok", None, counts)
-
-    def _count_cost(self, started: float, requests_before: int) -> None:
-        """Count the requests and seconds of one apply, for the report."""
-        self.progress.totals["requests"] += self.run.client.requests_sent - requests_before
-        self.progress.seconds += time.monotonic() - started
+        self.store.record_sync(audience, "ok", None, self.report_counts())
 
     def _record_failure(self, audience: int, exc: BaseException) -> None:
         """Record the failed sync; a store that fails too must not hide why the run ended."""
@@ -165,8 +160,7 @@ class AudienceSync:
         else:
             error = f"the run ended ({type(exc).__name__}) before this sync was confirmed"
         with contextlib.suppress(Exception):
-            self.store.record_result(audience, "failed", error, None)
-            self.store.record_history(audience, "failed", error, self.report_counts())
+            self.store.record_sync(audience, "failed", error, self.report_counts())
 
     def _forget_deleted(self, audience_id: str) -> None:
         """TikTok no longer has the audience: hold its people for a new one (see the store)."""

@@ -18,9 +18,10 @@ import urllib3
 
 from target_tiktok_audiences.errors import TikTokAPIError
 from target_tiktok_audiences.identifiers import SLOTS
+from target_tiktok_audiences.tiktok.answers import RequestIds
 from target_tiktok_audiences.tiktok.codes import describe_code, is_retryable_code
 from target_tiktok_audiences.tiktok.dry_run import DryRunClient
-from target_tiktok_audiences.tiktok.http import PARALLEL_BODY_ROWS, RequestIds, TikTokClient
+from target_tiktok_audiences.tiktok.http import PARALLEL_BODY_ROWS, TikTokClient
 from target_tiktok_audiences.tiktok.mapping import Batch, mapping_body
 from target_tiktok_audiences.tiktok.pacing import Pacer
 from target_tiktok_audiences.workers import Workers

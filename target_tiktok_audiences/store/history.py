@@ -2,7 +2,7 @@
 
 A run is recorded from its start (`start_run`, which first prunes the runs older than
 `history_days`, with their rows and receipts). Each audience's sync adds its report row when it
-ends, ok or failed with its one-line cause (`record_history`; a sync applied again in the same
+ends, ok or failed with its one-line cause (`record_sync`; a sync applied again in the same
 run replaces it). Each confirmed mapping request leaves a receipt, its TikTok `request_id` and
 the rows it carried, written in the transaction of the confirmation it proves
 (`confirm.Confirmation.confirm_planned`), so a receipt exists exactly for what the store holds
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,14 +90,15 @@ class History(Audiences):
                 (time.time(), self._run),
             )
 
-    def record_history(
-        self, audience: int, result: str, error: str | None, counts: Mapping[str, Any]
+    def record_sync(
+        self, audience: int, result: str, error: str | None, counts: dict[str, Any]
     ) -> None:
-        """Record how an audience's sync in this run ended, with the report's `counts`.
+        """Record how an audience's sync ended: its last result (`status`), and this run's.
 
-        A failed sync fails the run too, with the first failure's cause: nothing after it is
-        synced.
+        The audience keeps the counts of its last sync that did not fail. A failed sync fails
+        the run too, with the first failure's cause: nothing after it is synced.
         """
+        self.record_result(audience, result, error, counts if result == "ok" else None)
         if self._run is None:
             return
         skipped = {str(k): int(v) for k, v in counts["skipped"].items()}

@@ -8,9 +8,9 @@ from typing import IO
 
 import orjson
 
-from target_tiktok_audiences.tiktok.answers import Answer
+from target_tiktok_audiences.tiktok.answers import Answer, RequestIds
 from target_tiktok_audiences.tiktok.audiences import CREATE_PATHS
-from target_tiktok_audiences.tiktok.http import Body, ClientOptions, RequestIds, TikTokClient
+from target_tiktok_audiences.tiktok.http import Body, ClientOptions, TikTokClient
 from target_tiktok_audiences.tiktok.mapping import Batch
 from target_tiktok_audiences.workers import Workers
 

@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Self
 
 import orjson
 import requests
@@ -27,6 +26,7 @@ from target_tiktok_audiences.redaction import mask_url
 from target_tiktok_audiences.tiktok.answers import (
     TRANSPORT_ERRORS,
     Answer,
+    RequestIds,
     envelope_answer,
     transport_error,
 )
@@ -61,29 +61,6 @@ def token_fault(token: str) -> str | None:
             "`access_token` again from TikTok"
         )
     return None
-
-
-class RequestIds(tuple[str, ...]):
-    """The `request_id`s TikTok answered for one batch, in send order, and each one's rows.
-
-    One per request TikTok accepted: a batch halved on 40011/40061 went as several requests.
-    `rows[i]` is the number of people the request of `self[i]` carried; they sum to the batch's
-    size.
-    """
-
-    rows: tuple[int, ...]
-
-    def __new__(cls, answered: Iterable[tuple[str, int]]) -> Self:
-        """`answered`: (request_id, rows) of each accepted request, in send order."""
-        pairs = tuple(answered)
-        ids = super().__new__(cls, (request_id for request_id, _ in pairs))
-        ids.rows = tuple(rows for _, rows in pairs)
-        return ids
-
-    @property
-    def answered(self) -> tuple[tuple[str, int], ...]:
-        """(request_id, rows) of each accepted request, in send order."""
-        return tuple(zip(self, self.rows, strict=True))
 
 
 @dataclass(frozen=True)
