@@ -1,10 +1,11 @@
-"""Operator commands: `tiktok-audiences check | status | auth | store copy`.
+"""Operator commands: `tiktok-audiences check | status | history | auth | store copy`.
 
 The target does the syncing; these commands answer what a person running it asks: will it be
-able to (`check`), what did it do and how does TikTok see the result (`status`), how do I get
-a token (`auth`), and how do I move the store (`store copy`). Each command is one module with
-`add_parser` and `run`; this one only parses and runs, and turns an expected failure into one
-line on stderr and exit status 1.
+able to (`check`), what did it do and how does TikTok see the result (`status`), what did
+each run do, with TikTok's receipts (`history`), how do I get a token (`auth`), and how do I
+move the store (`store copy`). Each command is one module with `add_parser` and `run`; this
+one only parses and runs, and turns an expected failure into one line on stderr and exit
+status 1.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from importlib import metadata
 
 import requests
 
-from target_tiktok_audiences.cli import auth, check, status, store_copy
+from target_tiktok_audiences.cli import auth, check, history, status, store_copy
 from target_tiktok_audiences.cli.config import PROG, err
 from target_tiktok_audiences.console import (
     SIGPIPE_EXIT,
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"{PROG} {metadata.version(DISTRIBUTION)}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (check, status, auth, store_copy):
+    for command in (check, status, history, auth, store_copy):
         command.add_parser(commands)
     return parser
 

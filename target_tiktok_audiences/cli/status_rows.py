@@ -69,7 +69,8 @@ def status_word(
     return "ACTIVE"
 
 
-def _iso(ts: float | None) -> str | None:
+def utc_time(ts: float | None) -> str | None:
+    """A store's time (Unix seconds) as the commands' JSON writes it: ISO 8601, UTC."""
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -132,7 +133,7 @@ def status_row(
         "advertiser_ids": list(row.advertiser_ids),
         "confirmed": confirmed,
         "pending": pending,
-        "last_sync_at": _iso(row.last_sync_at),
+        "last_sync_at": utc_time(row.last_sync_at),
         "last_result": row.last_result,
         "matched": matched,
         "match_rate": round(matched / confirmed, 4) if matched is not None and confirmed else None,

@@ -78,7 +78,21 @@ COLUMNS = (
 
 def render_table(rows: Sequence[Row]) -> str:
     """Aligned columns a person can read at a glance; unknown values are `-`."""
-    filled = [(column, [column.cell(r) for r in rows]) for column in COLUMNS]
+    lines = aligned(COLUMNS, rows)
+    lines.extend(
+        f"{r['stream']}: last sync failed: {r['last_error']}"
+        for r in rows
+        if r["last_result"] == "failed" and r["last_error"]
+    )
+    return "\n".join(lines)
+
+
+def aligned(columns: Sequence[Column], rows: Sequence[Row]) -> list[str]:
+    """A header line, then one line per row, each column as wide as its widest cell.
+
+    An optional column is left out when no row has a value in it.
+    """
+    filled = [(column, [column.cell(r) for r in rows]) for column in columns]
     shown = [
         (column, cells)
         for column, cells in filled
@@ -87,16 +101,10 @@ def render_table(rows: Sequence[Row]) -> str:
     table = [[column.header for column, _ in shown]]
     table += [[cells[i] for _, cells in shown] for i in range(len(rows))]
     widths = [max(len(text) for text in texts) for texts in zip(*table, strict=True)]
-    lines = [
+    return [
         "  ".join(
             text.rjust(width) if column.right else text.ljust(width)
             for text, width, (column, _) in zip(texts, widths, shown, strict=True)
         ).rstrip()
         for texts in table
     ]
-    lines.extend(
-        f"{r['stream']}: last sync failed: {r['last_error']}"
-        for r in rows
-        if r["last_result"] == "failed" and r["last_error"]
-    )
-    return "\n".join(lines)
