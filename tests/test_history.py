@@ -113,7 +113,7 @@ def test_receipts_are_the_request_ids_of_exactly_the_confirmed_requests(
     assert row["requests"] == len(fake.requests_log(bodies=False))  # look-up, create, mappings
     assert ISO_UTC.match(row["started_at"]) and ISO_UTC.match(row["finished_at"])
     # Each receipt's rows are the people it confirmed.
-    receipts = store.execute("SELECT action, request_id, rows FROM receipts ORDER BY id")
+    receipts = store.execute("SELECT action, request_id, rows FROM history_receipts ORDER BY id")
     assert [r[1] for r in receipts] == row["request_ids"]
     assert {r[0] for r in receipts} == {"add"}
     assert sum(r[2] for r in receipts) == len(store.execute("SELECT person FROM members"))
@@ -186,15 +186,17 @@ def test_runs_older_than_history_days_are_pruned_by_the_next_run(
     assert first["request_ids"]
 
     def age_first_run(days: int) -> None:
-        store.execute("UPDATE runs SET started_at = started_at - ? WHERE id = ?", (days * DAY, 1))
+        store.execute(
+            "UPDATE history_runs SET started_at = started_at - ? WHERE id = ?", (days * DAY, 1)
+        )
 
     age_first_run(100)
     assert runner.run(people("contacts", range(1, 5)), history_days=150).returncode == 0
     assert [r["run_id"] for r in history(runner)] == [2, 1], "100 days is within 150"
     assert runner.run(people("contacts", range(1, 6))).returncode == 0  # 90 days by default
     assert [r["run_id"] for r in history(runner)] == [3, 2]
-    assert store.execute("SELECT DISTINCT run FROM receipts ORDER BY run") == [(2,), (3,)]
-    assert store.execute("SELECT DISTINCT run FROM run_audiences ORDER BY run") == [(2,), (3,)]
+    assert store.execute("SELECT DISTINCT run FROM history_receipts ORDER BY run") == [(2,), (3,)]
+    assert store.execute("SELECT DISTINCT run FROM history_audiences ORDER BY run") == [(2,), (3,)]
 
 
 def test_a_store_of_schema_4_is_migrated_and_its_runs_recorded(

@@ -54,7 +54,8 @@ class Copying(Audiences):
         """Copy every table of the store into `dest`, in one transaction there.
 
         Every table the copy loads is emptied first (`meta` but for the schema version), so
-        the destination holds exactly the source's audiences, members, held people and sources.
+        the destination holds exactly the source's audiences, members, held people, sources
+        and history (runs, their audiences' reports, receipts).
 
         The source is read in one consistent snapshot, with every audience locked, so no run
         can confirm a change that the copy would miss. Ids are kept: a copy is the same store.
@@ -113,7 +114,8 @@ def copy_store(
     """Copy a whole store (SQLite or PostgreSQL) into another, for `tiktok-audiences store copy`.
 
     Everything goes: audiences with their ids, names, times and last results, confirmed
-    members, held people, and the sources composed audiences are planned from. The destination
+    members, held people, the sources composed audiences are planned from, and the run
+    history with its receipts. The destination
     is created if need be and written in one transaction; one that already holds data is
     refused unless `force`, which replaces it. Returns the rows copied, table by table (all
     but `meta`). Every expected failure

@@ -67,15 +67,15 @@ class History(Audiences):
         (another process starting a run waits; RETURNING is newer than some SQLite builds).
         """
         now = time.time()
-        old = "SELECT id FROM runs WHERE started_at < ?"
+        old = "SELECT id FROM history_runs WHERE started_at < ?"
         cutoff = (now - history_days * DAY_SECONDS,)
         with self.transaction() as db:
             db.lock_schema()
-            db.execute(f"DELETE FROM receipts WHERE run IN ({old})", cutoff)
-            db.execute(f"DELETE FROM run_audiences WHERE run IN ({old})", cutoff)
-            db.execute("DELETE FROM runs WHERE started_at < ?", cutoff)
-            db.execute("INSERT INTO runs (started_at) VALUES (?)", (now,))
-            run = int(db.execute("SELECT MAX(id) FROM runs").fetchone()[0])
+            db.execute(f"DELETE FROM history_receipts WHERE run IN ({old})", cutoff)
+            db.execute(f"DELETE FROM history_audiences WHERE run IN ({old})", cutoff)
+            db.execute("DELETE FROM history_runs WHERE started_at < ?", cutoff)
+            db.execute("INSERT INTO history_runs (started_at) VALUES (?)", (now,))
+            run = int(db.execute("SELECT MAX(id) FROM history_runs").fetchone()[0])
         self._run = run
         return run
 
@@ -85,7 +85,7 @@ class History(Audiences):
             return
         with self.transaction() as db:
             db.execute(
-                "UPDATE runs SET finished_at = COALESCE(finished_at, ?), "
+                "UPDATE history_runs SET finished_at = COALESCE(finished_at, ?), "
                 "result = COALESCE(result, 'ok') WHERE id = ?",
                 (time.time(), self._run),
             )
@@ -107,7 +107,7 @@ class History(Audiences):
         row = self.get_audience(audience)
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO run_audiences (run, audience, audience_id, finished_at, result, "
+                "INSERT INTO history_audiences (run, audience, audience_id, finished_at, result, "
                 f"error, skipped, skipped_by_reason, {names}) "
                 f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {', '.join('?' * len(_COUNTS))}) "
                 "ON CONFLICT (run, audience) DO UPDATE SET audience_id = excluded.audience_id, "
@@ -129,8 +129,8 @@ class History(Audiences):
             )
             if result != "ok":
                 db.execute(
-                    "UPDATE runs SET finished_at = ?, result = ?, error = COALESCE(error, ?) "
-                    "WHERE id = ?",
+                    "UPDATE history_runs SET finished_at = ?, result = ?, "
+                    "error = COALESCE(error, ?) WHERE id = ?",
                     (time.time(), result, error, self._run),
                 )
 
@@ -142,7 +142,7 @@ class History(Audiences):
             return
         for request_id, rows in receipts:
             db.execute(
-                "INSERT INTO receipts (run, audience, action, request_id, rows) "
+                "INSERT INTO history_receipts (run, audience, action, request_id, rows) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (self._run, audience, action, request_id, rows),
             )
@@ -157,12 +157,13 @@ class History(Audiences):
         args: list[Any] = []
         if key is not None:
             where = (
-                " WHERE id IN (SELECT h.run FROM run_audiences h JOIN audiences a "
+                " WHERE id IN (SELECT h.run FROM history_audiences h JOIN audiences a "
                 "ON a.id = h.audience WHERE a.stream = ?)"
             )
             args.append(key)
         query = (
-            f"SELECT id, started_at, finished_at, result, error FROM runs{where} ORDER BY id DESC"
+            "SELECT id, started_at, finished_at, result, error FROM history_runs"
+            f"{where} ORDER BY id DESC"
         )
         if limit is not None:
             query += " LIMIT ?"
@@ -180,13 +181,13 @@ class History(Audiences):
         query = (
             "SELECT h.audience, h.finished_at, a.stream, h.audience_id, h.result, h.error, "
             "h.added, h.removed, h.changed, h.unchanged, h.skipped, h.skipped_by_reason, "
-            "h.held, h.requests FROM run_audiences h JOIN audiences a ON a.id = h.audience "
+            "h.held, h.requests FROM history_audiences h JOIN audiences a ON a.id = h.audience "
             "WHERE h.run = ?" + (" AND a.stream = ?" if key is not None else "")
         )
         args: list[Any] = [run] if key is None else [run, key]
         receipts: dict[int, list[str]] = {}
         for audience, request_id in self._db.execute(
-            "SELECT audience, request_id FROM receipts WHERE run = ? ORDER BY id", (run,)
+            "SELECT audience, request_id FROM history_receipts WHERE run = ? ORDER BY id", (run,)
         ).fetchall():
             receipts.setdefault(audience, []).append(request_id)
         rows = self._db.execute(query + " ORDER BY h.finished_at, h.audience", args).fetchall()

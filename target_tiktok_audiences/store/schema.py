@@ -99,18 +99,19 @@ CREATE TABLE IF NOT EXISTS source_people (
     PRIMARY KEY (source, person)
 ){table_suffix}"""
 
-# Each run (`runs`), what it did to each audience it synced (`run_audiences`: the report's
-# counts, its result and a failure's one-line cause), and the receipts: the TikTok request id
-# of every confirmed mapping request and the rows it carried. Kept `history_days`.
+# Each run (`history_runs`), what it did to each audience it synced (`history_audiences`: the
+# report's counts, its result and a failure's one-line cause), and the receipts: the TikTok
+# request id of every confirmed mapping request and the rows it carried. Kept `history_days`.
+# Prefixed names: a schema shared with other applications may well hold a `runs` table.
 _HISTORY_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
+CREATE TABLE IF NOT EXISTS history_runs (
     id {id_pk},
     started_at {real} NOT NULL,
     finished_at {real},
     result TEXT,
     error TEXT
 );
-CREATE TABLE IF NOT EXISTS run_audiences (
+CREATE TABLE IF NOT EXISTS history_audiences (
     run INTEGER NOT NULL,
     audience INTEGER NOT NULL,
     audience_id TEXT,
@@ -127,7 +128,7 @@ CREATE TABLE IF NOT EXISTS run_audiences (
     requests INTEGER NOT NULL,
     PRIMARY KEY (run, audience)
 );
-CREATE TABLE IF NOT EXISTS receipts (
+CREATE TABLE IF NOT EXISTS history_receipts (
     id {id_pk},
     run INTEGER NOT NULL,
     audience INTEGER NOT NULL,
@@ -135,7 +136,7 @@ CREATE TABLE IF NOT EXISTS receipts (
     request_id TEXT NOT NULL,
     rows INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS receipts_by_run ON receipts (run, audience)"""
+CREATE INDEX IF NOT EXISTS history_receipts_by_run ON history_receipts (run, audience)"""
 
 TEMP_SCHEMA = """
 CREATE TEMP TABLE IF NOT EXISTS staged (
@@ -210,8 +211,8 @@ TABLES: dict[str, tuple[str, ...]] = {
     "pending": _PERSON_COLUMNS,
     "sources": ("id", "stream", "selection", "key_properties", "snapshot_at"),
     "source_people": ("source", "person", "split", *SLOT_COLUMNS),
-    "runs": ("id", "started_at", "finished_at", "result", "error"),
-    "run_audiences": (
+    "history_runs": ("id", "started_at", "finished_at", "result", "error"),
+    "history_audiences": (
         "run",
         "audience",
         "audience_id",
@@ -227,11 +228,11 @@ TABLES: dict[str, tuple[str, ...]] = {
         "held",
         "requests",
     ),
-    "receipts": ("id", "run", "audience", "action", "request_id", "rows"),
+    "history_receipts": ("id", "run", "audience", "action", "request_id", "rows"),
 }
 # The tables whose ids a store generates: a copy that loads them explicitly moves the
 # generator past them.
-GENERATED_IDS = ("audiences", "sources", "runs", "receipts")
+GENERATED_IDS = ("audiences", "sources", "history_runs", "history_receipts")
 # The columns a store of each schema version has, table by table: a location whose tables of
 # these names lack some of them is not this target's store.
 _COLUMNS_ADDED = {
@@ -241,7 +242,7 @@ _COLUMNS_ADDED = {
 }
 _TABLES_ADDED = {
     4: {"sources", "source_people"},
-    5: {"runs", "run_audiences", "receipts"},
+    5: {"history_runs", "history_audiences", "history_receipts"},
 }
 
 
