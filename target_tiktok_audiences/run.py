@@ -42,12 +42,17 @@ from target_tiktok_audiences.workers import Workers
 def open_run(settings: RunSettings, logger: logging.Logger) -> RunContext:
     """Open what the run's syncs share, as the settings say.
 
-    A dry run plans on a throwaway copy of the store and writes each request it would send
-    to `dry_run_output`, with a client that sends nothing.
+    A real run is recorded in the store's history from here. A dry run plans on a throwaway
+    copy of the store and writes each request it would send to `dry_run_output`, with a
+    client that sends nothing.
     """
     store = MembershipStore.open(
         settings.membership_store, throwaway=settings.dry_run, timeout=settings.store_timeout
     )
+    # A dry run confirms nothing: no history (nor the schema lock `start_run` takes, which a
+    # PostgreSQL dry run, one long transaction, would hold until it ends).
+    if not settings.dry_run:
+        store.start_run(settings.history_days)
     workers = Workers()
     options = settings.client_options()
     client: TikTokClient

@@ -32,6 +32,7 @@ from target_tiktok_audiences.policies import POLICIES
 from target_tiktok_audiences.reporting import Progress
 from target_tiktok_audiences.settings import AudienceSettings
 from target_tiktok_audiences.store import MembershipStore, PlanSummary, SourceRow
+from target_tiktok_audiences.tiktok.answers import RequestIds
 from target_tiktok_audiences.tiktok.codes import NOT_FOUND
 from target_tiktok_audiences.tiktok.http import TikTokClient
 from target_tiktok_audiences.tiktok.mapping import Batch
@@ -54,7 +55,8 @@ class RunContext:
     rebuild_when_store_empty: bool
 
     def close(self) -> None:
-        """Stop the workers, close the client (and a dry run's file), then the store."""
+        """The run ended well: record it, stop the workers, close the client, then the store."""
+        self.store.finish_run()
         self.workers.close()
         self.client.close()
         self.store.close()
@@ -138,6 +140,9 @@ class AudienceSync:
             except AudienceDeletedError as exc:
                 self._forget_deleted(exc.audience_id)
                 self._apply(audience, complete=complete)
+            finally:  # counted before the result is recorded, whichever it is
+                self.progress.totals["requests"] += self.run.client.requests_sent - requests_before
+                self.progress.seconds += time.monotonic() - started
         except BaseException as exc:
             self._record_failure(audience, exc)
             raise
@@ -146,9 +151,7 @@ class AudienceSync:
             self.progress.staged_rows = 0
             self.progress.records_since_close = 0
             self.progress.closed_any = True
-            self.progress.totals["requests"] += self.run.client.requests_sent - requests_before
-            self.progress.seconds += time.monotonic() - started
-        self.store.record_result(audience, "ok", None, self.report_counts())
+        self.store.record_sync(audience, "ok", None, self.report_counts())
 
     def _record_failure(self, audience: int, exc: BaseException) -> None:
         """Record the failed sync; a store that fails too must not hide why the run ended."""
@@ -157,7 +160,7 @@ class AudienceSync:
         else:
             error = f"the run ended ({type(exc).__name__}) before this sync was confirmed"
         with contextlib.suppress(Exception):
-            self.store.record_result(audience, "failed", error, None)
+            self.store.record_sync(audience, "failed", error, self.report_counts())
 
     def _forget_deleted(self, audience_id: str) -> None:
         """TikTok no longer has the audience: hold its people for a new one (see the store)."""
@@ -263,8 +266,8 @@ class AudienceSync:
             audience_id = resolve_audience(client, store, self.settings, self.row)
         for action in ("delete", "add"):
 
-            def confirmed(batch: Batch, request_ids: tuple[str, ...], act: str = action) -> None:
-                store.confirm_planned(audience, act, batch.first, batch.last)
+            def confirmed(batch: Batch, request_ids: RequestIds, act: str = action) -> None:
+                store.confirm_planned(audience, act, batch.first, batch.last, request_ids.answered)
                 self.run.progress.changes_confirmed(batch.size)
 
             batches = self._batches(audience, action)

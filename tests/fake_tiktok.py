@@ -672,7 +672,8 @@ class FakeTikTok:
 
         Each entry: method, path, query, body (parsed JSON or None; always None with
         ``bodies=False``, which skips parsing), code (envelope code, or the HTTP status when not
-        200; None while still being answered), time. The Access-Token is never stored.
+        200; None while still being answered), request_id (the envelope's, None without one),
+        time. The Access-Token is never stored.
         """
         with self._lock:
             entries = [dict(e) for e in self._log if path is None or e["path"] == path]
@@ -901,6 +902,7 @@ class FakeTikTok:
             "query": query,
             "_raw": raw_body if (self.log_bodies and method != "GET") else b"",
             "code": None,
+            "request_id": None,
             "time": time.time(),
         }
         with self._lock:
@@ -909,6 +911,7 @@ class FakeTikTok:
 
         def finish(status: int, payload: dict[str, Any], fault: _Fault | None = None) -> Answer:
             entry["code"] = payload.get("code", status) if status == 200 else status
+            entry["request_id"] = payload.get("request_id") if status == 200 else None
             if fault is None:
                 return Answer(status, payload)
             return Answer(status, payload, fault.hang, fault.delivery, fault.pause)

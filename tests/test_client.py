@@ -18,6 +18,7 @@ import urllib3
 
 from target_tiktok_audiences.errors import TikTokAPIError
 from target_tiktok_audiences.identifiers import SLOTS
+from target_tiktok_audiences.tiktok.answers import RequestIds
 from target_tiktok_audiences.tiktok.codes import describe_code, is_retryable_code
 from target_tiktok_audiences.tiktok.dry_run import DryRunClient
 from target_tiktok_audiences.tiktok.http import PARALLEL_BODY_ROWS, TikTokClient
@@ -469,6 +470,7 @@ def test_map_batch_halves_on_too_large(requests_mock, code):
     assert sizes == [10, 5, 3, 2, 5, 3, 2]
     # One request id per request TikTok accepted, in send order; none of the refused ones.
     assert request_ids == ("req-3", "req-4", "req-6", "req-7")
+    assert request_ids.rows == (3, 2, 3, 2)
     delivered = [r for r in requests_mock.request_history if len(r.json()["batch_data"]) <= 3]
     assert sorted(i for r in delivered for i in sent_ids(r)) == sorted(
         h.hex() for r in ROWS for h in r if h is not None
@@ -588,7 +590,7 @@ def test_map_all_keeps_max_parallel_requests_in_flight(monkeypatch):
         time.sleep(0.03)
         with lock:
             state["now"] -= 1
-        return ("req",)
+        return RequestIds([("req", batch.size)])
 
     monkeypatch.setattr(c, "map_batch", fake_map_batch)
     confirmed = []

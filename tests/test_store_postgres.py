@@ -427,6 +427,7 @@ def test_copy_sqlite_to_postgres_and_back_loses_nothing(tmp_path, pg_url):
     original = everything(source)
     counts = {"audiences": 2, "members": 5, "pending": 2, "sources": 2, "source_people": 3}
     counts |= {"suppressions": 0, "erasures": 0}
+    counts |= dict.fromkeys(("history_runs", "history_audiences", "history_receipts"), 0)
     assert copy_store(source, pg_url) == counts
     assert everything(pg_url) == original
     back = str(tmp_path / "back" / "membership.sqlite")
@@ -555,6 +556,9 @@ def test_copy_from_the_command_line(tmp_path, pg_url):
         "source_people": 3,
         "suppressions": 0,
         "erasures": 0,
+        "history_runs": 0,
+        "history_audiences": 0,
+        "history_receipts": 0,
     }
     back = tmp_path / "back.sqlite"
     subprocess.run([sys.executable, "-c", code, pg_url, str(back), "no"], check=True, timeout=60)

@@ -1,11 +1,11 @@
-"""Operator commands: `tiktok-audiences check | status | list | erase | auth | store copy`.
+"""Operator commands: `tiktok-audiences check | status | list | history | erase | auth | ...`.
 
 The target does the syncing; these commands answer what a person running it asks: will it be
 able to (`check`), what did it do and how does TikTok see the result (`status`), which
-audiences exist on TikTok (`list`), how do I remove someone everywhere (`erase`), how do I get
-a token (`auth`), and how do I move the store (`store copy`). Each command is one module with
-`add_parser` and `run`; this one only parses and runs, and turns an expected failure into one
-line on stderr and exit status 1.
+audiences exist on TikTok (`list`), what did each run do, with TikTok's receipts (`history`),
+how do I remove someone everywhere (`erase`), how do I get a token (`auth`), and how do I move
+the store (`store copy`). Each command is one module with `add_parser` and `run`; this one only
+parses and runs, and turns an expected failure into one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from importlib import metadata
 
 import requests
 
-from target_tiktok_audiences.cli import auth, check, erase, status, store_copy
+from target_tiktok_audiences.cli import auth, check, erase, history, status, store_copy
 from target_tiktok_audiences.cli import list as list_command
 from target_tiktok_audiences.cli.config import PROG, err
 from target_tiktok_audiences.console import (
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"{PROG} {metadata.version(DISTRIBUTION)}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (check, status, list_command, erase, auth, store_copy):
+    for command in (check, status, list_command, history, erase, auth, store_copy):
         command.add_parser(commands)
     return parser
 

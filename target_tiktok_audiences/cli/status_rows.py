@@ -110,13 +110,14 @@ def stale_streams(
     if watched is None or stale_after <= 0:
         return None
     return [
-        {"stream": stream, "last_snapshot_at": _iso(delivered.get(stream))}
+        {"stream": stream, "last_snapshot_at": utc_time(delivered.get(stream))}
         for stream in watched
         if delivered.get(stream) is None or is_stale(delivered[stream], now, stale_after)
     ]
 
 
-def _iso(ts: float | None) -> str | None:
+def utc_time(ts: float | None) -> str | None:
+    """A store's time (Unix seconds) as the commands' JSON writes it: ISO 8601, UTC."""
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -194,7 +195,7 @@ def status_row(
         "advertiser_ids": list(row.advertiser_ids),
         "confirmed": confirmed,
         "pending": pending,
-        "last_sync_at": _iso(row.last_sync_at),
+        "last_sync_at": utc_time(row.last_sync_at),
         "last_result": row.last_result,
         "matched": matched,
         "match_rate": round(matched / confirmed, 4) if matched is not None and confirmed else None,

@@ -51,6 +51,7 @@ class RunSettings:
     membership_store: str
     store_timeout: float
     store_lock_timeout: float
+    history_days: int
     snapshot_end: str
     allow_key_change: bool
     rebuild_when_store_empty: bool

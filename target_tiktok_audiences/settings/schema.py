@@ -335,6 +335,14 @@ config_schema = th.PropertiesList(
         "nothing for as long (0: never).",
     ),
     th.Property(
+        "history_days",
+        th.IntegerType(minimum=1),
+        default=90,
+        description="Days the membership store keeps each run's per-audience report and "
+        "TikTok's receipts (`tiktok-audiences history`); older runs are pruned when a run "
+        "starts.",
+    ),
+    th.Property(
         "store_timeout",
         th.NumberType(exclusive_minimum=0),
         default=300,

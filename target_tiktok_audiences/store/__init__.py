@@ -21,6 +21,7 @@ from target_tiktok_audiences.store.compose import Composition
 from target_tiktok_audiences.store.confirm import Confirmation
 from target_tiktok_audiences.store.copy import Copying, copy_store
 from target_tiktok_audiences.store.erase import AudienceErasure, Erasure, ErasurePlan, hash_text
+from target_tiktok_audiences.store.history import History, HistoryEntry
 from target_tiktok_audiences.store.keys import KeyPropertiesChangedError, Keys
 from target_tiktok_audiences.store.plan import Planning, PlanRows, PlanSummary
 from target_tiktok_audiences.store.schema import SCHEMA_VERSION
@@ -35,6 +36,7 @@ __all__ = [
     "AudienceErasure",
     "AudienceRow",
     "ErasurePlan",
+    "HistoryEntry",
     "KeyPropertiesChangedError",
     "MembershipStore",
     "PlanRows",
@@ -47,9 +49,11 @@ __all__ = [
 ]
 
 
-class MembershipStore(Keys, Planning, Composition, Sources, Confirmation, Copying, Erasure):
+class MembershipStore(
+    Keys, Planning, Composition, Sources, Confirmation, History, Copying, Erasure
+):
     """Confirmed membership in SQLite or PostgreSQL, one connection per run.
 
     Opened with `MembershipStore.open` (see `Connection`); its parts: audiences, staging,
-    sources, composition, planning, confirmation, key changes, copying and erasure.
+    sources, composition, planning, confirmation, key changes, history, copying and erasure.
     """

@@ -8,21 +8,30 @@ between batches leaves `members` exactly what TikTok holds, and the next run sen
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
-from target_tiktok_audiences.store.audiences import Audiences
 from target_tiktok_audiences.store.backend import Backend
+from target_tiktok_audiences.store.history import History
 from target_tiktok_audiences.store.plan import SENDABLE
 from target_tiktok_audiences.store.schema import ANY_SLOT, SLOT_COLUMNS, SLOT_LIST
 
 
-class Confirmation(Audiences):
+class Confirmation(History):
     """Applies what TikTok confirmed to `members`, and forgets an audience TikTok deleted."""
 
-    def confirm_planned(self, audience: int, action: str, first: int, last: int) -> None:
+    def confirm_planned(
+        self,
+        audience: int,
+        action: str,
+        first: int,
+        last: int,
+        receipts: Sequence[tuple[str, int]] = (),
+    ) -> None:
         """Apply the planned rows with a hash to send and seq from `first` to `last`.
 
         A batch TikTok confirmed is such a run of planned rows: they are applied from `plan`
-        itself, in one set-based statement, without passing the hashes back in.
+        itself, in one set-based statement, without passing the hashes back in. `receipts`:
+        (request_id, rows) of the requests that carried it, kept in the same transaction.
         """
         rows = (
             "SELECT person, {slots} FROM plan WHERE audience = :a AND action = :action "
@@ -31,6 +40,7 @@ class Confirmation(Audiences):
         args = {"action": action, "first": first, "last": last}
         with self.transaction() as db:
             self._merge(db, audience, action, rows, args)
+            self._keep_receipts(db, audience, action, receipts)
 
     def confirm_kept(self, audience: int, action: str) -> None:
         """Apply the planned rows with nothing to send, once the sent ones are confirmed.

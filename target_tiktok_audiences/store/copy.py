@@ -17,7 +17,7 @@ from target_tiktok_audiences.settings.schema import setting_default
 from target_tiktok_audiences.store.audiences import AudienceRow, Audiences
 from target_tiktok_audiences.store.backend import StoreMissingError, driver_cause
 from target_tiktok_audiences.store.connection import is_postgres_url
-from target_tiktok_audiences.store.schema import TABLES
+from target_tiktok_audiences.store.schema import GENERATED_IDS, TABLES
 
 # The destination keeps its own schema version: the copy never writes the source's.
 _KEEP_VERSION = {"meta": " WHERE key <> 'schema_version'"}
@@ -54,7 +54,8 @@ class Copying(Audiences):
         """Copy every table of the store into `dest`, in one transaction there.
 
         Every table the copy loads is emptied first (`meta` but for the schema version), so
-        the destination holds exactly the source's audiences, members, held people and sources.
+        the destination holds exactly the source's audiences, members, held people, sources
+        and history (runs, their audiences' reports, receipts).
 
         The source is read in one consistent snapshot, with every audience locked, so no run
         can confirm a change that the copy would miss. Ids are kept: a copy is the same store.
@@ -85,8 +86,8 @@ class Copying(Audiences):
                     # source connection.
                     with contextlib.closing(self._db.dump(query)) as rows:
                         db.load(table, columns, rows)
-                db.reset_ids("audiences")
-                db.reset_ids("sources")
+                for table in GENERATED_IDS:
+                    db.reset_ids(table)
                 copied = {table: dest._count(table) for table in counts}
                 if copied != counts:
                     msg = f"copy incomplete ({copied} of {counts}): nothing was written"
@@ -113,7 +114,8 @@ def copy_store(
     """Copy a whole store (SQLite or PostgreSQL) into another, for `tiktok-audiences store copy`.
 
     Everything goes: audiences with their ids, names, times and last results, confirmed
-    members, held people, and the sources composed audiences are planned from. The destination
+    members, held people, the sources composed audiences are planned from, and the run
+    history with its receipts. The destination
     is created if need be and written in one transaction; one that already holds data is
     refused unless `force`, which replaces it. Returns the rows copied, table by table (all
     but `meta`). Every expected failure

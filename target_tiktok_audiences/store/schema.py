@@ -19,7 +19,8 @@ SCHEMA_VERSION = 5
 # in braces are the backend's (`Backend.words`), so one list serves SQLite and PostgreSQL.
 # Version 4 remembers sources for composed audiences. A simple audience's confirmed and held
 # people are what its stream last said, so an upgraded store plans exactly as before.
-# Version 5 adds erasure's suppression list (empty: nothing is excluded) and receipts.
+# Version 5 adds tables only (a run's history and receipts; erasure's suppression list, empty:
+# nothing is excluded, and its receipts): nothing stored before changes.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE audiences ADD COLUMN last_change_at {real}",),
     3: ("ALTER TABLE audiences ADD COLUMN key_properties TEXT",),
@@ -31,7 +32,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE audiences ADD COLUMN lookalike_audience_id TEXT",
         "{sources_schema}",
     ),
-    5: ("{erase_schema}",),
+    5: ("{history_schema}", "{erase_schema}"),
 }
 SLOT_COLUMNS = tuple(f"s{i}" for i in range(len(SLOTS)))
 # In `diff`, a person's confirmed slots beside the staged ones.
@@ -62,6 +63,7 @@ CREATE TABLE IF NOT EXISTS audiences (
     UNIQUE (stream, target_key)
 );
 {sources_schema};
+{history_schema};
 CREATE TABLE IF NOT EXISTS members (
     audience INTEGER NOT NULL,
     person {blob} NOT NULL,
@@ -98,6 +100,45 @@ CREATE TABLE IF NOT EXISTS source_people (
     {slots},
     PRIMARY KEY (source, person)
 ){table_suffix}"""
+
+# Each run (`history_runs`), what it did to each audience it synced (`history_audiences`: the
+# report's counts, its result and a failure's one-line cause), and the receipts: the TikTok
+# request id of every confirmed mapping request and the rows it carried. Kept `history_days`.
+# Prefixed names: a schema shared with other applications may well hold a `runs` table.
+_HISTORY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS history_runs (
+    id {id_pk},
+    started_at {real} NOT NULL,
+    finished_at {real},
+    result TEXT,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS history_audiences (
+    run INTEGER NOT NULL,
+    audience INTEGER NOT NULL,
+    audience_id TEXT,
+    finished_at {real} NOT NULL,
+    result TEXT NOT NULL,
+    error TEXT,
+    added INTEGER NOT NULL,
+    removed INTEGER NOT NULL,
+    changed INTEGER NOT NULL,
+    unchanged INTEGER NOT NULL,
+    skipped INTEGER NOT NULL,
+    skipped_by_reason TEXT NOT NULL,
+    held INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    PRIMARY KEY (run, audience)
+);
+CREATE TABLE IF NOT EXISTS history_receipts (
+    id {id_pk},
+    run INTEGER NOT NULL,
+    audience INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    rows INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_receipts_by_run ON history_receipts (run, audience)"""
 
 # Erasure (`tiktok-audiences erase`): the suppression list, hashes every audience excludes; and a
 # receipt per erasure: the hashes (hex, by slot), when, each audience's counts and the TikTok
@@ -200,9 +241,30 @@ TABLES: dict[str, tuple[str, ...]] = {
     "pending": _PERSON_COLUMNS,
     "sources": ("id", "stream", "selection", "key_properties", "snapshot_at"),
     "source_people": ("source", "person", "split", *SLOT_COLUMNS),
+    "history_runs": ("id", "started_at", "finished_at", "result", "error"),
+    "history_audiences": (
+        "run",
+        "audience",
+        "audience_id",
+        "finished_at",
+        "result",
+        "error",
+        "added",
+        "removed",
+        "changed",
+        "unchanged",
+        "skipped",
+        "skipped_by_reason",
+        "held",
+        "requests",
+    ),
+    "history_receipts": ("id", "run", "audience", "action", "request_id", "rows"),
     "suppressions": ("slot", "hash"),
     "erasures": ("receipt", "erased_at", "hashes", "audiences", "request_ids", "complete"),
 }
+# The tables whose ids a store generates: a copy that loads them explicitly moves the
+# generator past them.
+GENERATED_IDS = ("audiences", "sources", "history_runs", "history_receipts")
 # The columns a store of each schema version has, table by table: a location whose tables of
 # these names lack some of them is not this target's store.
 _COLUMNS_ADDED = {
@@ -210,7 +272,10 @@ _COLUMNS_ADDED = {
     3: {"audiences": {"key_properties"}},
     4: {"audiences": {"dirty", "split_value", "streams", "shared_with", "lookalike_audience_id"}},
 }
-_TABLES_ADDED = {4: {"sources", "source_people"}, 5: {"suppressions", "erasures"}}
+_TABLES_ADDED = {
+    4: {"sources", "source_people"},
+    5: {"history_runs", "history_audiences", "history_receipts", "suppressions", "erasures"},
+}
 
 
 def _columns_at(version: int) -> dict[str, set[str]]:
@@ -234,6 +299,7 @@ def in_words(template: str, db: Backend) -> list[str]:
     }
     text = template.format(
         sources_schema=_SOURCES_SCHEMA.format(**fields),
+        history_schema=_HISTORY_SCHEMA.format(**fields),
         erase_schema=_ERASE_SCHEMA.format(**fields),
         **fields,
     )

@@ -6,8 +6,9 @@ HTTP libraries raise is translated too, never quoting the library's text (it can
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from http.client import HTTPException
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 import orjson
 import requests
@@ -83,6 +84,29 @@ class Answer(NamedTuple):
 
     data: dict
     request_id: str  # "" when the envelope carries none
+
+
+class RequestIds(tuple[str, ...]):
+    """The `request_id`s TikTok answered for one batch, in send order, and each one's rows.
+
+    One per request TikTok accepted: a batch halved on 40011/40061 went as several requests.
+    `rows[i]` is the number of people the request of `self[i]` carried; they sum to the batch's
+    size.
+    """
+
+    rows: tuple[int, ...]
+
+    def __new__(cls, answered: Iterable[tuple[str, int]]) -> Self:
+        """`answered`: (request_id, rows) of each accepted request, in send order."""
+        pairs = tuple(answered)
+        ids = super().__new__(cls, (request_id for request_id, _ in pairs))
+        ids.rows = tuple(rows for _, rows in pairs)
+        return ids
+
+    @property
+    def answered(self) -> tuple[tuple[str, int], ...]:
+        """(request_id, rows) of each accepted request, in send order."""
+        return tuple(zip(self, self.rows, strict=True))
 
 
 def envelope_answer(path: str, status: int, content: bytes) -> Answer:

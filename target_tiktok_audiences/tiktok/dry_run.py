@@ -8,7 +8,7 @@ from typing import IO
 
 import orjson
 
-from target_tiktok_audiences.tiktok.answers import Answer
+from target_tiktok_audiences.tiktok.answers import Answer, RequestIds
 from target_tiktok_audiences.tiktok.audiences import CREATE_PATHS
 from target_tiktok_audiences.tiktok.http import Body, ClientOptions, TikTokClient
 from target_tiktok_audiences.tiktok.mapping import Batch
@@ -42,7 +42,7 @@ class DryRunClient(TikTokClient):
         advertiser_ids: Sequence[str],
         audience_id: str,
         batches: Iterable[Batch],
-        on_confirmed: Callable[[Batch, tuple[str, ...]], None],
+        on_confirmed: Callable[[Batch, RequestIds], None],
     ) -> None:
         """Write each batch in turn, in the calling thread.
 

@@ -26,6 +26,7 @@ from target_tiktok_audiences.redaction import mask_url
 from target_tiktok_audiences.tiktok.answers import (
     TRANSPORT_ERRORS,
     Answer,
+    RequestIds,
     envelope_answer,
     transport_error,
 )
@@ -287,11 +288,11 @@ class TikTokClient(AudienceCalls):
         audience_id: str,
         batch: Batch,
         body: bytes | None = None,
-    ) -> tuple[str, ...]:
+    ) -> RequestIds:
         """Send one batch of people; halve it while TikTok says it is too large.
 
         Returns the `request_id` of each request TikTok accepted for the batch, in send order:
-        one, or one per part of a batch that was halved.
+        one, or one per part of a batch that was halved, with the rows each carried.
         `body`: the batch's request body, if it was built already (`batch_json`).
         """
         try:
@@ -314,10 +315,10 @@ class TikTokClient(AudienceCalls):
                     )
                     self.batch_size = half
             rows = batch.slots()
-            return self.map_batch(
-                action, advertiser_ids, audience_id, Batch.of(rows[:half])
-            ) + self.map_batch(action, advertiser_ids, audience_id, Batch.of(rows[half:]))
-        return (answer.request_id,)
+            first = self.map_batch(action, advertiser_ids, audience_id, Batch.of(rows[:half]))
+            rest = self.map_batch(action, advertiser_ids, audience_id, Batch.of(rows[half:]))
+            return RequestIds([*first.answered, *rest.answered])
+        return RequestIds([(answer.request_id, batch.size)])
 
     def _with_bodies(
         self,
@@ -351,7 +352,7 @@ class TikTokClient(AudienceCalls):
         advertiser_ids: Sequence[str],
         audience_id: str,
         batches: Iterable[Batch],
-        on_confirmed: Callable[[Batch, tuple[str, ...]], None],
+        on_confirmed: Callable[[Batch, RequestIds], None],
     ) -> None:
         """Send batches with up to `max_parallel_requests` in flight.
 
@@ -361,10 +362,10 @@ class TikTokClient(AudienceCalls):
         for those in flight (confirming the ones that succeeded), and is raised.
         """
         limit = self.max_parallel_requests
-        in_flight: dict[Future[tuple[str, ...]], Batch] = {}
+        in_flight: dict[Future[RequestIds], Batch] = {}
         failure: BaseException | None = None
 
-        def settle(done: Iterable[Future[tuple[str, ...]]]) -> None:
+        def settle(done: Iterable[Future[RequestIds]]) -> None:
             nonlocal failure
             for future in done:
                 batch = in_flight.pop(future)
