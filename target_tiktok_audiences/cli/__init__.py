@@ -1,4 +1,4 @@
-"""Operator commands: `tiktok-audiences check | status | list | history | erase | auth | ...`.
+"""Operator commands: check, status, list, history, erase, auth and store copy.
 
 The target does the syncing; these commands answer what a person running it asks: will it be
 able to (`check`), what did it do and how does TikTok see the result (`status`), which
