@@ -109,6 +109,8 @@ def test_hub_definition_follows_the_hubs_loader_rules():
     assert definition["namespace"] == "target_tiktok_audiences"
     assert definition["pip_url"] == LOADER, "the Hub installs the package from PyPI"
     assert definition["repo"].startswith("https://github.com/")
+    # The Hub's convention for a loader's logo (the Hub PR adds the file; see README).
+    assert definition["logo_url"] == "/assets/logos/loaders/tiktok.png"
     for setting in definition["settings"]:
         assert setting.get("label") and setting.get("description") and setting.get("kind")
 
