@@ -1,9 +1,10 @@
 """The Hub definition (meltano-hub.yml), meltano.yml and `--about` describe one loader.
 
-meltano-hub.yml is the file Meltano Hub would take. It is checked against the Hub's own loader
-schema, copied unmodified from meltano/hub into tests/hub_schemas/ (its README names the commit),
-with every `$ref` resolved within that copy. Then the three descriptions of the loader must
-agree: the same settings, defaults, kinds and capabilities.
+meltano-hub.yml is the file Meltano Hub would take. It is checked as the Hub's CI checks a
+definition: against the Hub's own loader schema, with every `$ref` resolved within the copy, and
+by yamllint with the Hub's config, both copied unmodified from meltano/hub into tests/hub_schemas/
+(its README names the commit). Then the three descriptions of the loader must agree: the same
+settings, defaults, kinds and capabilities.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import yaml
 from jsonschema import Draft7Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
+from yamllint import linter
+from yamllint.config import YamlLintConfig
 
 from target_tiktok_audiences.sinks import AudienceSink
 from tests.conftest import _SCRIPT
@@ -113,6 +116,13 @@ def test_hub_definition_follows_the_hubs_loader_rules():
     assert definition["logo_url"] == "/assets/logos/loaders/tiktok.png"
     for setting in definition["settings"]:
         assert setting.get("label") and setting.get("description") and setting.get("kind")
+
+
+def test_hub_definition_passes_the_hubs_yamllint():
+    """The Hub's CI lints each changed definition with its .yamllint.yaml: keys sorted, and more."""
+    config = YamlLintConfig(file=str(HUB_SCHEMAS / ".yamllint.yaml"))
+    text = (REPO / "meltano-hub.yml").read_text()
+    assert [f"line {p.line}: {p.message}" for p in linter.run(text, config)] == []
 
 
 def test_the_hub_rules_refuse_what_the_hub_refuses():
