@@ -123,10 +123,12 @@ def test_hub_definition_passes_the_hubs_yamllint():
     config = YamlLintConfig(file=str(HUB_SCHEMAS / ".yamllint.yaml"))
     text = (REPO / "meltano-hub.yml").read_text()
     assert [f"line {p.line}: {p.message}" for p in linter.run(text, config)] == []
+    unsorted = [p.rule for p in linter.run("name: x\nlabel: X\n", config)]
+    assert unsorted == ["key-ordering"], "the config in use refuses what the Hub's refuses"
 
 
 def test_the_hub_rules_refuse_what_the_hub_refuses():
-    """The copy refuses a definition the Hub refuses: the test above can fail."""
+    """The copied schema refuses what the Hub refuses: the schema check above can fail."""
     good = hub_definition()
     assert hub_errors({k: v for k, v in good.items() if k != "quality"})
     assert hub_errors({**good, "quality": "platinum"})
