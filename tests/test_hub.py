@@ -1,10 +1,10 @@
 """The Hub definition (meltano-hub.yml), meltano.yml and `--about` describe one loader.
 
-meltano-hub.yml is the file Meltano Hub would take. It is checked against the Hub's rules for a
-loader: the Hub's own schemas when shared/ holds a copy of meltano/hub's `schemas/` folder (at
-shared/meltano-hub/schemas), else tests/hub_loader_schema.json, this project's statement of them.
-Then the three descriptions of the loader must agree: the same settings, defaults, kinds and
-capabilities.
+meltano-hub.yml is the file Meltano Hub would take. It is checked as the Hub's CI checks a
+definition: against the Hub's own loader schema, with every `$ref` resolved within the copy, and
+by yamllint with the Hub's config, both copied unmodified from meltano/hub into tests/hub_schemas/
+(its README names the commit). Then the three descriptions of the loader must agree: the same
+settings, defaults, kinds and capabilities.
 """
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ from typing import Any
 import pytest
 import yaml
 from jsonschema import Draft7Validator
-from referencing import Registry, Resource
+from referencing import Registry
 from referencing.jsonschema import DRAFT7
+from yamllint import linter
+from yamllint.config import YamlLintConfig
 
 from target_tiktok_audiences.sinks import AudienceSink
 from tests.conftest import _SCRIPT
 
 REPO = Path(__file__).resolve().parents[1]
-HUB_SCHEMAS = REPO.parent / "shared" / "meltano-hub" / "schemas"
-OWN_SCHEMA = Path(__file__).with_name("hub_loader_schema.json")
+HUB_SCHEMAS = Path(__file__).with_name("hub_schemas")
 LOADER = "target-tiktok-audiences"
 # Meltano setting kind for each JSON type of the settings schema. Numbers are `string`: Meltano
 # 4.4 cannot pass an environment value of a `decimal` setting (see meltano-hub.yml).
@@ -78,18 +79,24 @@ def about() -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def hub_validator() -> Draft7Validator:
-    """The Hub's loader schema: its own files when shared/ has them, else ours."""
-    if not (HUB_SCHEMAS / "plugin_definitions" / "loaders.schema.json").exists():
-        return Draft7Validator(json.loads(OWN_SCHEMA.read_text()))
+LOADER_SCHEMA_ID = "loaders.schema.json"
+
+
+def hub_registry() -> Registry:
+    """The copied schema files, each under its `$id`, as the Hub's own check registers them.
+
+    No `retrieve`: a `$ref` to a file the copy lacks raises instead of being fetched.
+    """
     resources = []
-    for folder in ("common", "plugin_definitions"):
-        for path in sorted((HUB_SCHEMAS / folder).glob("*.json")):
-            contents = json.loads(path.read_text())
-            resource = Resource.from_contents(contents, default_specification=DRAFT7)
-            resources.append((contents["$id"], resource))
-    schema = json.loads((HUB_SCHEMAS / "plugin_definitions" / "loaders.schema.json").read_text())
-    return Draft7Validator(schema, registry=Registry().with_resources(resources))
+    for path in sorted(HUB_SCHEMAS.rglob("*.schema.json")):
+        contents = json.loads(path.read_text())
+        resources.append((contents["$id"], DRAFT7.create_resource(contents)))
+    return Registry().with_resources(resources)
+
+
+def hub_validator() -> Draft7Validator:
+    registry = hub_registry()
+    return Draft7Validator(registry.contents(LOADER_SCHEMA_ID), registry=registry)
 
 
 def hub_errors(definition: dict[str, Any]) -> list[str]:
@@ -105,12 +112,23 @@ def test_hub_definition_follows_the_hubs_loader_rules():
     assert definition["namespace"] == "target_tiktok_audiences"
     assert definition["pip_url"] == LOADER, "the Hub installs the package from PyPI"
     assert definition["repo"].startswith("https://github.com/")
+    # The Hub's convention for a loader's logo (the Hub PR adds the file; see README).
+    assert definition["logo_url"] == "/assets/logos/loaders/tiktok.png"
     for setting in definition["settings"]:
         assert setting.get("label") and setting.get("description") and setting.get("kind")
 
 
+def test_hub_definition_passes_the_hubs_yamllint():
+    """The Hub's CI lints each changed definition with its .yamllint.yaml: keys sorted, and more."""
+    config = YamlLintConfig(file=str(HUB_SCHEMAS / ".yamllint.yaml"))
+    text = (REPO / "meltano-hub.yml").read_text()
+    assert [f"line {p.line}: {p.message}" for p in linter.run(text, config)] == []
+    unsorted = [p.rule for p in linter.run("name: x\nlabel: X\n", config)]
+    assert unsorted == ["key-ordering"], "the config in use refuses what the Hub's refuses"
+
+
 def test_the_hub_rules_refuse_what_the_hub_refuses():
-    """The schema in use is strict where the Hub is: a test against it can fail."""
+    """The copied schema refuses what the Hub refuses: the schema check above can fail."""
     good = hub_definition()
     assert hub_errors({k: v for k, v in good.items() if k != "quality"})
     assert hub_errors({**good, "quality": "platinum"})
@@ -121,6 +139,30 @@ def test_the_hub_rules_refuse_what_the_hub_refuses():
     assert hub_errors({**good, "settings": [setting]})
     setting = {**good["settings"][0], "secret": True}
     assert hub_errors({**good, "settings": [setting]})
+
+
+def refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if "$ref" in node else []
+        return own + [r for v in node.values() for r in refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in refs(v)]
+    return []
+
+
+def test_the_copy_is_the_loader_schema_and_all_it_refers_to():
+    """Every `$ref` followed from the loader schema resolves in the copy, and reaches all of it."""
+    registry = hub_registry()
+    reached, todo = {LOADER_SCHEMA_ID}, [LOADER_SCHEMA_ID]
+    while todo:
+        uri = todo.pop()
+        resolver = registry.resolver(base_uri=uri)
+        for ref in refs(registry.contents(uri)):
+            target = resolver.lookup(ref).contents["$id"]
+            if target not in reached:
+                reached.add(target)
+                todo.append(target)
+    assert reached == set(registry)
 
 
 def json_type(spec: dict[str, Any]) -> str:
