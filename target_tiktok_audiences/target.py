@@ -75,7 +75,7 @@ class TargetTikTokAudiences(Target):
     message_reader_class = SafeSingerReader
     # ACTIVATE_VERSION closes a stream's snapshot (see `_process_activate_version_message`).
     # Not VALIDATE_RECORDS: a bad identifier is counted and skipped, never fatal. Not
-    # FLATTENING: nested fields are read by dotted path; `flattening_*` only earn a warning.
+    # FLATTENING: nested fields are read by dotted path; `flattening_enabled: true` is refused.
     capabilities = [
         PluginCapabilities.ABOUT,
         PluginCapabilities.STREAM_MAPS,

@@ -98,10 +98,22 @@ def test_the_sdks_other_target_settings_are_accepted_with_one_warning_each():
     assert {"hard_delete", "default_target_schema", "load_method"} <= offered
     assert offered <= SDK_INERT_SETTINGS
     names = sorted({*offered, "batch_wait_limit_seconds"})
-    warnings = check_setting_names({**BASE, **dict.fromkeys(names, True)}, full_schema())
+    given = {**dict.fromkeys(names, True), "flattening_enabled": False}
+    warnings = check_setting_names({**BASE, **given}, full_schema())
     assert len(warnings) == len(names)
     for name, warning in zip(names, warnings, strict=True):
         assert warning.startswith(f"`{name}` is a singer-sdk setting that has no effect")
+
+
+@pytest.mark.parametrize("value", [True, "true", "TRUE", 1])
+def test_flattening_turned_on_is_refused_naming_dotted_paths(value):
+    """The target cannot flatten: asking for it is refused, not silently ignored."""
+    with pytest.raises(ConfigError) as refused:
+        check_setting_names({**BASE, "flattening_enabled": value}, full_schema())
+    message = str(refused.value)
+    assert "`flattening_enabled`" in message and "dotted path" in message
+    assert "set it to false" in message
+    assert len(message.splitlines()) == 1
 
 
 # One spec per TikTok audience

@@ -47,6 +47,9 @@ SDK_INERT_SETTINGS: frozenset[str] = frozenset(
     )
     for name in builtin["properties"]
 ) | {"batch_wait_limit_seconds"}
+# The one of them that asks for something this target does not do: nested fields are read by
+# dotted path, never flattened. Turned on, it is refused; off, it is inert like the others.
+FLATTENING_ENABLED = "flattening_enabled"
 
 
 def check_setting_names(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
@@ -63,6 +66,12 @@ def check_setting_names(config: Mapping[str, Any], schema: Mapping[str, Any]) ->
             continue
         if name not in SDK_INERT_SETTINGS:
             raise ConfigError(_unknown_setting(name, known, ""))
+        if name == FLATTENING_ENABLED and str(config[name]).strip().lower() in ("true", "1"):
+            raise ConfigError(
+                "`flattening_enabled` asks for schema flattening, which this target does not do: "
+                "it reads nested fields by dotted path (`identifier_fields`, `where`, "
+                "`split_by`); remove the setting or set it to false"
+            )
         warnings.append(
             f"`{name}` is a singer-sdk setting that has no effect on this target: it is ignored"
         )
