@@ -1,10 +1,11 @@
 """The Meltano way: this repository's meltano.yml, Meltano and tap-jsonl from PyPI, a fake TikTok.
 
-The slow test builds a real Meltano project in a temp dir (its own venv with Meltano, the loader
-installed editable from this checkout, the sample tap from PyPI), runs `meltano run` twice and
+The slow tests build a real Meltano project in a temp dir (its own venv with Meltano, the loader
+installed editable from this checkout, the sample tap from PyPI). One runs `meltano run` twice and
 checks that the audience ends up right and that the second run resumes from the state Meltano
-stored without sending anything. It needs PyPI and takes a few minutes; the fast tests check
-meltano.yml against the target's settings schema so the two cannot drift apart.
+stored without sending anything; one runs the schedule, whose job ends with the monitor, and
+checks that a STALE audience fails it. They need PyPI and take a few minutes; the fast tests
+check meltano.yml against the target's settings schema so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +29,8 @@ from tests.fake_tiktok import FakeTikTok
 REPO = Path(__file__).resolve().parents[1]
 MELTANO = "meltano>=4,<5"
 LOADER = "target-tiktok-audiences"
+UTILITY = "tiktok-audiences"
+SCHEDULE = "tiktok-audiences-every-6h"
 
 
 def project_file() -> dict[str, Any]:
@@ -67,6 +71,50 @@ def test_loader_commands_and_sample_pipeline_config():
         if json.loads(line)["marketing_consent"]
     ]
     assert len(consenting) >= config["min_audience_size"], "the sample run must not be held"
+
+
+def test_the_schedules_job_syncs_then_runs_the_loaders_monitor():
+    """A job may end with a utility's command, not a loader's: the utility runs the loader's.
+
+    `meltano invoke` gives the loader's `monitor` the loader's settings, so the utility has none
+    of its own to drift from them; its executable is the meltano running the project, so it
+    installs nothing.
+    """
+    project = project_file()
+    [schedule] = [s for s in project["schedules"] if s["name"] == SCHEDULE]
+    [job] = [j for j in project["jobs"] if j["name"] == schedule["job"]]
+    assert job["tasks"] == [f"tap-jsonl {LOADER}", f"{UTILITY}:monitor"]
+    utility = plugin("utilities", UTILITY)
+    assert utility["executable"] == ".meltano/run/bin"
+    assert "pip_url" not in utility and "settings" not in utility
+    assert utility["commands"]["monitor"]["args"].split() == ["invoke", f"{LOADER}:monitor"]
+
+
+def readme_monitoring() -> str:
+    """README's recipe for the schedule that monitors."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("**Monitoring with `--fail-on`.**", 1)[1]
+    return section.split("\n### ", 1)[0]
+
+
+def test_readme_schedule_recipe_is_meltano_yml():
+    """The README's snippet is meltano.yml's utility and job, and its commands name them."""
+    recipe = readme_monitoring()
+    snippet = yaml.safe_load(recipe.split("```yaml\n", 1)[1].split("```", 1)[0])
+    [utility] = snippet["plugins"]["utilities"]
+    defined = plugin("utilities", UTILITY)
+    assert utility == {
+        **defined,
+        "commands": {"monitor": {"args": defined["commands"]["monitor"]["args"]}},
+    }
+    [schedule] = [s for s in project_file()["schedules"] if s["name"] == SCHEDULE]
+    assert snippet["jobs"] == [j for j in project_file()["jobs"] if j["name"] == schedule["job"]]
+    add = (
+        f"meltano schedule add {SCHEDULE} --job {schedule['job']} "
+        f"--interval '{schedule['interval']}'"
+    )
+    assert add in recipe
+    assert f"meltano schedule run {SCHEDULE}" in recipe
 
 
 def test_gitignore_keeps_secrets_stores_and_dry_run_output_out_of_git():
@@ -205,13 +253,19 @@ class Project:
         return proc
 
 
-def test_meltano_run_syncs_and_resumes_from_stored_state(tmp_path, meltano):
-    started = time.monotonic()
+def project_dir(tmp_path: Path) -> Path:
+    """A directory holding this repository's meltano.yml, its loader installed from here."""
     root = tmp_path / "project"
     root.mkdir()
     text = (REPO / "meltano.yml").read_text()
     assert text.count("pip_url: -e .\n") == 1
     (root / "meltano.yml").write_text(text.replace("pip_url: -e .\n", f"pip_url: -e {REPO}\n"))
+    return root
+
+
+def test_meltano_run_syncs_and_resumes_from_stored_state(tmp_path, meltano):
+    started = time.monotonic()
+    root = project_dir(tmp_path)
     data = root / "contacts.jsonl"
     rows = contacts(range(1, 31))
     write_jsonl(data, rows)
@@ -246,7 +300,8 @@ def test_meltano_run_syncs_and_resumes_from_stored_state(tmp_path, meltano):
         stored = json.loads(project("state", "get", state_id).stdout)
         assert "contacts" in stored["singer_state"]["bookmarks"]
 
-        # Run 2, same data: the tap starts from the stored bookmark; nothing is sent.
+        # Run 2, same data: Meltano hands the tap its stored bookmark; the target finds everyone
+        # unchanged (tap-jsonl reads the whole file again), so nothing is sent.
         run2 = project("run", "tap-jsonl", LOADER)
         assert "bookmark value: None" not in run2.stderr
         assert re.search(r"bookmark value: '?\d{4}-", run2.stderr), run2.stderr[-2000:]
@@ -300,6 +355,59 @@ def test_meltano_run_syncs_and_resumes_from_stored_state(tmp_path, meltano):
         f"meltano install {installed - started:.0f} s, runs and commands "
         f"{time.monotonic() - installed:.0f} s"
     )
+
+
+def move_syncs_back(root: Path, hours: float) -> None:
+    """Make every sync the project's SQLite store remembers `hours` older."""
+    db = sqlite3.connect(root / ".tiktok-audiences" / "membership.sqlite")
+    try:
+        with db:
+            db.execute("UPDATE audiences SET last_sync_at = last_sync_at - ?", (hours * 3600,))
+    finally:
+        db.close()
+
+
+def test_the_schedule_fails_when_an_audience_is_stale(tmp_path, meltano):
+    """`meltano schedule run`, as a scheduler runs it: the sync, then the monitor.
+
+    `stale_after_hours` is set in meltano.yml on the loader only, so the monitor sees it only
+    if it really reads the loader's settings.
+    """
+    root = project_dir(tmp_path)
+    data = root / "contacts.jsonl"
+    write_jsonl(data, contacts(range(1, 31)))
+    fake = FakeTikTok().start()
+    try:
+        fake.add_advertiser(ADVERTISER, name="Main account")
+        fake.add_token(TOKEN, [ADVERTISER])
+        project = Project(root, meltano, meltano_env(fake, TAP_JSONL_PATH=str(data)))
+        project("install", timeout=400)
+
+        # Synced; the monitor sees TOO_SMALL, which is not a word it fails on.
+        first = project("schedule", "run", SCHEDULE)
+        [audience] = fake.audiences()
+        assert re.search(r"contacts .* ok .* TOO_SMALL", first.stdout + first.stderr)
+
+        # TikTok matches enough people now; the tap stops delivering (its file is empty, so the
+        # audience is left alone) and the last sync was two hours ago.
+        fake.set_audience_details(str(audience["audience_id"]), cover_num=5000)
+        project("config", "set", LOADER, "stale_after_hours", "1")
+        write_jsonl(data, [])
+        move_syncs_back(root, 2)
+        sent = len(fake.requests_log("segment/mapping/"))
+        stale = project("schedule", "run", SCHEDULE, ok=False)
+        assert len(fake.requests_log("segment/mapping/")) == sent
+        output = stale.stdout + stale.stderr
+        assert "--fail-on FAILED,STALE: 1 audience(s): contacts STALE" in output, output[-3000:]
+        # Meltano's last block (the monitor) failed; the sync before it did not.
+        assert re.findall(r"\[(\w+) *\] meltano +Block run completed", output) == ["info", "error"]
+
+        # The tap delivers again: synced, ACTIVE, and the schedule succeeds.
+        write_jsonl(data, contacts(range(2, 32)))
+        fresh = project("schedule", "run", SCHEDULE)
+        assert re.search(r"contacts .* ok .* ACTIVE", fresh.stdout + fresh.stderr)
+    finally:
+        fake.stop()
 
 
 def readme_recipe() -> list[str]:
