@@ -63,11 +63,7 @@ class Composition(Staging):
         came = 0
         suppressing = self.suppressing()
         for position, source in enumerate(included):
-            person = (
-                db.words["mix_person"].format(person="p.person", index=position)
-                if position
-                else "p.person"
-            )
+            person = self._key("p.person", position)
             args = {"a": audience, "s": source.id, "v": split}
             if source.id in self._whole_fresh:
                 is_fresh = "1"
@@ -153,19 +149,14 @@ class Composition(Staging):
         db = self._db
         count = 0
         for position, source in enumerate(included):
-
-            def key(column: str, position: int = position) -> str:
-                mixed = db.words["mix_person"].format(person=column, index=position)
-                return mixed if position else column
-
             came = (
                 "EXISTS (SELECT 1 FROM fresh f WHERE f.source = :s "
-                f"AND {key('f.person')} = pl.person)"
+                f"AND {self._key('f.person', position)} = pl.person)"
             )
             if source.id in self._whole_fresh:
                 came += (
                     " OR EXISTS (SELECT 1 FROM source_people sp WHERE sp.source = :s "
-                    f"AND {key('sp.person')} = pl.person)"
+                    f"AND {self._key('sp.person', position)} = pl.person)"
                 )
             count += db.execute(
                 "SELECT COUNT(*) FROM plan pl WHERE pl.audience = :a AND pl.action = 'delete' "
@@ -174,6 +165,16 @@ class Composition(Staging):
                 {"a": audience, "s": source.id},
             ).fetchone()[0]
         return count
+
+    def _key(self, column: str, position: int) -> str:
+        """SQL: the key in the audience of the person keyed `column` in its `position`th source.
+
+        The first included source's people keep their keys; the others' are mixed with the
+        position (`mix_person`), so two streams' people never merge.
+        """
+        if not position:
+            return column
+        return self._db.words["mix_person"].format(person=column, index=position)
 
     def _withhold(self, people: str, where: str, *, tier: int) -> None:
         """Add every hash of `people` (a table as `p`, with a `where` prefix) to `withheld`."""
