@@ -14,7 +14,6 @@ dispatched as the SDK does.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -30,7 +29,10 @@ _PREFIXES = (b'{"type":"RECORD","stream":"', b'{"type": "RECORD", "stream": "')
 _BLOCK = 1 << 20  # bytes asked of the input at a time
 # An integer this long may not fit 64 bits, and orjson reads such a one as a float: two ids
 # that differ only in their last digits would then be one person.
-_LONG_NUMBER = re.compile(rb"\d{19}")
+_LONG_RUN = b"0" * 19
+# Every ASCII digit to "0", every other byte to ".": a run of 19 digits becomes `_LONG_RUN`,
+# which one substring search finds (a regular expression scan costs some eight times as much).
+_DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
 
 # Offered a stream's RECORD lines unparsed: (stream, number of the first, the lines, how many).
 # True when the stream took them.
@@ -72,7 +74,7 @@ def too_deep(number: int) -> InputError:
 
 def long_number(text: bytes) -> bool:
     """Whether `text` may hold an integer over 64 bits (see `parse_line`)."""
-    return _LONG_NUMBER.search(text) is not None
+    return _LONG_RUN in text.translate(_DIGITS_TO_ZERO)
 
 
 def _parse_slowly(line: bytes, number: int) -> Any:

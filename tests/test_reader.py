@@ -135,6 +135,22 @@ def test_unparsed_lines_hash_as_parsed_records_do():
     assert hash_lines(SPEC, [(10, 1, one), (11, 2, rest)]) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "long"),
+    [
+        (b'{"id":1234567890123456789}', True),  # 19 digits
+        (b'{"id":-9223372036854775809}', True),
+        (b'{"id":123456789012345678}', False),  # 18 digits
+        (b'"1234567890.1234567890"', False),  # no run of 19
+        ("\u0661".encode() * 40, False),  # digits, but not ASCII ones
+        (b"\xff" * 19 + b"0" * 18, False),
+        (b"x" * 1000 + b"0" * 19, True),
+    ],
+)
+def test_long_number_finds_runs_of_19_ascii_digits_only(text, long):
+    assert reader.long_number(text) is long
+
+
 def test_integers_over_64_bits_stay_exact_and_distinct():
     ids = [2**64 + 1, 2**64 + 2, -(2**63) - 1, -(2**63) - 2]
     lines = [compact(record(id=i, email="same@example.com")) for i in ids]
