@@ -835,9 +835,9 @@ class Bench:
         return slowdown
 
     def rounds(
-        self, section: str, names: list[str], ds: Dataset, work: Path
+        self, section: str, names: list[str], ds: Dataset, work: Path, repeat: int | None = None
     ) -> dict[str, Run] | None:
-        """--repeat rounds of first syncs of `ds`, each contender once per round, in `names` order.
+        """Rounds (`repeat`, else --repeat) of first syncs of `ds`, each name once, in order.
 
         Names: `target` and `previous` (each release's dry run on a fresh store), `floor`
         (bare_loop.py) and `baseline` (baseline_target.py, its config in `work`). Every run is
@@ -860,7 +860,7 @@ class Bench:
                 str(work / "baseline.json"),
             ],
         }
-        for round_ in range(self.args.repeat):
+        for round_ in range(self.args.repeat if repeat is None else repeat):
             for name in names:
                 label = f"{name}-{round_}"
                 contender = releases.get(name)
@@ -1561,8 +1561,7 @@ class Bench:
         ds = self.data(self.n)
         say(f"\n== profile: where the CPU of a dry run goes, n={ds.n:,} (py-spy, every process) ==")
         work = self.dir("profile")
-        with self.repeating(1):
-            best = self.rounds("profile", ["floor", "target"], ds, work)
+        best = self.rounds("profile", ["floor", "target"], ds, work, repeat=1)
         if best is None:
             return
         floor, target = best["floor"], best["target"]
@@ -1615,15 +1614,6 @@ class Bench:
         )
         if self.args.keep:
             say(f"  (samples kept at {out})")
-
-    @contextmanager
-    def repeating(self, rounds: int) -> Iterator[None]:
-        """Run `rounds` rounds (not --repeat) while inside."""
-        repeat, self.args.repeat = self.args.repeat, rounds
-        try:
-            yield
-        finally:
-            self.args.repeat = repeat
 
     def cprofile(self) -> None:
         """cProfile of the real target (dry run) on up to 100k people: top 15 by cumulative."""
