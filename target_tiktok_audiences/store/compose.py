@@ -179,10 +179,14 @@ class Composition(Staging):
         return self._db.words["mix_person"].format(person=column, index=position)
 
     def _withhold(self, people: str, where: str, *, tier: int) -> None:
-        """Add every hash of `people` (a table as `p`, with a `where` prefix) to `withheld`."""
+        """Add every hash of `people` (a table as `p`, with a `where` prefix) to `withheld`.
+
+        In hash order, so that each slot's hashes are appended to the key of `withheld`
+        rather than inserted at random; a repeated hash is kept once.
+        """
         for slot, column in enumerate(SLOT_COLUMNS):
             self._db.execute(
-                f"INSERT INTO withheld (slot, hash, tier) SELECT DISTINCT {slot}, p.{column}, "
-                f"{tier} FROM {people} WHERE {where}p.{column} IS NOT NULL "
+                f"INSERT INTO withheld (slot, hash, tier) SELECT {slot}, p.{column}, {tier} "
+                f"FROM {people} WHERE {where}p.{column} IS NOT NULL ORDER BY p.{column} "
                 "ON CONFLICT (slot, hash) DO NOTHING"
             )
