@@ -241,6 +241,33 @@ def test_union_keys_each_streams_people_apart(runs: Callable[[], Run]) -> None:
     assert run.tiktok[aud] == {email("a@crm"), email("b@crm"), phone("+14155550103")}
 
 
+def test_a_first_sync_plans_each_streams_people_in_their_audience_key_order(
+    runs: Callable[[], Run],
+) -> None:
+    """Within each stream, the plan follows the people's keys in the audience, not the stream.
+
+    A later stream's keys are mixed (`mix_person`), which reorders them; confirming in that
+    order appends to `members` rather than inserting at random.
+    """
+    run = runs()
+    crm, shop = run.store.source("crm"), run.store.source("shop")
+    aud = run.audience("All")
+    run.feed(crm, {f"c{i}": slots(email=f"c{i}@crm") for i in range(40)})
+    run.feed(shop, {f"s{i}": slots(email=f"s{i}@shop") for i in range(40)})
+    run.store.stage_composed(aud, [crm, shop], [])
+    run.store.plan(aud, snapshot=True, complete=True)
+    planned = [
+        row[0]
+        for row in run.store._db.execute(
+            "SELECT person FROM plan WHERE audience = ? ORDER BY seq", (aud,)
+        ).fetchall()
+    ]
+    first, second = planned[:40], planned[40:]
+    assert first == sorted(first)
+    assert second == sorted(second)
+    assert {bytes(key[:2]) for key in second} == {b"\x00\x01"}
+
+
 def test_a_person_excluded_by_phone_loses_email_too(runs: Callable[[], Run]) -> None:
     """Exclusion matches any one hash, and withholds all of that person's."""
     run = runs()

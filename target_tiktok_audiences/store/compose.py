@@ -73,16 +73,18 @@ class Composition(Staging):
                     "AND f.person = p.person) THEN 1 ELSE 0 END"
                 )
             rows = (
-                f"SELECT p.person AS sort, {person} AS person, {is_fresh} AS fresh, {kept} "
+                f"SELECT {person} AS person, {is_fresh} AS fresh, {kept} "
                 f"FROM source_people p WHERE p.source = :s{of_value}{unmatched}"
             )
             if suppressing:
                 rows += f" AND NOT ({suppressed('p')})"
-            # In the source's person order (its key's), which the plan keeps (`plan`).
+            # In the audience's person order within each source, which the plan keeps
+            # (`plan`), so that confirming appends to `members` rather than inserting at
+            # random: free for the first source (its keys), a sort of each other one's.
             db.execute(
                 f"INSERT INTO staged (audience, person, remove, fresh, {SLOT_LIST}) "
                 f"SELECT :a, person, 0, fresh, {SLOT_LIST} FROM ({rows}) AS r "
-                f"WHERE {ANY_SLOT} ORDER BY sort",
+                f"WHERE {ANY_SLOT} ORDER BY person",
                 args,
             )
             came += db.execute(
@@ -177,10 +179,14 @@ class Composition(Staging):
         return self._db.words["mix_person"].format(person=column, index=position)
 
     def _withhold(self, people: str, where: str, *, tier: int) -> None:
-        """Add every hash of `people` (a table as `p`, with a `where` prefix) to `withheld`."""
+        """Add every hash of `people` (a table as `p`, with a `where` prefix) to `withheld`.
+
+        In hash order, so that each slot's hashes are appended to the key of `withheld`
+        rather than inserted at random; a repeated hash is kept once.
+        """
         for slot, column in enumerate(SLOT_COLUMNS):
             self._db.execute(
-                f"INSERT INTO withheld (slot, hash, tier) SELECT DISTINCT {slot}, p.{column}, "
-                f"{tier} FROM {people} WHERE {where}p.{column} IS NOT NULL "
+                f"INSERT INTO withheld (slot, hash, tier) SELECT {slot}, p.{column}, {tier} "
+                f"FROM {people} WHERE {where}p.{column} IS NOT NULL ORDER BY p.{column} "
                 "ON CONFLICT (slot, hash) DO NOTHING"
             )

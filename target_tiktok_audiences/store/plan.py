@@ -129,7 +129,7 @@ class Planning(Staging):
         if not summary.confirmed:
             self._plan_first_sync(audience, summary)
             db.analyze("plan")
-            self._send_each_hash_once(audience)
+            self._send_each_hash_once(audience, ("add",) if summary.add_rows else ())
             return summary
         self._index_staged(audience)
         summary.staged, summary.removals, summary.no_consent = self.staged_people(audience)
@@ -191,7 +191,7 @@ class Planning(Staging):
         db.execute("DELETE FROM diff")
         db.analyze("plan")
         self._keep_shared_hashes(audience, snapshot=whole)
-        self._send_each_hash_once(audience)
+        self._send_each_hash_once(audience, ("delete", "add"))
         summary.delete_rows = self._count_sendable(audience, "delete")
         return summary
 
@@ -282,18 +282,20 @@ class Planning(Staging):
                 {"a": audience},
             )
 
-    def _send_each_hash_once(self, audience: int) -> None:
+    def _send_each_hash_once(self, audience: int, actions: Sequence[str]) -> None:
         """In a composed audience, a hash that several planned rows of an action carry goes once.
 
         Two streams' people often share a hash (the same person in a CRM and a warehouse):
         each later add or delete of it is kept, not sent (`confirm_kept` applies it after
         the sent ones are confirmed). One grouping per slot finds the repeated hashes, each
-        with its first row (`repeated`); only their other rows are then marked.
+        with its first row (`repeated`); only their other rows are then marked. `actions`:
+        those the plan may have rows of (a first sync's are adds); one with no row to send
+        is skipped after a count.
         """
         if audience not in self._composed:
             return
         db = self._db
-        for action in ("delete", "add"):
+        for action in actions:
             if not self._count_sendable(audience, action):
                 continue
             args = {"a": audience, "action": action}
