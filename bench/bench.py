@@ -1063,7 +1063,9 @@ class Bench:
                     f"other (MARGIN {MARGIN})"
                 )
             elif not self.reference:
-                tightest += f"; the pacer's least is {least:.3f} s: no second was full"
+                tightest += (
+                    f"; the pacer's least is {least:.3f} s, which no {limit + 1} came within"
+                )
             say(tightest)
         if limited:
             first = min(times)
