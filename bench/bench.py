@@ -59,7 +59,8 @@ from target_tiktok_audiences.identifiers import (  # noqa: E402
 )
 from target_tiktok_audiences.identifiers.extraction import hashes_to_hex  # noqa: E402
 from target_tiktok_audiences.settings import normalization_options  # noqa: E402
-from tests.fake_tiktok import FakeTikTok  # noqa: E402
+from target_tiktok_audiences.tiktok.pacing import MARGIN  # noqa: E402
+from tests.fake_tiktok import RATE_LIMIT_KINDS, FakeTikTok, RateLimit  # noqa: E402
 
 if TYPE_CHECKING:
     from pgstore import BenchPostgres
@@ -79,6 +80,7 @@ PACING_REQUESTS = (40, 200)  # section 2: one real run per count of mapping requ
 PACING_LATENCY = 0.2
 PACING_LIMIT = 10
 PACING_GOAL = 1.10
+PACING_BUCKET_REQUESTS = 40  # section 2: the count also run once against a token-bucket fake
 BASELINE_GOAL = 5.0  # section 1: the target's records/s at least this times the baseline's
 FLOOR_GOAL = 1.2  # sections 1 and first-sync: the target's wall at most this times the floor's
 PREVIOUS_GOAL = 1.10  # --previous: this release's figure at most this times the previous one's
@@ -414,7 +416,7 @@ class FakeProcess:
 
 @contextmanager
 def fake_process(
-    work: Path, *, latency: float, rate_limit: float, max_batch: int
+    work: Path, *, latency: float, rate_limit: float, max_batch: int, rate_limit_kind: str
 ) -> Iterator[FakeProcess]:
     """Start the fake as a subprocess (bench/fake_server.py); on exit SIGTERM it, read its summary.
 
@@ -424,7 +426,7 @@ def fake_process(
     cmd = [
         PYTHON, str(BENCH_DIR / "fake_server.py"), "--port", "0", "--token", TOKEN,
         "--advertiser", ADVERTISER, "--latency", str(latency), "--rate-limit", str(rate_limit),
-        "--max-batch", str(max_batch),
+        "--rate-limit-kind", rate_limit_kind, "--max-batch", str(max_batch),
     ]  # fmt: skip
     with err.open("w") as ferr:
         env = {**os.environ, "BENCH_FAKE_TIKTOK": str(FAKE_SCRIPT)}
@@ -466,6 +468,12 @@ def busiest_second(times: list[float]) -> int:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
+
+
+def refused(times: list[float], limit: float, kind: str) -> int:
+    """How many of these arrivals a server counting `limit` per second as `kind` would refuse."""
+    rate_limit = RateLimit(limit, kind)
+    return sum(not rate_limit.admit(t) for t in sorted(times))
 
 
 def baseline_mismatches(data: Path, records: int = HASH_CHECK_RECORDS) -> tuple[int, int]:
@@ -950,8 +958,10 @@ class Bench:
     def pacing(self) -> None:
         """Real runs against the fake at 200 ms latency and 10 requests/s: window vs the floor.
 
-        One run per count in PACING_REQUESTS: batch_size is --batch-size, or smaller so that
-        the count's people fit in --n, and the data set holds exactly count x batch people.
+        One run per count in PACING_REQUESTS against a sliding-second fake (the strictest), and
+        one of PACING_BUCKET_REQUESTS against a token bucket: batch_size is --batch-size, or
+        smaller so that the count's people fit in --n, and the data set holds exactly count x
+        batch people.
         """
         say(
             f"\n== 2. API pacing: fake with {PACING_LATENCY * 1000:.0f} ms latency, "
@@ -959,8 +969,13 @@ class Bench:
         )
         say(
             f"  the fake refuses a request when {PACING_LIMIT} arrived in the second before it "
-            "(a sliding second): stricter than a token bucket of "
-            f"{PACING_LIMIT} refilled at {PACING_LIMIT}/s, or a per-second counter of any phase"
+            "(a sliding second), the strictest way to count: arrivals with at most "
+            f"{PACING_LIMIT} in every sliding second hold at most {PACING_LIMIT} x (floor(L) + "
+            f"1) <= {PACING_LIMIT} + {PACING_LIMIT} x L in any L seconds (they fit in floor(L) "
+            f"+ 1 sliding seconds), which a full token bucket of {PACING_LIMIT} refilled at "
+            f"{PACING_LIMIT}/s admits, and a calendar second is one sliding second: arrivals this "
+            "fake refuses none of pass either. Each run's arrivals are replayed through all "
+            f"three, and {PACING_BUCKET_REQUESTS} requests also run against a token-bucket fake"
         )
         got: dict[str, dict[int, dict[str, Any] | None]] = {}
         for count in PACING_REQUESTS:
@@ -989,6 +1004,7 @@ class Bench:
                     ),
                 ]
             self.versus("pacing", rows)
+        bucket = self._pacing(PACING_BUCKET_REQUESTS, kind="bucket")
         done = {count: figures for count, figures in got["current"].items() if figures is not None}
         if not done:
             return
@@ -996,14 +1012,26 @@ class Bench:
         limited = "|".join(str(figures["limited"]) for figures in done.values())
         counts = "|".join(str(count) for count in done)
         self.line["pacing"] = f"pacing={ratios}x floor ({counts} requests) rate_limited={limited}"
+        if bucket is not None:
+            self.line["pacing"] += (
+                f" bucket{PACING_BUCKET_REQUESTS}={bucket['ratio']:.3f}x"
+                f" rate_limited={bucket['limited']}"
+            )
 
-    def _pacing(self, count: int) -> dict[str, Any] | None:
-        """One real run that sends `count` mapping requests; its figures, None if it failed."""
+    def _pacing(self, count: int, kind: str = "sliding") -> dict[str, Any] | None:
+        """One real run that sends `count` mapping requests to a fake counting as `kind`.
+
+        Its figures, None if it failed.
+        """
+        suffix = "" if kind == "sliding" else f" {kind}"
+        name = f"pacing {count}{suffix}"
         batch = min(self.batch, max(1, self.n // count))
         ds = self.data(count * batch)
-        work = self.dir(f"pacing-{count}")
+        work = self.dir(name.replace(" ", "-"))
         latency, limit = PACING_LATENCY, PACING_LIMIT
-        with fake_process(work, latency=latency, rate_limit=limit, max_batch=10_000) as fake:
+        with fake_process(
+            work, latency=latency, rate_limit=limit, max_batch=10_000, rate_limit_kind=kind
+        ) as fake:
             config = write_config(
                 work / "config.json",
                 api_url=fake.url,
@@ -1014,13 +1042,12 @@ class Bench:
             )
             say(
                 f"  {self.contender.name}, {count} requests: {ds.n:,} people, fake subprocess at "
-                f"{fake.url} (max batch "
-                f"10000); target batch_size {batch}, max_requests_per_second {limit}, "
-                "max_parallel_requests default"
+                f"{fake.url} (max batch 10000, rate limit counted as: {kind}); target batch_size "
+                f"{batch}, max_requests_per_second {limit}, max_parallel_requests default"
             )
-            r = run_target(f"pacing-{count}", config, ds.first, work, contender=self.contender)
+            r = run_target(name.replace(" ", "-"), config, ds.first, work, contender=self.contender)
         if not r.ok:
-            self.failed(f"pacing {count}", r)
+            self.failed(name, r)
             return None
         report = r.report() or {}
         stats = fake.summary.get("stats", {})
@@ -1049,6 +1076,24 @@ class Bench:
             f"s = {floor:.2f} s; x{ratio:.3f} (goal <= {PACING_GOAL})"
         )
         say(f"    busiest sliding 1 s window at the fake: {busiest_second(times)} (limit {limit})")
+        replayed = ", ".join(f"{k} {refused(times, limit, k)}" for k in RATE_LIMIT_KINDS)
+        say(f"    the same arrivals replayed, refused when counted as: {replayed}")
+        ordered = sorted(times)
+        spans = [b - a for a, b in zip(ordered, ordered[limit:], strict=False)]
+        if spans:
+            tightest = f"    tightest {limit + 1} consecutive arrivals: {min(spans):.3f} s apart"
+            least = 1 + MARGIN
+            if not self.reference and min(spans) < least:
+                tightest += (
+                    f"; the pacer starts them {least:.3f} s apart at least, so the trip to the "
+                    f"fake took up to {least - min(spans):.3f} s longer for one than for the "
+                    f"other (MARGIN {MARGIN})"
+                )
+            elif not self.reference:
+                tightest += (
+                    f"; the pacer's least is {least:.3f} s, which no {limit + 1} came within"
+                )
+            say(tightest)
         if limited:
             first = min(times)
             at = [f"{t - first:.2f}" for t, code in mapping if code != 0]
@@ -1071,21 +1116,22 @@ class Bench:
         else:
             say(f"    fake has {len(audiences)} audiences, expected 1: {list(audiences)}")
         self.note(
-            f"  pacing {count}: {ok_requests} mapping requests sent in {window:.2f} s (floor "
+            f"  {name}: {ok_requests} mapping requests sent in {window:.2f} s (floor "
             f"{floor:.2f} s); apply {apply:.2f} s; run wall {r.wall:.2f} s"
         )
+        what = f"{count} requests" if kind == "sliding" else f"{count} requests, {kind} fake"
         self.check(
-            f"pacing {count}",
+            name,
             ratio <= PACING_GOAL and ok_requests == count,
-            f"{count} requests: sending window/floor x{ratio:.3f} (goal <= {PACING_GOAL}), "
+            f"{what}: sending window/floor x{ratio:.3f} (goal <= {PACING_GOAL}), "
             f"{ok_requests} sent",
         )
         self.check(
-            f"rate limited {count}",
+            f"rate limited {count}{suffix}",
             limited == 0,
-            f"{count} requests: rate-limited answers {limited} (goal 0)",
+            f"{what}: rate-limited answers {limited} (goal 0)",
         )
-        self.check(f"pacing ids {count}", ok_ids, f"{count} requests: audience ids exact: {ok_ids}")
+        self.check(f"pacing ids {count}{suffix}", ok_ids, f"{what}: audience ids exact: {ok_ids}")
         return {"ratio": ratio, "limited": limited, "window": window, "apply": apply}
 
     # 3. incremental cost (and the n-people real run that section 4 reuses)

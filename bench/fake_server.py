@@ -1,6 +1,6 @@
 """tests/fake_tiktok.py as a script, unchanged, plus the arrival time of every mapping request.
 
-    python bench/fake_server.py --port 0 --latency 0.2 --rate-limit 10 ...   (the same flags)
+    python bench/fake_server.py --port 0 --latency 0.2 --rate-limit 10 --rate-limit-kind bucket ...
 
 The fake's own summary (printed to stderr on SIGTERM) has only totals; this adds a "mapping" list
 of [arrival time, answer code] per segment/mapping/ request, so the bench can measure the sending

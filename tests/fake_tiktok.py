@@ -356,6 +356,54 @@ class _Fault:
     pause: float = 0.0
 
 
+RATE_LIMIT_KINDS = ("sliding", "bucket", "second")
+
+
+class RateLimit:
+    """How a server may count `rate` requests per second; `admit` says whether one more may pass.
+
+    ``sliding``: at most `rate` admitted in the second before each request (the strictest).
+    ``bucket``: a token bucket of capacity `rate`, full at first, refilled continuously at
+    `rate` per second: a full second's worth may pass at once, then one per 1/`rate` s.
+    ``second``: a counter per whole second of the clock, cleared when the next second begins
+    ("per-second limits clear the next second"): `rate` at the end of one second and `rate`
+    more at the start of the next may pass. Refused requests count for none of them.
+    """
+
+    def __init__(self, rate: float, kind: str = "sliding") -> None:
+        if kind not in RATE_LIMIT_KINDS:
+            raise ValueError(f"rate limit kind {kind!r}: use one of {', '.join(RATE_LIMIT_KINDS)}")
+        self.rate, self.kind = rate, kind
+        self._admitted: collections.deque[float] = collections.deque()
+        self._tokens, self._last = float(rate), -math.inf
+        self._second, self._count = -math.inf, 0
+
+    def admit(self, now: float) -> bool:
+        """Whether a request arriving at `now` (seconds, never decreasing) may pass; counts it."""
+        if self.kind == "bucket":
+            if self._last > -math.inf:
+                self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens < 1.0:
+                return False
+            self._tokens -= 1.0
+            return True
+        if self.kind == "second":
+            second = math.floor(now)
+            if second != self._second:
+                self._second, self._count = second, 0
+            if self._count >= self.rate:
+                return False
+            self._count += 1
+            return True
+        while self._admitted and now - self._admitted[0] >= 1.0:
+            self._admitted.popleft()
+        if len(self._admitted) >= self.rate:
+            return False
+        self._admitted.append(now)
+        return True
+
+
 class _Server(ThreadingHTTPServer):
     """ThreadingHTTPServer that knows its FakeTikTok and stays quiet."""
 
@@ -518,7 +566,7 @@ class FakeTikTok:
             "created_without_id": 0,
         }
         self._faults: dict[str, Any] = {}
-        self._window: collections.deque[float] = collections.deque()
+        self._rate_limit: RateLimit | None = None
         self.inject()
         self._routes: dict[str, tuple[str, bool, Callable[..., dict[str, Any]]]] = {
             "segment/mapping/": ("POST", True, self._segment_mapping),
@@ -705,6 +753,7 @@ class FakeTikTok:
         hang_next: int = 0,
         hang_seconds: float = 0.0,
         rate_limit_per_second: float | None = None,
+        rate_limit_kind: str = "sliding",
         http_429_next: int = 0,
         break_next: int = 0,
         reset_next: int = 0,
@@ -737,7 +786,6 @@ class FakeTikTok:
                 "latency": float(latency),
                 "hang_next": int(hang_next),
                 "hang_seconds": float(hang_seconds),
-                "rate_limit_per_second": rate_limit_per_second,
                 "http_429_next": int(http_429_next),
                 "break_next": int(break_next),
                 "reset_next": int(reset_next),
@@ -749,7 +797,11 @@ class FakeTikTok:
                 "create_without_id_next": int(create_without_id_next),
                 "paths": tuple(paths),
             }
-            self._window.clear()
+            self._rate_limit = (
+                None
+                if rate_limit_per_second is None
+                else RateLimit(rate_limit_per_second, rate_limit_kind)
+            )
 
     def delete_audience(self, audience_id: str) -> None:
         """Delete an audience as a user would in Ads Manager: later requests for it get 40007."""
@@ -828,15 +880,9 @@ class FakeTikTok:
             f = self._faults
             if rel not in f["paths"]:
                 return _Fault()
-            limit = f["rate_limit_per_second"]
-            if limit is not None:
-                now = time.monotonic()
-                while self._window and now - self._window[0] >= 1.0:
-                    self._window.popleft()
-                if len(self._window) >= limit:
-                    self.stats["rate_limited"] += 1
-                    return _Fault("rate_limited", RATE_LIMITED_APP)
-                self._window.append(now)
+            if self._rate_limit is not None and not self._rate_limit.admit(time.time()):
+                self.stats["rate_limited"] += 1
+                return _Fault("rate_limited", RATE_LIMITED_APP)
             for knob, kind, stat in (
                 ("http_429_next", "http_429", "http_429"),
                 ("busy_next", "busy", "busy"),
@@ -1311,6 +1357,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--app", action="append", default=[], metavar="APP_ID:SECRET")
     p.add_argument("--latency", type=float, default=0.0)
     p.add_argument("--rate-limit", type=float, default=None, help="mapping requests per second")
+    p.add_argument(
+        "--rate-limit-kind",
+        choices=RATE_LIMIT_KINDS,
+        default="sliding",
+        help="how --rate-limit counts (see RateLimit): sliding (the strictest), bucket, second",
+    )
     p.add_argument("--error-rate", type=float, default=0.0)
     p.add_argument("--http-503-rate", type=float, default=0.0)
     p.add_argument("--max-batch", type=int, default=10000)
@@ -1335,6 +1387,7 @@ def main(argv: list[str] | None = None) -> int:
     fake.inject(
         latency=args.latency,
         rate_limit_per_second=args.rate_limit,
+        rate_limit_kind=args.rate_limit_kind,
         error_rate=args.error_rate,
         http_503_rate=args.http_503_rate,
     )

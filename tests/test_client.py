@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import threading
 import time
@@ -23,7 +24,7 @@ from target_tiktok_audiences.tiktok.codes import describe_code, is_retryable_cod
 from target_tiktok_audiences.tiktok.dry_run import DryRunClient
 from target_tiktok_audiences.tiktok.http import PARALLEL_BODY_ROWS, TikTokClient
 from target_tiktok_audiences.tiktok.mapping import Batch, mapping_body
-from target_tiktok_audiences.tiktok.pacing import Pacer
+from target_tiktok_audiences.tiktok.pacing import MARGIN, Pacer
 from target_tiktok_audiences.workers import Workers
 from tests.conftest import client_options
 from tests.fake_tiktok import FakeTikTok
@@ -647,52 +648,101 @@ def test_map_all_with_no_batches_sends_nothing(requests_mock, client):
 # Pacer
 
 
-class StoppedClock:
-    """A clock that never moves: each start a pacer schedules is now + what it sleeps."""
+class VirtualClock:
+    """A clock that moves only when a thread sleeps; the n-th sleep ends `late[n % len(late)]` late.
+
+    Each thread's time is the latest it read or woke at: after `Pacer.wait` returns, that is
+    the moment the pacer let it go (`released`). A sleep moves the clock to the sleeper's end of
+    sleep if that is later, so threads that sleep together wake, as on a busy machine, at the
+    time the latest of them asked for.
+    """
 
     NOW = 1000.0
 
-    def __init__(self) -> None:
-        self.starts: list[float] = []
+    def __init__(self, late: tuple[float, ...] = (0.0,)) -> None:
+        self.now = self.NOW
+        self._late = itertools.cycle(late)
+        self._seen: dict[int, float] = {}
         self._lock = threading.Lock()
 
     def __call__(self) -> float:
-        return self.NOW
+        with self._lock:
+            self._seen[threading.get_ident()] = self.now
+            return self.now
 
     def sleep(self, seconds: float) -> None:
         with self._lock:
-            self.starts.append(self.NOW + seconds)
+            woke = self._seen[threading.get_ident()] + seconds + next(self._late)
+            self.now = max(self.now, woke)
+            self._seen[threading.get_ident()] = woke
+
+    def released(self) -> float:
+        """This thread's time: after `Pacer.wait`, the moment it was let go."""
+        with self._lock:
+            return self._seen[threading.get_ident()]
 
 
-def pace(pacer: Pacer, threads: int, calls: int) -> None:
+def pace(pacer: Pacer, clock: VirtualClock, threads: int, calls: int) -> list[float]:
+    """Every start `threads` threads were given, `calls` each, in time order."""
+    starts: list[float] = []
+    lock = threading.Lock()
+
     def worker() -> None:
         for _ in range(calls):
             pacer.wait()
+            with lock:
+                starts.append(clock.released())
 
     started = [threading.Thread(target=worker) for _ in range(threads)]
     for t in started:
         t.start()
     for t in started:
         t.join()
+    return sorted(starts)
 
 
-def test_pacer_spaces_starts_evenly_across_threads():
-    clock = StoppedClock()
-    pace(Pacer(50.0, clock=clock, sleep=clock.sleep), threads=4, calls=5)
-    # The first start is now (no sleep); each later one 1/50 s after the one before.
-    assert sorted([StoppedClock.NOW, *clock.starts]) == pytest.approx(
-        [StoppedClock.NOW + k / 50.0 for k in range(20)]
+def test_pacer_lets_a_seconds_whole_allowance_go_at_once():
+    clock = VirtualClock()
+    starts = pace(Pacer(10, clock=clock, sleep=clock.sleep), clock, threads=4, calls=10)
+    # Ten at once, then ten more one second (and the margin) after those: no even spacing.
+    span = 1.0 + MARGIN
+    assert starts == pytest.approx([VirtualClock.NOW + (k // 10) * span for k in range(40)])
+
+
+@pytest.mark.parametrize(
+    ("rate", "allowance", "window"),
+    [(10, 10, 1.0), (2.5, 2, 1.0), (1, 1, 1.0), (0.5, 1, 2.0), (0.3, 1, 1 / 0.3)],
+)
+def test_pacer_uses_the_whole_allowance_of_any_rate(rate, allowance, window):
+    clock = VirtualClock()
+    starts = pace(Pacer(rate, clock=clock, sleep=clock.sleep), clock, threads=4, calls=3)
+    # 2.5/s: a sliding second that may hold 2.5 starts holds 2; below 1/s, one start per
+    # 1/rate seconds.
+    span = window + MARGIN
+    assert starts == pytest.approx([VirtualClock.NOW + (k // allowance) * span for k in range(12)])
+
+
+@pytest.mark.parametrize("rate", [10, 2.5, 0.5])
+def test_pacer_never_starts_more_than_rate_in_any_sliding_second_when_threads_oversleep(rate):
+    # Some sleeps end 0.3 s late, others on time: a start is when the pacer let the thread go,
+    # so whoever was late pushes the starts after it later, never closer to it.
+    clock = VirtualClock(late=(0.3, 0.0, 0.0))
+    starts = pace(Pacer(rate, clock=clock, sleep=clock.sleep), clock, threads=8, calls=6)
+    allowance, window = max(1, int(rate)), max(1.0, 1 / rate)
+    assert len(starts) == 48
+    assert all(
+        b - a >= window + MARGIN - 1e-9 for a, b in zip(starts, starts[allowance:], strict=False)
     )
+    assert starts[allowance - 1] == VirtualClock.NOW  # the first allowance at once
 
 
 def test_pacer_really_waits():
-    rate = 50.0
-    pacer = Pacer(rate)
+    pacer = Pacer(4)
     times: list[float] = []
     lock = threading.Lock()
 
     def worker() -> None:
-        for _ in range(5):
+        for _ in range(2):
             pacer.wait()
             with lock:
                 times.append(time.monotonic())
@@ -704,19 +754,20 @@ def test_pacer_really_waits():
     for t in threads:
         t.join()
     times.sort()
-    # The k-th return cannot come before the k-th start, k / rate after the first (a busy
-    # machine only makes returns later, so only lower bounds are checked here).
-    assert len(times) == 20
-    assert all(t >= started + k / rate - 1e-6 for k, t in enumerate(times))
+    # The second four cannot return before a second and the margin after the first four (a
+    # busy machine only makes returns later, so only lower bounds are checked here).
+    assert len(times) == 8
+    assert all(t >= started + (k // 4) * (1.0 + MARGIN) - 1e-6 for k, t in enumerate(times))
 
 
 def test_client_requests_are_paced(requests_mock):
     requests_mock.post(MAPPING, json=ok())
-    c = make_client(max_requests_per_second=100)
+    c = make_client(max_requests_per_second=2)
     started = time.monotonic()
-    for _ in range(6):
+    for _ in range(3):
         c.request("POST", "segment/mapping/", body={})
-    assert time.monotonic() - started >= 5 / 100 - 0.002
+    # Two at once, the third a second (and the margin) after the first.
+    assert time.monotonic() - started >= 1.0 + MARGIN - 0.002
     c.close()
 
 
@@ -857,18 +908,6 @@ def test_describe_code_names_code_and_a_fix(code):
 )
 def test_describe_code_fixes(code, word):
     assert word in describe_code(code, "")
-
-
-def test_pacer_never_starts_more_than_rate_in_any_sliding_second():
-    clock = StoppedClock()
-    pace(Pacer(20, clock=clock, sleep=clock.sleep), threads=4, calls=10)
-    starts = sorted([StoppedClock.NOW, *clock.starts])
-    assert len(starts) == 40
-    # Any 21 consecutive starts span more than a second, with the pacer's margin for the
-    # jitter between leaving it and arriving at TikTok: TikTok never sees 21 in one second.
-    assert all(
-        b - a >= 1.0 + Pacer.MARGIN - 1e-9 for a, b in zip(starts, starts[20:], strict=False)
-    )
 
 
 # Faults of the network and of TikTok's gateways

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fake_tiktok import FakeTikTok
+from tests.fake_tiktok import RATE_LIMIT_KINDS, FakeTikTok, RateLimit
 
 ADV = "7000000000000000001"
 ADV2 = "7000000000000000002"  # same business center, token may use it
@@ -886,6 +886,76 @@ def test_rate_limit(fake, aud):
     time.sleep(1.05)
     assert code(call(fake, "POST", MAPPING, body=mapping(aud, [[entry(sha("r9"), aud)]]))) == 0
     assert fake.requests_log(MAPPING)[3]["code"] == 40100
+
+
+@pytest.mark.parametrize(
+    ("kind", "arrivals", "admitted"),
+    [
+        # 3 at once, then nothing until the second since the first has passed.
+        ("sliding", [0.0, 0.0, 0.0, 0.5, 0.999, 1.0, 1.0, 1.0, 1.5], [1, 1, 1, 0, 0, 1, 1, 1, 0]),
+        # 3 at once, then one per third of a second as the bucket refills; idle, it fills.
+        (
+            "bucket",
+            [0.0, 0.0, 0.0, 0.0, 0.34, 0.35, 0.68, 5.0, 5.0, 5.0, 5.0],
+            [1, 1, 1, 0, 1, 0, 1, 1, 1, 1, 0],
+        ),
+        # 3 late in one second, 3 more as the next begins: 6 within 0.2 s.
+        ("second", [4.1, 4.9, 4.9, 4.9, 4.95, 5.0, 5.0, 5.1, 5.1], [1, 1, 1, 0, 0, 1, 1, 1, 0]),
+    ],
+)
+def test_rate_limit_kinds(kind, arrivals, admitted):
+    limit = RateLimit(3, kind)
+    assert [int(limit.admit(t)) for t in arrivals] == admitted
+
+
+def test_sliding_is_the_strictest_rate_limit():
+    # Arrivals a sliding second admits all pass a bucket and a per-second counter too.
+    arrivals = [0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.5, 2.5, 3.4, 3.6, 3.6]
+    for kind in RATE_LIMIT_KINDS:
+        limit = RateLimit(3, kind)
+        assert all(limit.admit(t) for t in arrivals), kind
+
+
+def after_a_burst(url: str, token: str, audience_id: str) -> list[int]:
+    """Codes of 3 mapping requests at once, then one more 0.55 s later."""
+    headers = {"Access-Token": token, "Content-Type": "application/json"}
+    body = mapping(audience_id, [[entry(sha("b"), audience_id)]])
+    with requests.Session() as session:
+        first = [code(session.post(url + MAPPING, json=body, headers=headers)) for _ in range(3)]
+        time.sleep(0.55)  # a bucket of 2 at 2/s holds a token again; a sliding second is not over
+        return [*first, code(session.post(url + MAPPING, json=body, headers=headers))]
+
+
+@pytest.mark.parametrize(
+    ("kind", "codes"), [(None, [0, 0, 40100, 40100]), ("bucket", [0, 0, 40100, 0])]
+)
+def test_rate_limit_kind_is_chosen_by_inject(fake, aud, kind, codes):
+    fake.inject(rate_limit_per_second=2, **({} if kind is None else {"rate_limit_kind": kind}))
+    assert after_a_burst(fake.url, TOKEN, aud) == codes
+
+
+def test_rate_limit_kind_is_chosen_by_the_script_flag():
+    script = Path(__file__).with_name("fake_tiktok.py")
+    flags = ["--token", "T", "--advertiser", ADV, "--audience", "crm=888", "--rate-limit", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--port", "0", *flags, "--rate-limit-kind", "bucket"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert after_a_burst(proc.stdout.readline().strip(), "T", "888") == [0, 0, 40100, 0]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    refused = subprocess.run(
+        [sys.executable, str(script), *flags, "--rate-limit-kind", "leaky"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 2
+    assert "invalid choice: 'leaky' (choose from 'sliding', 'bucket', 'second')" in refused.stderr
 
 
 def test_http_503(fake, aud):

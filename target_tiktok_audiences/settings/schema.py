@@ -283,7 +283,9 @@ config_schema = th.PropertiesList(
         "max_requests_per_second",
         th.NumberType(exclusive_minimum=0),
         default=10,
-        description="Client-side request pace, per process, across all threads.",
+        description="Requests that may start in any sliding second, per process, across all "
+        "threads, all at once when ready; a fraction above 1 is dropped (2.5 paces as 2), and "
+        "below 1 one request starts every 1/value seconds.",
     ),
     th.Property(
         "max_parallel_requests",
