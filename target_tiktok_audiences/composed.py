@@ -260,7 +260,7 @@ class ComposedSync(AudienceSync):
         except BaseException as exc:
             self._end(exc)
             raise
-        self._end(None)
+        self._confirmed()
 
     def send_alone(self) -> None:
         """Sync on its own after all: a merged send met an audience that TikTok deleted.
@@ -281,6 +281,10 @@ class ComposedSync(AudienceSync):
         """The merged send confirmed every planned change: the sync ends well."""
         self.store.finish_upload(self.row.id)
         self.row = self.store.get_audience(self.row.id)
+        self._confirmed()
+
+    def _confirmed(self) -> None:
+        """Count the plan whose changes TikTok confirmed, and end the sync well."""
         if self._counted is not None:
             tally, summary = self._counted
             self._counted = None
