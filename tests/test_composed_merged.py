@@ -271,6 +271,43 @@ def history(target: StoreRunner) -> list[dict[str, Any]]:
     return json.loads(proc.stdout)
 
 
+def test_a_refused_audience_sends_nothing_while_the_others_are_sent_then_the_run_fails(
+    target, fake
+):
+    succeeded(target.run([*streams("a"), *records(PEOPLE)], **all_and_vip()))
+    # Two of the three VIPs become regulars: VIP would lose 2 of 3, over 0.5.
+    now = {**PEOPLE, 1: (*PEOPLE[1][:2], "regular"), 2: (*PEOPLE[2][:2], "regular")}
+    now[6] = ("p6@x.io", None, "regular")
+    fake.reset_log()
+    run = target.run([*streams("a"), *records(now)], **all_and_vip())
+    assert run.returncode == 1
+    assert len(run.errors) == 1 and "refusing to sync audience VIP" in run.errors[0]
+    assert run.states == []
+    assert held(fake, "VIP") == hashes(PEOPLE, "vip")
+    assert held(fake, "All") == hashes(now)
+    vip = audience_named(fake, "VIP")
+    assert all(vip not in audiences_in(body) for body in mapping_bodies(fake))
+
+
+def test_an_audience_deleted_on_tiktok_is_made_again_and_the_others_sync_alone(target, fake):
+    succeeded(target.run([*streams("a"), *records(PEOPLE)], **all_and_vip()))
+    every, vip = audience_named(fake, "All"), audience_named(fake, "VIP")
+    fake.delete_audience(vip)
+    now = {**PEOPLE, 6: ("p6@x.io", None, "vip")}
+    fake.reset_log()
+    run = succeeded(target.run([*streams("a"), *records(now)], **all_and_vip()))
+    assert "no longer exists on TikTok" in run.stderr
+    # The merged request met the deleted audience, without TikTok saying which of the two it
+    # was; each then synced alone, and VIP's own request found out.
+    gone = [audiences_in(r["body"]) for r in fake.requests_log(MAPPING) if r["code"] == 40007]
+    assert gone == [{every, vip}, {vip}]
+    assert held(fake, "All") == hashes(now)
+    assert held(fake, "VIP") == hashes(now, "vip")
+    lines = reports(run)
+    assert (lines["All"].added, lines["All"].unchanged) == (1, 5)
+    assert lines["VIP"].added == 4  # the new audience: everyone is added to it
+
+
 # The pure grouping
 
 
