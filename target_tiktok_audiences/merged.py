@@ -92,11 +92,11 @@ def _send_group(run: RunContext, group: Sequence[ComposedSync], action: str) -> 
             for sync in group:
                 sync.progress.seconds += time.monotonic() - started
         run.logger.info(
-            "Audiences %s: %d planned %s rows sent merged, as %d rows in %d request(s) "
+            "Sent together: %d planned %s rows of audiences %s, as %d rows in %d request(s) "
             "(%d if sent one audience at a time).",
-            ", ".join(sync.settings.label for sync in group),
             sum(merge.planned.values()),
             action,
+            ", ".join(sync.settings.label for sync in group),
             merge.rows,
             requests,
             alone,

@@ -129,7 +129,10 @@ def test_two_composed_audiences_send_a_shared_person_once_naming_both(target, fa
     assert Counter(sent_to(fake, "add").values()) == {1: len(hashes(PEOPLE)) + 5}
     lines = reports(run)
     assert (lines["All"].added, lines["VIP"].added) == (5, 3)
-    assert "5 rows in 1 request(s) (2 if sent one audience at a time)" in run.stderr
+    assert (
+        "8 planned add rows of audiences All, VIP, as 5 rows in 1 request(s) (2 if sent "
+        in run.stderr
+    )
 
     # A VIP leaves, a regular becomes a VIP, a VIP's email changes.
     fake.reset_log()
