@@ -257,6 +257,23 @@ def test_each_audience_keeps_the_receipt_of_every_request_that_carried_its_rows(
     assert receipts == {audience: sorted(ids) for audience, ids in carried.items()}
 
 
+def test_a_merged_batch_too_large_for_tiktok_is_halved_and_each_part_is_a_receipt(target, fake):
+    fake.max_batch = 2  # "Too many ids" above two rows: five people go in parts of 2, 1, 2
+    run = succeeded(target.run([*streams("a"), *records(PEOPLE)], **all_and_vip()))
+    every, vip = audience_named(fake, "All"), audience_named(fake, "VIP")
+    assert held(fake, "All") == hashes(PEOPLE)
+    assert held(fake, "VIP") == hashes(PEOPLE, "vip")
+    accepted = [r for r in fake.requests_log(MAPPING) if r["code"] == 0]
+    assert [len(r["body"]["batch_data"]) for r in accepted] == [2, 1, 2]
+    assert Counter(sent_to(fake, "add").values()) == {1: len(hashes(PEOPLE)) + 5}
+    receipts = {entry["audience_id"]: sorted(entry["request_ids"]) for entry in history(target)}
+    assert receipts == {
+        audience: sorted(r["request_id"] for r in accepted if audience in audiences_in(r["body"]))
+        for audience in (every, vip)
+    }
+    assert "batch size is now 2" in run.stderr
+
+
 def history(target: StoreRunner) -> list[dict[str, Any]]:
     """`tiktok-audiences history --format json` on the runner's config."""
     path = target.tmp_path / "history.json"
