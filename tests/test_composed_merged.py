@@ -200,6 +200,21 @@ def test_audiences_of_different_advertisers_are_not_merged(target, fake):
     assert named == {(ADVERTISER,): {every, vip}, (OTHER_ADVERTISER,): {other}}
 
 
+def test_a_dry_run_writes_the_merged_bodies_the_real_run_sends(target, fake):
+    messages = [*streams("a"), *records(PEOPLE)]
+    output = target.tmp_path / "dry-run.jsonl"
+    succeeded(target.run(messages, **all_and_vip(), dry_run=True, dry_run_output=str(output)))
+    assert fake.requests_log() == []
+    written = [json.loads(line) for line in output.read_text().splitlines()]
+    dry = [r["body"] for r in written if r["path"] == MAPPING]
+    succeeded(target.run(messages, **all_and_vip()))
+    real = json.dumps(mapping_bodies(fake))
+    for name in ("All", "VIP"):
+        real = real.replace(audience_named(fake, name), f"dry-run:{name}")
+    assert len(dry) == 1
+    assert json.loads(real) == dry
+
+
 def confirmed(target: StoreRunner) -> dict[str, set[str]]:
     """The hashes the store holds as confirmed, hex, by audience name."""
     db = sqlite3.connect(target.store_path)
