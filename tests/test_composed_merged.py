@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from target_tiktok_audiences.store.merging import merge_rows
 from target_tiktok_audiences.tiktok.mapping import MergedRow, mapping_body
-from tests.conftest import ADVERTISER, OTHER_ADVERTISER
+from tests.conftest import ADVERTISER, OTHER_ADVERTISER, TOKEN, sha
 from tests.fake_tiktok import FakeTikTok
 from tests.test_composed_end_to_end import (
     _OPERATOR,
@@ -341,6 +342,38 @@ def test_an_audience_deleted_on_tiktok_is_made_again_and_the_others_sync_alone(t
     lines = reports(run)
     assert (lines["All"].added, lines["All"].unchanged) == (1, 5)
     assert lines["VIP"].added == 4  # the new audience: everyone is added to it
+
+
+# The fake TikTok: an entry of several audiences, each of the request's advertisers
+
+
+def test_the_fake_takes_an_entry_of_several_audiences_each_of_the_requests_advertisers(fake):
+    first = fake.add_audience(ADVERTISER, "first")
+    second = fake.add_audience(ADVERTISER, "second")
+    foreign = fake.add_audience(OTHER_ADVERTISER, "foreign")
+    email, phone = sha("a@x.io"), sha("+14155550100")
+
+    def send(audience_ids: list[str], phone_to: list[str]) -> int:
+        body = {
+            "advertiser_ids": [ADVERTISER],
+            "action": "add",
+            "id_schema": ["EMAIL_SHA256", "PHONE_SHA256"],
+            "batch_data": [
+                [
+                    {"id": email, "audience_ids": audience_ids},
+                    {"id": phone, "audience_ids": phone_to},
+                ]
+            ],
+        }
+        headers = {"Access-Token": TOKEN, "Content-Type": "application/json"}
+        answer = requests.post(fake.url + MAPPING, json=body, headers=headers, timeout=10)
+        return answer.json()["code"]
+
+    assert send([first, foreign], [first]) == 40001  # not an audience of the request's advertisers
+    assert fake.members(first) == {} and fake.members(foreign) == {}
+    assert send([first, second], [second]) == 0
+    assert fake.members(first) == {"EMAIL_SHA256": {email}}
+    assert fake.members(second) == {"EMAIL_SHA256": {email}, "PHONE_SHA256": {phone}}
 
 
 # The pure grouping
