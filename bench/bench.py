@@ -1549,6 +1549,7 @@ class Bench:
             f"composed first sync x{ratio:.2f} a simple one of {ds.n:,} (goal <= {COMPOSED_GOAL})",
         )
         self.line["composed"] = f"composed=x{ratio:.2f} simple"
+        self.composed_merged(comp, work)
         if self.previous is not None:
             r = self.dry_sync("composed-previous", comp.path, work, self.previous, **settings)
             why = error_line(r)
@@ -1558,6 +1559,57 @@ class Bench:
                 not r.ok,
                 f"the previous release refuses the composed config (exit {r.returncode})",
             )
+
+    def composed_merged(self, comp: Composed, work: Path) -> None:
+        """Two composed audiences sharing people, one dry run: requests merged and not.
+
+        `union` is a and b less x, `left` is a less x: everyone of `left` is in `union` too.
+        Merged, such a person is one row naming both audiences. Without merging each
+        audience's rows would go in requests of their own: the sum of each audience's
+        batches, counted from the rows that name it.
+        """
+        a, b = COMPOSED_STREAMS
+        audiences = {
+            "union": {"audience_name": "Union", "streams": [a, b]},
+            "left": {"audience_name": "Left", "streams": [a]},
+        }
+        for spec in audiences.values():
+            spec["exclude_streams"] = [COMPOSED_EXCLUDE]
+        r = self.dry_sync(
+            "merged", comp.path, work, CURRENT, audiences=audiences, batch_size=self.batch
+        )
+        if not r.ok:
+            self.refused("merged", r)
+            return
+        requests, rows = 0, 0
+        per_audience: Counter[str] = Counter()
+        with (work / "merged" / "dry-run.jsonl").open() as lines:
+            for line in lines:
+                request = json.loads(line)
+                if request.get("path") != "segment/mapping/":
+                    continue
+                requests += 1
+                for row in request["body"]["batch_data"]:
+                    rows += 1
+                    per_audience.update({a for entry in row for a in entry.get("audience_ids", ())})
+        alone = sum(-(-count // self.batch) for count in per_audience.values())
+        union = per_audience.get("dry-run:Union", 0)
+        exact = union == comp.expected.people
+        each = ", ".join(f"{k} {v:,}" for k, v in sorted(per_audience.items()))
+        say(
+            f"  merged sends: {json.dumps(audiences)}, batch_size {self.batch:,}: {requests} "
+            f"mapping requests of {rows:,} rows; one audience at a time {alone} requests of "
+            f"{sum(per_audience.values()):,} rows ({each}): {alone - requests} fewer "
+            f"({(alone - requests) / max(alone, 1):.0%}); Union rows {union:,}: "
+            f"{'exact' if exact else 'MISMATCH'} ({fmt_run(r, comp.records)})"
+        )
+        self.check(
+            "merged sends",
+            exact and requests < alone,
+            f"two composed audiences sharing people: {requests} requests merged, {alone} "
+            "one audience at a time",
+        )
+        self.line["composed"] += f" merged={requests}/{alone} requests"
 
     def refused(self, name: str, r: Run) -> None:
         """One line for a scenario run that failed, with the target's own error line."""

@@ -5,17 +5,22 @@ its sink stages the records, and `SourceSync` remembers them as the stream's lat
 (or, incremental, changes it). Once the input has ended, `ComposedSync` stages what each
 affected audience should hold, from its sources as they now are, and syncs that like any
 snapshot: hold, guard, send, confirm. An audience is affected when one of its streams came in
-this run, or when its last sync did not finish (it is dirty).
+this run, or when its last sync did not finish (it is dirty). Each is planned first (`plan`);
+their changes are then sent together (merged.py), and each sync ends once they are confirmed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from target_tiktok_audiences.accounting import DUPLICATE, EXCLUDED, StreamProgress
+from target_tiktok_audiences.audiences import resolve_audience
+from target_tiktok_audiences.errors import AudienceDeletedError
 from target_tiktok_audiences.people import NO_CONSENT_REASON, Selection
 from target_tiktok_audiences.policies import POLICIES, Policy
 from target_tiktok_audiences.settings import (
@@ -194,13 +199,124 @@ class ComposedSync(AudienceSync):
         self.streams = tuple(streams)
         self._fresh = 0
         self._excluded = 0
+        # The plan whose changes wait for the merged send, and the TikTok audience they go to.
+        self.planned: PlanSummary | None = None
+        self.audience_id = ""
+        self._complete = True
+        self._merging = False  # planning for a merged send: `_send` waits
+        self._counted: tuple[tuple[int, int, int], PlanSummary] | None = None
 
-    def sync(self, *, complete: bool) -> None:
-        """Stage what the audience should hold now, then sync it as a snapshot."""
+    def plan(self, *, complete: bool) -> bool:
+        """Stage what the audience should hold now, plan it, hold or guard it, resolve it.
+
+        Returns whether changes wait in `planned` for the merged send (merged.py), which then
+        ends the sync (`finish`). Otherwise the sync ends here: held, nothing to send, or an
+        audience TikTok deleted, created again and filled on its own (as `apply` does). A
+        failure, a removal guard's refusal too, is recorded as this sync's and raised.
+        """
+        audience = self.row.id
         self._fresh, self._excluded = self.store.stage_composed(
-            self.row.id, self.included, self.excluded, self.split
+            audience, self.included, self.excluded, self.split
         )
-        self.apply(complete=complete)
+        self._complete = complete
+        self._merging = True
+        try:
+            with self._measured():
+                self._apply(audience, complete=complete)
+        except AudienceDeletedError as exc:
+            self._merging = False
+            self._forget_deleted(exc.audience_id)
+            self.apply(complete=complete)
+            return False
+        except BaseException as exc:
+            self._end(exc)
+            raise
+        finally:
+            self._merging = False
+        if self.planned is None:
+            self._end(None)
+        return self.planned is not None
+
+    def _send(self, audience: int, summary: PlanSummary) -> None:
+        """Send now; or, planning for a merged send, resolve the audience and keep the plan."""
+        if not self._merging or not (summary.add_rows or summary.delete_rows):
+            super()._send(audience, summary)
+            return
+        self.audience_id = resolve_audience(self.run.client, self.store, self.settings, self.row)
+        self.planned = summary
+
+    def send_planned(self) -> None:
+        """Send what `plan` planned on its own, as any audience's sync does, and end the sync."""
+        if self.planned is None:
+            return
+        try:
+            with self._measured():
+                super()._send(self.row.id, self.planned)
+        except AudienceDeletedError as exc:
+            self.planned = None
+            self._forget_deleted(exc.audience_id)
+            self.apply(complete=self._complete)
+            return
+        except BaseException as exc:
+            self._end(exc)
+            raise
+        self._confirmed()
+
+    def send_alone(self) -> None:
+        """Sync on its own after all: a merged send met an audience that TikTok deleted.
+
+        Planned again against what is confirmed now, so nothing a merged batch confirmed is
+        sent again. The report keeps the first plan's counts, unless this audience is the
+        deleted one: created again, it counts that sync (as `apply` does).
+        """
+        self.planned = None
+        self.apply(complete=self._complete)
+
+    def _forget_deleted(self, audience_id: str) -> None:
+        """As any sync does; what the first plan counted no longer stands."""
+        self._counted = None
+        super()._forget_deleted(audience_id)
+
+    def finish(self) -> None:
+        """The merged send confirmed every planned change: the sync ends well."""
+        self.store.finish_upload(self.row.id)
+        self.row = self.store.get_audience(self.row.id)
+        self._confirmed()
+
+    def _confirmed(self) -> None:
+        """Count the plan whose changes TikTok confirmed, and end the sync well."""
+        if self._counted is not None:
+            tally, summary = self._counted
+            self._counted = None
+            self._count_apply(tally, summary=summary)
+        self._end(None)
+
+    def abandon(self, exc: BaseException) -> None:
+        """The run ends before the planned changes were confirmed: the sync failed."""
+        if self.planned is not None:
+            self._end(exc)
+
+    def _end(self, failure: BaseException | None) -> None:
+        """End the sync, as `apply` ends it: its result recorded, what it staged forgotten."""
+        self.planned = None
+        if failure is not None:
+            self._record_failure(self.row.id, failure)
+        self.store.clear_staged(self.row.id)
+        self.progress.staged_rows = 0
+        self.progress.records_since_close = 0
+        self.progress.closed_any = True
+        if failure is None:
+            self.store.record_sync(self.row.id, "ok", None, self.report_counts())
+
+    @contextlib.contextmanager
+    def _measured(self) -> Iterator[None]:
+        """Count the seconds and requests of what runs inside in the audience's report."""
+        started, before = time.monotonic(), self.run.client.requests_sent
+        try:
+            yield
+        finally:
+            self.progress.totals["requests"] += self.run.client.requests_sent - before
+            self.progress.seconds += time.monotonic() - started
 
     def _count_apply(
         self,
@@ -209,7 +325,18 @@ class ComposedSync(AudienceSync):
         held: int | None = None,
         summary: PlanSummary | None = None,
     ) -> None:
-        """Count this apply: people sent or held, and which of them are this run's records."""
+        """Count this apply: people sent or held, and which of them are this run's records.
+
+        A plan whose changes wait for the merged send is counted once they are confirmed;
+        planned again to send alone (`send_alone`), the first plan still counts.
+        """
+        if summary is not None:
+            if self._merging and self.planned is not None:
+                self._counted = (tally, summary)
+                return
+            if self._counted is not None:
+                tally, summary = self._counted
+                self._counted = None
         totals = self.progress.totals
         if summary is None:
             totals["held"] = held or 0
@@ -258,35 +385,3 @@ class ComposedSync(AudienceSync):
             "requests": totals["requests"],
             "seconds": round(self.progress.seconds, 3),
         }
-
-
-def unassigned_counts(
-    streams: Sequence[StreamProgress], selection: str, values: Sequence[dict[str, Any]]
-) -> dict[str, Any]:
-    """The report of a `split_by` audience's records that no value's audience counts.
-
-    Each value's audience counts its own people's records; this counts the rest of its
-    streams' records in this run: skipped ones (`filtered` among them: no value, or not
-    picked by `where`) and removals.
-    """
-    skipped: Counter[str] = Counter()
-    invalid: Counter[str] = Counter()
-    records = removals = 0
-    for stream in streams:
-        records += stream.totals["records"]
-        removals += stream.totals["removal_records"]
-        skipped.update(stream.skipped)
-        invalid.update(stream.invalid)
-        if stream.filtered[selection]:
-            skipped[FILTERED] += stream.filtered[selection]
-    counted = sum(value["records"] for value in values)
-    zero = dict.fromkeys(("added", "changed", "unchanged", "held", "absent", "carried"), 0)
-    return {
-        "records": records - counted,
-        **zero,
-        "removed": removals,
-        "skipped": dict(skipped),
-        "invalid_values": dict(invalid),
-        "requests": 0,
-        "seconds": 0.0,
-    }

@@ -2,28 +2,31 @@
 
 A simple audience's stream is synced by that audience (`sync.StreamSync`) as its snapshots
 close; any other stream is read into its source (`composed.SourceSync`), and the composed
-audiences it feeds or excludes from are synced once the input has ended, then shared and
-extended (`sharing.py`). The report has one line per audience.
+audiences it feeds or excludes from are synced once the input has ended: all planned first,
+then their changes sent together (`merged.py`), then shared and extended (`sharing.py`). The
+report has one line per audience.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from target_tiktok_audiences.accounting import StreamProgress
 from target_tiktok_audiences.composed import (
+    FILTERED,
     ComposedSync,
     SourceSync,
     composed_settings,
     is_plain,
     selection_of,
     selection_text,
-    unassigned_counts,
 )
-from target_tiktok_audiences.errors import TargetError
+from target_tiktok_audiences.errors import RemovalGuardError, TargetError
+from target_tiktok_audiences.merged import send_planned
 from target_tiktok_audiences.reporting import Progress, audience_line
 from target_tiktok_audiences.settings import (
     AudienceDefinition,
@@ -185,7 +188,34 @@ class AudienceRun:
         run to be complete. Under `split_by`, each value its sources now have is an audience
         (created on first sight), and so is each value the store knows: one no longer seen
         is emptied, through the removal guard.
+
+        Every such audience is planned (held, guarded, its TikTok audience resolved) before
+        any is sent; their changes then go out together (`merged.send_planned`). An audience
+        whose removal guard refuses sends nothing, the others are sent, and then the refusal
+        ends the run. Any other failure ends it at once, every audience not yet confirmed
+        recorded as failed.
         """
+        planned: list[ComposedSync] = []
+        refusal: RemovalGuardError | None = None
+        try:
+            for composed, complete in self._affected():
+                try:
+                    if composed.plan(complete=complete):
+                        planned.append(composed)
+                except RemovalGuardError as exc:
+                    refusal = refusal or exc
+            send_planned(self.context, planned)
+        except BaseException as exc:
+            for waiting in planned:
+                waiting.abandon(exc)
+            raise
+        if refusal is not None:
+            raise refusal
+        for sync in self._syncs.values():
+            sync.awaits_audiences = False
+
+    def _affected(self) -> Iterator[tuple[ComposedSync, bool]]:
+        """Each composed audience to sync now, and whether its streams' snapshots are complete."""
         for definition in self.definitions.audiences.values():
             if self._is_plain(definition):
                 continue
@@ -207,9 +237,7 @@ class AudienceRun:
                 known = {r.split_value for r in self.context.store.audiences_of_key(definition.key)}
                 values = sorted(v for v in seen | known if v is not None)
             for value in values:
-                self._composed_sync(definition, value).sync(complete=complete)
-        for sync in self._syncs.values():
-            sync.awaits_audiences = False
+                yield self._composed_sync(definition, value), complete
 
     def share_and_extend(self) -> list[str]:
         """Shares and lookalikes of the audiences synced in this run; each refusal's reason."""
@@ -253,3 +281,35 @@ class AudienceRun:
 
     def _report_line(self, label: str, key: str, counts: dict[str, Any]) -> None:
         self.context.logger.info(audience_line(label, key, counts, dry_run=self.context.dry_run))
+
+
+def unassigned_counts(
+    streams: Sequence[StreamProgress], selection: str, values: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """The report of a `split_by` audience's records that no value's audience counts.
+
+    Each value's audience counts its own people's records; this counts the rest of its
+    streams' records in this run: skipped ones (`filtered` among them: no value, or not
+    picked by `where`) and removals.
+    """
+    skipped: Counter[str] = Counter()
+    invalid: Counter[str] = Counter()
+    records = removals = 0
+    for stream in streams:
+        records += stream.totals["records"]
+        removals += stream.totals["removal_records"]
+        skipped.update(stream.skipped)
+        invalid.update(stream.invalid)
+        if stream.filtered[selection]:
+            skipped[FILTERED] += stream.filtered[selection]
+    counted = sum(value["records"] for value in values)
+    zero = dict.fromkeys(("added", "changed", "unchanged", "held", "absent", "carried"), 0)
+    return {
+        "records": records - counted,
+        **zero,
+        "removed": removals,
+        "skipped": dict(skipped),
+        "invalid_values": dict(invalid),
+        "requests": 0,
+        "seconds": 0.0,
+    }

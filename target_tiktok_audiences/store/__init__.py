@@ -18,11 +18,11 @@ from __future__ import annotations
 from target_tiktok_audiences.store.audiences import AudienceRow
 from target_tiktok_audiences.store.backend import StoreMissingError
 from target_tiktok_audiences.store.compose import Composition
-from target_tiktok_audiences.store.confirm import Confirmation
 from target_tiktok_audiences.store.copy import Copying, copy_store
 from target_tiktok_audiences.store.erase import AudienceErasure, Erasure, ErasurePlan, hash_text
 from target_tiktok_audiences.store.history import History, HistoryEntry
 from target_tiktok_audiences.store.keys import KeyPropertiesChangedError, Keys
+from target_tiktok_audiences.store.merging import MergedPlan, Merging
 from target_tiktok_audiences.store.plan import Planning, PlanRows, PlanSummary
 from target_tiktok_audiences.store.schema import SCHEMA_VERSION
 from target_tiktok_audiences.store.sources import SourceRow, Sources
@@ -39,6 +39,7 @@ __all__ = [
     "HistoryEntry",
     "KeyPropertiesChangedError",
     "MembershipStore",
+    "MergedPlan",
     "PlanRows",
     "PlanSummary",
     "SourceRow",
@@ -49,11 +50,10 @@ __all__ = [
 ]
 
 
-class MembershipStore(
-    Keys, Planning, Composition, Sources, Confirmation, History, Copying, Erasure
-):
+class MembershipStore(Keys, Planning, Composition, Sources, Merging, History, Copying, Erasure):
     """Confirmed membership in SQLite or PostgreSQL, one connection per run.
 
     Opened with `MembershipStore.open` (see `Connection`); its parts: audiences, staging,
-    sources, composition, planning, confirmation, key changes, history, copying and erasure.
+    sources, composition, planning, confirmation, merged sends, key changes, history, copying
+    and erasure.
     """

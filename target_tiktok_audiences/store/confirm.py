@@ -33,14 +33,35 @@ class Confirmation(History):
         itself, in one set-based statement, without passing the hashes back in. `receipts`:
         (request_id, rows) of the requests that carried it, kept in the same transaction.
         """
+        self._confirm(
+            action,
+            [(audience, receipts)],
+            "seq BETWEEN :first AND :last",
+            {"first": first, "last": last},
+        )
+
+    def _confirm(
+        self,
+        action: str,
+        carried: Sequence[tuple[int, Sequence[tuple[str, int]]]],
+        which: str,
+        args: dict[str, object],
+    ) -> None:
+        """Apply, in one transaction, what a confirmed batch carried in each of its audiences.
+
+        `carried`: (audience, receipts) of each; `which`: SQL picking the audience's planned
+        rows the batch carried (`:a` is the audience, `args` the other parameters). Of those,
+        the rows with a hash to send are applied, and the receipts kept: a batch is confirmed
+        in every audience it carried, or in none.
+        """
         rows = (
             "SELECT person, {slots} FROM plan WHERE audience = :a AND action = :action "
-            f"AND seq BETWEEN :first AND :last AND ({SENDABLE})"
+            f"AND {which} AND ({SENDABLE})"
         )
-        args = {"action": action, "first": first, "last": last}
         with self.transaction() as db:
-            self._merge(db, audience, action, rows, args)
-            self._keep_receipts(db, audience, action, receipts)
+            for audience, receipts in carried:
+                self._merge(db, audience, action, rows, {**args, "action": action})
+                self._keep_receipts(db, audience, action, receipts)
 
     def confirm_kept(self, audience: int, action: str) -> None:
         """Apply the planned rows with nothing to send, once the sent ones are confirmed.

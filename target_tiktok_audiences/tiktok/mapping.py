@@ -2,13 +2,16 @@
 
 A batch is a value: the client sends it and halves it, the store says which rows it holds and
 confirms them by their range. Nothing here reads the store itself; a batch whose rows are not
-with it carries a function that reads them.
+with it carries a function that reads them. A row is one person: the slots of one audience's
+planned row, sent to the request's audience, or a `MergedRow` of several audiences, each of
+whose entries names the audiences its hash is sent to.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 
@@ -19,6 +22,22 @@ MAPPING = "segment/mapping/"
 
 # One person's hashes, one per slot of SLOTS (None where the person lacks it or keeps it).
 Slots = tuple[bytes | None, ...]
+# A hash and the TikTok ids of the audiences it is sent to.
+Entry = tuple[bytes, tuple[str, ...]]
+
+
+class MergedRow(tuple[Entry | None, ...]):
+    """One person sent to several audiences at once: an entry per slot (None: nothing sent).
+
+    Entries of one row may name different audiences: a hash that one audience keeps (another
+    of its people sends it) is not sent to that audience.
+    """
+
+    __slots__ = ()
+
+
+# A row of a request: a batch holds rows of one kind only.
+Row = Slots | MergedRow
 
 
 @dataclass(frozen=True)
@@ -32,16 +51,16 @@ class Batch:
     first: int
     last: int
     size: int
-    rows: Sequence[Slots] | None = None
-    source: Callable[[int, int], Sequence[Slots]] | None = None
+    rows: Sequence[Row] | None = None
+    source: Callable[[int, int], Sequence[Row]] | None = None
 
     @classmethod
-    def of(cls, rows: Sequence[Slots]) -> Batch:
+    def of(cls, rows: Sequence[Row]) -> Batch:
         """A batch of rows not read from a plan (a half of a batch), numbered from 0."""
         return cls(0, len(rows) - 1, len(rows), rows=rows)
 
-    def slots(self) -> Sequence[Slots]:
-        """One tuple of slots per person, in plan order; a kept hash is None."""
+    def slots(self) -> Sequence[Row]:
+        """One row per person, in plan order; a kept hash is None."""
         if self.rows is not None:
             return self.rows
         if self.source is None:
@@ -58,22 +77,29 @@ class Batch:
 
 
 def mapping_body(
-    action: str, advertiser_ids: Sequence[str], audience_id: str, rows: Sequence[Slots]
+    action: str, advertiser_ids: Sequence[str], audience_id: str, rows: Sequence[Row]
 ) -> dict:
     """A `segment/mapping/` body: one row per person, slots aligned with `id_schema`.
 
     `id_schema` lists only the identifier types some row of this batch has, in a fixed order;
     a person lacking one gets `{}` in its slot, so no hash ever lands under the wrong type.
+    Rows of slots send every hash to `audience_id`; merged rows name each entry's audiences.
     """
     used = [i for i in range(len(SLOTS)) if any(row[i] is not None for row in rows)]
-    audience_ids = [audience_id]
-    batch_data = [
-        [
-            {"id": slot.hex(), "audience_ids": audience_ids} if (slot := row[i]) is not None else {}
-            for i in used
+    if rows and isinstance(rows[0], MergedRow):
+        batch_data = _merged_data(cast("Sequence[MergedRow]", rows), used)
+    else:
+        plain = cast("Sequence[Slots]", rows)
+        audience_ids = [audience_id]
+        batch_data = [
+            [
+                {"id": slot.hex(), "audience_ids": audience_ids}
+                if (slot := row[i]) is not None
+                else {}
+                for i in used
+            ]
+            for row in plain
         ]
-        for row in rows
-    ]
     return {
         "advertiser_ids": list(advertiser_ids),
         "action": action,
@@ -82,8 +108,22 @@ def mapping_body(
     }
 
 
+def _merged_data(rows: Sequence[MergedRow], used: Sequence[int]) -> list[list[dict]]:
+    """`batch_data` of merged rows: each entry with its own `audience_ids`."""
+    lists: dict[tuple[str, ...], list[str]] = {}  # one list per set of audiences, shared
+    return [
+        [
+            {"id": entry[0].hex(), "audience_ids": lists.setdefault(entry[1], list(entry[1]))}
+            if (entry := row[i]) is not None
+            else {}
+            for i in used
+        ]
+        for row in rows
+    ]
+
+
 def mapping_json(
-    action: str, advertiser_ids: Sequence[str], audience_id: str, rows: Sequence[Slots]
+    action: str, advertiser_ids: Sequence[str], audience_id: str, rows: Sequence[Row]
 ) -> bytes:
     """The body of `mapping_body`, serialised."""
     return orjson.dumps(mapping_body(action, advertiser_ids, audience_id, rows))
