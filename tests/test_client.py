@@ -736,6 +736,19 @@ def test_pacer_never_starts_more_than_rate_in_any_sliding_second_when_threads_ov
     assert starts[allowance - 1] == VirtualClock.NOW  # the first allowance at once
 
 
+def test_a_refused_start_holds_every_start_for_a_whole_window():
+    clock = VirtualClock()
+    pacer = Pacer(10, clock=clock, sleep=clock.sleep)
+    pacer.wait()  # one start of the ten the second allows
+    clock.now += 0.2
+    pacer.refused()  # TikTok counts fewer: nothing starts before its second has cleared
+    starts = pace(pacer, clock, threads=4, calls=5)
+    span = 1.0 + MARGIN
+    assert starts == pytest.approx(
+        [VirtualClock.NOW + 0.2 + (1 + k // 10) * span for k in range(20)]
+    )
+
+
 def test_pacer_really_waits():
     pacer = Pacer(4)
     times: list[float] = []

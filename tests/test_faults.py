@@ -38,7 +38,7 @@ def test_converges_under_injected_failures_rate_limits_and_batch_limit(target, f
         error_rate=0.2,
         error_codes=(40100, 40133, 50000, 40202, 61000),
         http_503_rate=0.1,
-        rate_limit_per_second=30,
+        rate_limit_per_second=10,
     )
     run = target.run(
         [schema(), *people(600), state({"done": 1})],

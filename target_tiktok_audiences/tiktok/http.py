@@ -165,6 +165,7 @@ class TikTokClient(AudienceCalls):
                 attempt += 1
                 if exc.rate_limited:
                     rate_limited += 1
+                    self._pacer.refused()
                 delay = self._backoff(attempt, rate_limited)
                 logger.warning(
                     "%s failed (%s); retry %d of %d in %.1f s",

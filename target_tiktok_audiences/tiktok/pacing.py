@@ -54,6 +54,17 @@ class Pacer:
         self._starts: deque[float] = deque(maxlen=self._allowance)
         self._lock = threading.Lock()
 
+    def refused(self) -> None:
+        """TikTok refused a request for its rate: no start until a whole window has passed.
+
+        A per-second limit clears the next second, and a start sent before then would be
+        refused too: a server that allows fewer than `allowance` per window (another app's
+        requests, a lower tier than configured) then costs one refusal per request in flight,
+        not one per request of the burst.
+        """
+        with self._lock:
+            self._starts.extend([self._clock()] * self._allowance)
+
     def wait(self) -> None:
         """Block until this thread may start a request."""
         while True:
