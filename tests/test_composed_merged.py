@@ -9,9 +9,7 @@ rows into merged rows, and the store's side of it on both databases.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,6 @@ from target_tiktok_audiences.tiktok.mapping import MergedRow, mapping_body
 from tests.conftest import ADVERTISER, OTHER_ADVERTISER, TOKEN, sha
 from tests.fake_tiktok import FakeTikTok
 from tests.test_composed_end_to_end import (
-    _OPERATOR,
     BOTH_STORES,
     MAPPING,
     POSTGRESQL,
@@ -41,6 +38,7 @@ from tests.test_composed_end_to_end import (
     streams,
     succeeded,
 )
+from tests.test_history import history
 
 
 @pytest.fixture
@@ -288,23 +286,6 @@ def test_a_merged_batch_too_large_for_tiktok_is_halved_and_each_part_is_a_receip
         for audience in (every, vip)
     }
     assert "batch size is now 2" in run.stderr
-
-
-def history(target: StoreRunner) -> list[dict[str, Any]]:
-    """`tiktok-audiences history --format json` on the runner's config."""
-    path = target.tmp_path / "history.json"
-    path.write_text(json.dumps(target.config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_TIKTOK_AUDIENCES_")}
-    proc = subprocess.run(
-        [_OPERATOR, "history", "--config", str(path), "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=target.tmp_path,
-        env=env,
-        check=True,
-    )
-    return json.loads(proc.stdout)
 
 
 def test_a_refused_audience_sends_nothing_while_the_others_are_sent_then_the_run_fails(
