@@ -874,13 +874,24 @@ class FakeTikTok:
             raise ApiError(NO_PERMISSION, f"No permission to operate advertiser {advertiser_id}")
         return advertiser_id
 
-    def _faults_for(self, rel: str) -> _Fault:
+    def _admitted(self, rel: str, arrived: float) -> bool:
+        """Whether the rate limit lets a request on ``rel`` that arrived at ``arrived`` pass.
+
+        Called under the lock with the time the request is logged by, in log order: the
+        limit counts exactly the arrivals the log shows (a replay of the log's times through
+        `RateLimit` refuses the same requests).
+        """
+        if self._rate_limit is None or rel not in self._faults["paths"]:
+            return True
+        return self._rate_limit.admit(arrived)
+
+    def _faults_for(self, rel: str, admitted: bool) -> _Fault:
         """Decide the faults for one request on path ``rel`` (see ``inject``)."""
         with self._lock:
             f = self._faults
             if rel not in f["paths"]:
                 return _Fault()
-            if self._rate_limit is not None and not self._rate_limit.admit(time.time()):
+            if not admitted:
                 self.stats["rate_limited"] += 1
                 return _Fault("rate_limited", RATE_LIMITED_APP)
             for knob, kind, stat in (
@@ -949,11 +960,12 @@ class FakeTikTok:
             "_raw": raw_body if (self.log_bodies and method != "GET") else b"",
             "code": None,
             "request_id": None,
-            "time": time.time(),
         }
         with self._lock:
+            entry["time"] = time.time()
             self.stats["requests"] += 1
             self._log.append(entry)
+            admitted = self._admitted(rel, entry["time"])
 
         def finish(status: int, payload: dict[str, Any], fault: _Fault | None = None) -> Answer:
             entry["code"] = payload.get("code", status) if status == 200 else status
@@ -983,7 +995,7 @@ class FakeTikTok:
             if not known:
                 return finish(200, self._envelope(TOKEN_INVALID, "Access token is invalid", None))
 
-        fault = self._faults_for(rel)
+        fault = self._faults_for(rel, admitted)
         if fault.kind == "rate_limited":
             return finish(200, self._envelope(RATE_LIMITED_APP, "Too many requests", None))
         if fault.kind == "http_429":

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -13,11 +14,13 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests import fake_tiktok
 from tests.fake_tiktok import RATE_LIMIT_KINDS, FakeTikTok, RateLimit
 
 ADV = "7000000000000000001"
@@ -914,6 +917,31 @@ def test_sliding_is_the_strictest_rate_limit():
     for kind in RATE_LIMIT_KINDS:
         limit = RateLimit(3, kind)
         assert all(limit.admit(t) for t in arrivals), kind
+
+
+@pytest.mark.parametrize("kind", RATE_LIMIT_KINDS)
+def test_rate_limit_counts_the_arrivals_the_log_shows(fake, aud, kind, monkeypatch):
+    # The fake's clock jumps unevenly at every reading: the limit must judge each request by
+    # the time it is logged with, so that a replay of the log refuses exactly what it refused.
+    rng = random.Random(7)
+    clock = [1000.0]
+    real_time = fake_tiktok.time
+
+    def jumpy() -> float:
+        clock[0] += rng.uniform(0.0, 0.7)
+        return clock[0]
+
+    monkeypatch.setattr(fake_tiktok, "time", types.SimpleNamespace(
+        time=jumpy, sleep=real_time.sleep, gmtime=real_time.gmtime, strftime=real_time.strftime
+    ))  # fmt: skip
+    fake.inject(rate_limit_per_second=2, rate_limit_kind=kind)
+    body = mapping(aud, [[entry(sha("j"), aud)]])
+    for _ in range(40):
+        call(fake, "POST", MAPPING, body=body)
+    log = fake.requests_log(MAPPING)
+    replay = RateLimit(2, kind)
+    assert [entry["code"] == 0 for entry in log] == [replay.admit(e["time"]) for e in log]
+    assert 0 < fake.stats["rate_limited"] < 40
 
 
 def after_a_burst(url: str, token: str, audience_id: str) -> list[int]:
