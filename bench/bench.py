@@ -80,7 +80,7 @@ PACING_REQUESTS = (40, 200)  # section 2: one real run per count of mapping requ
 PACING_LATENCY = 0.2
 PACING_LIMIT = 10
 PACING_GOAL = 1.10
-PACING_BUCKET_REQUESTS = 40  # section 2: the count also run once against a token-bucket fake
+PACING_GOAL_KIND = "bucket"  # section 2: the fake whose count the goals are judged by (issue 17)
 BASELINE_GOAL = 5.0  # section 1: the target's records/s at least this times the baseline's
 FLOOR_GOAL = 1.2  # sections 1 and first-sync: the target's wall at most this times the floor's
 PREVIOUS_GOAL = 1.10  # --previous: this release's figure at most this times the previous one's
@@ -958,10 +958,11 @@ class Bench:
     def pacing(self) -> None:
         """Real runs against the fake at 200 ms latency and 10 requests/s: window vs the floor.
 
-        One run per count in PACING_REQUESTS against a sliding-second fake (the strictest), and
-        one of PACING_BUCKET_REQUESTS against a token bucket: batch_size is --batch-size, or
-        smaller so that the count's people fit in --n, and the data set holds exactly count x
-        batch people.
+        One run per count in PACING_REQUESTS against a token-bucket fake (PACING_GOAL_KIND:
+        the goals are judged by it), and one per count against a sliding-second fake, the
+        strictest (also run by the previous release, with `--previous`): batch_size is
+        --batch-size, or smaller so that the count's people fit in --n, and the data set holds
+        exactly count x batch people.
         """
         say(
             f"\n== 2. API pacing: fake with {PACING_LATENCY * 1000:.0f} ms latency, "
@@ -975,7 +976,8 @@ class Bench:
             f"+ 1 sliding seconds), which a full token bucket of {PACING_LIMIT} refilled at "
             f"{PACING_LIMIT}/s admits, and a calendar second is one sliding second: arrivals this "
             "fake refuses none of pass either. Each run's arrivals are replayed through all "
-            f"three, and {PACING_BUCKET_REQUESTS} requests also run against a token-bucket fake"
+            "three. The goals (window and no rate-limit answer) are judged against a "
+            f"{PACING_GOAL_KIND} fake; the sliding-second runs are the stricter check beside them"
         )
         got: dict[str, dict[int, dict[str, Any] | None]] = {}
         for count in PACING_REQUESTS:
@@ -1004,19 +1006,16 @@ class Bench:
                     ),
                 ]
             self.versus("pacing", rows)
-        bucket = self._pacing(PACING_BUCKET_REQUESTS, kind="bucket")
-        done = {count: figures for count, figures in got["current"].items() if figures is not None}
-        if not done:
-            return
-        ratios = "|".join(f"{figures['ratio']:.3f}" for figures in done.values())
-        limited = "|".join(str(figures["limited"]) for figures in done.values())
-        counts = "|".join(str(count) for count in done)
-        self.line["pacing"] = f"pacing={ratios}x floor ({counts} requests) rate_limited={limited}"
-        if bucket is not None:
-            self.line["pacing"] += (
-                f" bucket{PACING_BUCKET_REQUESTS}={bucket['ratio']:.3f}x"
-                f" rate_limited={bucket['limited']}"
-            )
+        judged = {count: self._pacing(count, kind=PACING_GOAL_KIND) for count in PACING_REQUESTS}
+        line = []
+        for kind, runs in ((PACING_GOAL_KIND, judged), ("sliding", got["current"])):
+            done = {count: figures for count, figures in runs.items() if figures is not None}
+            if done:
+                ratios = "|".join(f"{figures['ratio']:.3f}" for figures in done.values())
+                limited = "|".join(str(figures["limited"]) for figures in done.values())
+                counts = "|".join(str(count) for count in done)
+                line.append(f"{kind}={ratios}x floor ({counts} requests) rate_limited={limited}")
+        self.line["pacing"] = "pacing " + " ".join(line)
 
     def _pacing(self, count: int, kind: str = "sliding") -> dict[str, Any] | None:
         """One real run that sends `count` mapping requests to a fake counting as `kind`.
@@ -1065,15 +1064,17 @@ class Bench:
             f"    target: wall {r.wall:.2f} s, cpu {r.cpu:.1f} s, {r.memory()}; its report: "
             f"requests {requests}, apply {apply:.2f} s"
         )
+        judged = kind == PACING_GOAL_KIND
+        goal = "goal" if judged else f"the goal, against a {PACING_GOAL_KIND} fake,"
         say(
             f"    fake: {stats.get('requests')} requests, {len(mapping)} to segment/mapping/ "
             f"({ok_requests} answered code 0, {count} expected), rate-limited answers "
-            f"{limited} (goal 0)"
+            f"{limited} ({'goal 0' if judged else 'stricter than the goal'})"
         )
         say(
             f"    sending window (first mapping request's arrival to the last one's answer, "
             f"from the fake's log): {window:.2f} s; floor {ok_requests} requests / {limit} per "
-            f"s = {floor:.2f} s; x{ratio:.3f} (goal <= {PACING_GOAL})"
+            f"s = {floor:.2f} s; x{ratio:.3f} ({goal} <= {PACING_GOAL})"
         )
         say(f"    busiest sliding 1 s window at the fake: {busiest_second(times)} (limit {limit})")
         replayed = ", ".join(f"{k} {refused(times, limit, k)}" for k in RATE_LIMIT_KINDS)
@@ -1119,18 +1120,19 @@ class Bench:
             f"  {name}: {ok_requests} mapping requests sent in {window:.2f} s (floor "
             f"{floor:.2f} s); apply {apply:.2f} s; run wall {r.wall:.2f} s"
         )
-        what = f"{count} requests" if kind == "sliding" else f"{count} requests, {kind} fake"
-        self.check(
-            name,
-            ratio <= PACING_GOAL and ok_requests == count,
-            f"{what}: sending window/floor x{ratio:.3f} (goal <= {PACING_GOAL}), "
-            f"{ok_requests} sent",
-        )
-        self.check(
-            f"rate limited {count}{suffix}",
-            limited == 0,
-            f"{what}: rate-limited answers {limited} (goal 0)",
-        )
+        what = f"{count} requests, {kind} fake"
+        if judged:
+            self.check(
+                name,
+                ratio <= PACING_GOAL and ok_requests == count,
+                f"{what}: sending window/floor x{ratio:.3f} (goal <= {PACING_GOAL}), "
+                f"{ok_requests} sent",
+            )
+            self.check(
+                f"rate limited {count}{suffix}",
+                limited == 0,
+                f"{what}: rate-limited answers {limited} (goal 0)",
+            )
         self.check(f"pacing ids {count}{suffix}", ok_ids, f"{what}: audience ids exact: {ok_ids}")
         return {"ratio": ratio, "limited": limited, "window": window, "apply": apply}
 
