@@ -1080,6 +1080,12 @@ class Bench:
         replayed = ", ".join(f"{k} {refused(times, limit, k)}" for k in RATE_LIMIT_KINDS)
         say(f"    the same arrivals replayed, refused when counted as: {replayed}")
         ordered = sorted(times)
+        if ordered:
+            starts = ", ".join(f"{t - ordered[0]:.2f}" for t in ordered[::limit][:30])
+            say(
+                f"    arrivals 1, {limit + 1}, {2 * limit + 1}, ... (each allowance's first), s "
+                f"after the first: {starts}; the last {ordered[-1] - ordered[0]:.2f}"
+            )
         spans = [b - a for a, b in zip(ordered, ordered[limit:], strict=False)]
         if spans:
             tightest = f"    tightest {limit + 1} consecutive arrivals: {min(spans):.3f} s apart"
