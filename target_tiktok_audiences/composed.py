@@ -140,9 +140,10 @@ class SourceSync:
         whole = self.policy.whole(complete=complete)
         if self.policy.snapshot and not complete:
             self.complete = False
-        store.remember_staged(self.source, group, whole=whole, dirty=self.dependents)
+        people, leavers, no_consent = store.remember_staged(
+            self.source, group, whole=whole, dirty=self.dependents
+        )
         store.note_fresh(self.source, group, whole=whole)
-        people, leavers, no_consent = store.staged_people(group)
         progress = self.progress
         if progress.staged_rows > people:
             progress.skipped[DUPLICATE] += progress.staged_rows - people

@@ -241,6 +241,32 @@ def test_union_keys_each_streams_people_apart(runs: Callable[[], Run]) -> None:
     assert run.tiktok[aud] == {email("a@crm"), email("b@crm"), phone("+14155550103")}
 
 
+@pytest.mark.parametrize("leaver", [False, True], ids=["members only", "with a removal"])
+def test_a_snapshot_remembers_each_persons_last_row(runs: Callable[[], Run], leaver: bool) -> None:
+    """A whole snapshot's source holds each person's last staged row, counted once.
+
+    Without a removal row it is remembered in one sorted insert (no index of the staged
+    rows); with one, through the index. Either way the counts are `staged_people`'s.
+    """
+    run = runs()
+    crm = run.store.source("crm")
+    aud = run.audience("All")
+    rows = [
+        (person("a"), STAYS, slots(email="old@crm")),
+        (person("b"), STAYS, slots(email="b@crm")),
+        (person("a"), STAYS, slots(email="new@crm")),
+    ]
+    if leaver:
+        rows.append((person("c"), LEAVES, slots(email="c@crm")))
+    run.store.stage(crm.group, Staged.pack(rows))
+    counted = run.store.remember_staged(crm, crm.group, whole=True, dirty=())
+    assert counted == ((3, 1, 0) if leaver else (2, 0, 0))
+    run.store.clear_staged(crm.group)
+    synced = run.sync(aud, [crm])
+    assert synced.summary.joined == 2
+    assert run.tiktok[aud] == {email("new@crm"), email("b@crm")}
+
+
 def test_a_first_sync_plans_each_streams_people_in_their_audience_key_order(
     runs: Callable[[], Run],
 ) -> None:

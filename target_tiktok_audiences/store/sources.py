@@ -144,19 +144,42 @@ class Sources(Staging):
 
     def remember_staged(
         self, source: SourceRow, group: int, *, whole: bool, dirty: Sequence[int]
-    ) -> None:
-        """The source after what is staged in `group`: replaced by it (`whole`) or changed."""
-        self._index_staged(group)
+    ) -> tuple[int, int, int]:
+        """The source after what is staged in `group`: replaced by it (`whole`) or changed.
+
+        Each person's last staged row wins. Returns (people, leavers, leavers for want of
+        consent) staged, as `staged_people` counts them. A whole snapshot without a removal
+        row (the usual one) is one sorted insert, each person's latest row first and the
+        others refused as conflicts, with no index of what was staged: it then holds exactly
+        the people staged. Otherwise the staged rows are indexed and reduced to each
+        person's last one first.
+        """
+        db = self._db
+        direct = (
+            whole
+            and not db.execute(
+                "SELECT 1 FROM staged WHERE audience = ? AND remove = 1 LIMIT 1", (group,)
+            ).fetchone()
+        )
+        if not direct:
+            self._index_staged(group)
         args = {"s": source.id, "g": group}
         with self.transaction() as db:
             _clear_for(db, source, group, whole=whole)
-            db.execute(
+            people = db.execute(
                 f"INSERT INTO source_people (source, person, split, {SLOT_LIST}) SELECT :s, "
                 f"person, split, {SLOT_LIST} FROM staged WHERE audience = :g AND remove = 0 "
-                "ORDER BY person",
+                + (
+                    "ORDER BY person, seq DESC ON CONFLICT (source, person) DO NOTHING"
+                    if direct
+                    else "ORDER BY person"
+                ),
                 args,
-            )
+            ).rowcount
             self._mark(db, source, dirty)
+        if direct:
+            return people, 0, 0
+        return self.staged_people(group)
 
     def note_fresh(self, source: SourceRow, group: int, *, whole: bool) -> None:
         """Remember, for this run, the source's people staged in `group`: their records came now.
