@@ -216,9 +216,7 @@ class ComposedSync(AudienceSync):
         failure, a removal guard's refusal too, is recorded as this sync's and raised.
         """
         audience = self.row.id
-        self._fresh, self._excluded = self.store.stage_composed(
-            audience, self.included, self.excluded, self.split
-        )
+        self._stage(plan_now=not self.settings.min_audience_size)
         self._complete = complete
         self._merging = True
         try:
@@ -237,6 +235,21 @@ class ComposedSync(AudienceSync):
         if self.planned is None:
             self._end(None)
         return self.planned is not None
+
+    def _stage(self, *, plan_now: bool) -> None:
+        """Stage what the audience should hold (`stage_composed`; `plan_now`: plan comes next)."""
+        self._fresh, self._excluded = self.store.stage_composed(
+            self.row.id, self.included, self.excluded, self.split, plan_now=plan_now
+        )
+
+    def apply(self, *, complete: bool) -> None:
+        """Sync on its own, as any audience does, from its people staged again.
+
+        A first plan may have staged nobody (`stage_composed` planned it straight from the
+        sources), and an audience planned again must be planned from everyone it should hold.
+        """
+        self._stage(plan_now=False)
+        super().apply(complete=complete)
 
     def _send(self, audience: int, summary: PlanSummary) -> None:
         """Send now; or, planning for a merged send, resolve the audience and keep the plan."""

@@ -162,9 +162,13 @@ class Run:
         *,
         complete: bool = True,
     ) -> Synced:
-        """Stage, plan, send and confirm one composed audience, as `ComposedSync` does."""
+        """Stage, plan, send and confirm one composed audience, as `ComposedSync` does.
+
+        As without `min_audience_size`: a first sync of sources that came whole is planned
+        straight from them.
+        """
         store = self.store
-        fresh, withheld = store.stage_composed(audience, included, excluded, split)
+        fresh, withheld = store.stage_composed(audience, included, excluded, split, plan_now=True)
         summary = store.plan(audience, snapshot=True, complete=complete)
         synced = Synced(fresh, withheld, summary, store.fresh_leavers(audience, included))
         held = self.tiktok.setdefault(audience, set())
@@ -292,6 +296,47 @@ def test_a_first_sync_plans_each_streams_people_in_their_audience_key_order(
     assert first == sorted(first)
     assert second == sorted(second)
     assert {bytes(key[:2]) for key in second} == {b"\x00\x01"}
+
+
+def test_a_first_sync_planned_from_the_sources_is_the_one_planned_from_staged_people(
+    runs: Callable[[], Run],
+) -> None:
+    """Planned straight from the sources (`plan_now`), a first sync is the staged one, exactly.
+
+    The same rows in the same order, the same hashes kept back, the same counts: people of
+    two streams sharing hashes, one of them excluded by a phone another person shares.
+    """
+    run = runs()
+    crm, shop, blocked = (run.store.source(s) for s in ("crm", "shop", "blocked"))
+    aud = run.audience("All")
+    run.feed(crm, {f"c{i}": slots(email=f"p{i}@x", phone=f"+1415555{i:04d}") for i in range(30)})
+    run.feed(shop, {f"s{i}": slots(email=f"p{i}@x") for i in range(10, 50)})
+    run.feed(blocked, {"z": slots(phone="+14155550007")})
+    store = run.store
+
+    def planned(*, plan_now: bool) -> tuple[object, ...]:
+        counts = store.stage_composed(aud, [crm, shop], [blocked], plan_now=plan_now)
+        summary = store.plan(aud, snapshot=True, complete=True)
+        rows = store._db.execute(
+            "SELECT action, person, s0, s1, s2, s3, s4, s5, kept FROM plan WHERE audience = ? "
+            "ORDER BY seq",
+            (aud,),
+        ).fetchall()
+        staged = store.staged_count(aud)
+        store.clear_staged(aud)
+        return (
+            counts,
+            summary,
+            [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows],
+            staged,
+        )
+
+    staged = planned(plan_now=False)
+    direct = planned(plan_now=True)
+    assert direct[:3] == staged[:3]
+    assert (staged[3], direct[3]) == (69, 0), "the direct plan staged nobody"
+    assert staged[1].add_rows == 69  # 30 + 40 people, less the one excluded
+    assert any(row[-1] for row in staged[2]), "shared hashes are kept back"
 
 
 def test_a_person_excluded_by_phone_loses_email_too(runs: Callable[[], Run]) -> None:

@@ -23,10 +23,16 @@ class Composition(Staging):
         included: Sequence[SourceRow],
         excluded: Sequence[SourceRow],
         split: str | None = None,
+        *,
+        plan_now: bool = False,
     ) -> tuple[int, int]:
         """Stage what a composed audience should hold, from its sources as they last were.
 
         `split`: the audience of one `split_by` value holds only the people of that value.
+        `plan_now`: `plan` comes next, with nothing held back (no `min_audience_size`). A
+        first sync (nobody confirmed or held) whose included sources all came whole in this
+        run is then planned here, straight from the sources into `plan`: its people are all
+        this run's records, and staging them first would copy them once more for nothing.
 
         The hashes TikTok should hold are the union of the included people's hashes, less
         every hash of an excluded person: an included person that has any hash of a person
@@ -42,9 +48,19 @@ class Composition(Staging):
         """
         db = self._db
         self.clear_staged(audience)
-        self._unindex_staged()
-        self._staging(audience)
         self._composed.add(audience)
+        first = (
+            plan_now
+            and all(source.id in self._whole_fresh for source in included)
+            and not self.count_members(audience)
+            and not self.count_pending(audience)
+        )
+        if first:
+            self._in_temp["plan"].add(audience)
+            db.execute("DELETE FROM plan WHERE audience = ?", (audience,))
+        else:
+            self._unindex_staged()
+            self._staging(audience)
         of_value = "" if split is None else " AND p.split = :v"
         shared = self._match_excluded(included, excluded, of_value, split)
         # A person not matched has no excluded hash, but may share a matched person's.
@@ -60,7 +76,7 @@ class Composition(Staging):
             if excluded
             else ""
         )
-        came = 0
+        came = staged = 0
         suppressing = self.suppressing()
         for position, source in enumerate(included):
             person = self._key("p.person", position)
@@ -73,28 +89,38 @@ class Composition(Staging):
                     "AND f.person = p.person) THEN 1 ELSE 0 END"
                 )
             rows = (
-                f"SELECT {person} AS person, {is_fresh} AS fresh, {kept} "
+                f"SELECT {person} AS person, p.person AS own_key, {is_fresh} AS fresh, {kept} "
                 f"FROM source_people p WHERE p.source = :s{of_value}{unmatched}"
             )
             if suppressing:
                 rows += f" AND NOT ({suppressed('p')})"
             # In the audience's person order within each source, which the plan keeps
             # (`plan`), so that confirming appends to `members` rather than inserting at
-            # random: free for the first source (its keys), a sort of each other one's.
-            db.execute(
-                f"INSERT INTO staged (audience, person, remove, fresh, {SLOT_LIST}) "
-                f"SELECT :a, person, 0, fresh, {SLOT_LIST} FROM ({rows}) AS r "
-                f"WHERE {ANY_SLOT} ORDER BY person",
-                args,
+            # random. `mix_person` keeps a source's order: it is the source's, read in key
+            # order, with no sort.
+            into = (
+                f"plan (audience, action, person, {SLOT_LIST}) SELECT :a, 'add', person"
+                if first
+                else f"staged (audience, person, remove, fresh, {SLOT_LIST}) "
+                "SELECT :a, person, 0, fresh"
             )
+            staged += db.execute(
+                f"INSERT INTO {into}, {SLOT_LIST} FROM ({rows}) AS r "
+                f"WHERE {ANY_SLOT} ORDER BY own_key",
+                args,
+            ).rowcount
             came += db.execute(
                 f"SELECT COALESCE(SUM({is_fresh}), 0) FROM source_people p "
                 f"WHERE p.source = :s{of_value}",
                 args,
             ).fetchone()[0]
-        fresh = db.execute(
-            "SELECT COUNT(*) FROM staged WHERE audience = ? AND fresh = 1", (audience,)
-        ).fetchone()[0]
+        if first:
+            self._planned_first[audience] = staged
+            fresh = staged
+        else:
+            fresh = db.execute(
+                "SELECT COUNT(*) FROM staged WHERE audience = ? AND fresh = 1", (audience,)
+            ).fetchone()[0]
         db.execute("DELETE FROM withheld")
         db.execute("DELETE FROM matched")
         return fresh, came - fresh
@@ -171,8 +197,9 @@ class Composition(Staging):
     def _key(self, column: str, position: int) -> str:
         """SQL: the key in the audience of the person keyed `column` in its `position`th source.
 
-        The first included source's people keep their keys; the others' are mixed with the
-        position (`mix_person`), so two streams' people never merge.
+        The first included source's people keep their keys; the others' are prefixed with the
+        position (`mix_person`), so two streams' people never merge, and each source's people
+        keep their order.
         """
         if not position:
             return column

@@ -62,6 +62,8 @@ class Connection:
         self._whole_fresh: set[int] = set()
         # Audiences whose staged rows `stage_composed` made, some of them from earlier runs.
         self._composed: set[int] = set()
+        # Composed first syncs planned by `stage_composed` itself, with the people planned.
+        self._planned_first: dict[int, int] = {}
         try:
             # Before any change: a newer store is not touched.
             version = stored_version(backend, self.path)

@@ -124,10 +124,12 @@ class Planning(Staging):
         args = {"a": audience}
         whole = snapshot and complete
         self._in_temp["plan"].add(audience)
-        db.execute("DELETE FROM plan WHERE audience = :a", args)
+        planned = self._planned_first.pop(audience, None)  # by `stage_composed`
+        if planned is None:
+            db.execute("DELETE FROM plan WHERE audience = :a", args)
         summary = PlanSummary(confirmed=self.count_members(audience))
         if not summary.confirmed:
-            self._plan_first_sync(audience, summary)
+            self._plan_first_sync(audience, summary, planned)
             db.analyze("plan")
             self._send_each_hash_once(audience, ("add",) if summary.add_rows else ())
             return summary
@@ -211,8 +213,11 @@ class Planning(Staging):
             ).fetchone()
         )
 
-    def _plan_first_sync(self, audience: int, summary: PlanSummary) -> None:
+    def _plan_first_sync(self, audience: int, summary: PlanSummary, planned: int | None) -> None:
         """Plan a first sync (nobody confirmed): everyone staged joins; count them in `summary`.
+
+        `planned`: the people of a composed first sync that `stage_composed` planned itself,
+        all of them this run's records; None when they are staged.
 
         One sort, without the staged index: each person's rows become neighbours in `plan`,
         their last row last, so repeats are found by comparing each row with the next (a
@@ -221,6 +226,10 @@ class Planning(Staging):
         people are staged once each, members all, in their sources' order and then in
         person order (`stage_composed`): they are planned in that order, without a sort.
         """
+        if planned is not None:
+            summary.staged = summary.joined = summary.add_rows = summary.people = planned
+            summary.fresh_joined = planned
+            return
         args = {"a": audience}
         composed = audience in self._composed
         planned = self._db.execute(

@@ -96,7 +96,7 @@ class PostgresBackend(Backend):
         # The plan is a temporary table, private to this connection.
         "work_table": "TEMP TABLE",
         "work": "",
-        "mix_person": "overlay({person} placing int2send(CAST({index} AS smallint)) from 1 for 2)",
+        "mix_person": "(int2send(CAST({index} AS smallint)) || {person})",
     }
     errors = (psycopg.Error,)
     begin_snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"

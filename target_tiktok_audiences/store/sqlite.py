@@ -21,15 +21,6 @@ from typing import Any
 from target_tiktok_audiences.store.backend import Backend, Params, Rows
 
 
-def mix_person(person: bytes, index: int) -> bytes:
-    """The key of a person of an audience's stream number `index` (from 1).
-
-    Not the person's key in that stream, so that two streams' people never merge; computed as
-    PostgreSQL's `mix_person` word does: the first two bytes replaced by the index.
-    """
-    return index.to_bytes(2, "big") + person[2:]
-
-
 class SQLiteBackend(Backend):
     """A SQLite connection in autocommit mode; the store opens its own transactions."""
 
@@ -50,8 +41,9 @@ class SQLiteBackend(Backend):
         # The plan lives in the attached work file, where worker processes can read it.
         "work_table": "TABLE",
         "work": "work.",
-        # A person's key of its own for the people of an audience's second, third... stream.
-        "mix_person": "tta_mix_person({person}, {index})",
+        # A person's key of its own for the people of an audience's second, third... stream:
+        # two bytes of the stream's index before the key (`||` of blobs is text: cast back).
+        "mix_person": "CAST(x'{index:04x}' || {person} AS BLOB)",
     }
     errors = (sqlite3.Error,)
     begin = ("BEGIN IMMEDIATE",)  # take the write lock first: no deadlock between two writers
@@ -98,7 +90,6 @@ class SQLiteBackend(Backend):
                 self._db = sqlite3.connect(path, isolation_level=None, timeout=timeout)
         except (sqlite3.Error, OSError) as exc:
             raise self.open_error(exc) from None
-        self._db.create_function("tta_mix_person", 2, mix_person, deterministic=True)
 
     def prepare(self) -> None:
         """WAL lets `status` read while a run writes; NORMAL sync is safe under WAL."""

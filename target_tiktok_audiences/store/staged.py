@@ -202,6 +202,7 @@ class Staging(Audiences):
     def clear_staged(self, audience: int) -> None:
         """Forget what was staged and planned for an audience."""
         self._retired.discard(audience)
+        self._planned_first.pop(audience, None)
         for table, audiences in self._in_temp.items():
             audiences.discard(audience)
             if audiences - self._retired if table == "staged" else audiences:
