@@ -56,6 +56,8 @@ class Connection:
         self._staged_indexed = False
         # Audiences with rows in each temporary table: clearing the only one is a truncate.
         self._in_temp: dict[str, set[int]] = {"staged": set(), "plan": set()}
+        # Groups staged with a row that removes its person: only they need looking for one.
+        self._leaving: set[int] = set()
         # Groups whose staged rows nobody reads again: they go with the next truncate.
         self._retired: set[int] = set()
         # Sources replaced whole in this run: every person of theirs came in a record now.

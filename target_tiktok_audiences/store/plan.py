@@ -207,11 +207,7 @@ class Planning(Staging):
         """
         if snapshot:
             return summary.confirmed > summary.people - summary.joined
-        return bool(
-            self._db.execute(
-                "SELECT 1 FROM staged WHERE audience = ? AND remove = 1 LIMIT 1", (audience,)
-            ).fetchone()
-        )
+        return self.stages_leavers(audience)
 
     def _plan_first_sync(self, audience: int, summary: PlanSummary, planned: int | None) -> None:
         """Plan a first sync (nobody confirmed): everyone staged joins; count them in `summary`.
@@ -298,17 +294,24 @@ class Planning(Staging):
         each later add or delete of it is kept, not sent (`confirm_kept` applies it after
         the sent ones are confirmed). One grouping per slot finds the repeated hashes, each
         with its first row (`repeated`); only their other rows are then marked. `actions`:
-        those the plan may have rows of (a first sync's are adds); one with no row to send
-        is skipped after a count.
+        those the plan may have rows of (a first sync's are adds). A slot with fewer than
+        two hashes to send is skipped after one count of them all.
         """
         if audience not in self._composed:
             return
         db = self._db
         for action in actions:
-            if not self._count_sendable(audience, action):
-                continue
             args = {"a": audience, "action": action}
+            # One pass counts each slot's hashes to send: a slot with fewer than two has no
+            # repeat, and needs no grouping.
+            counts = db.execute(
+                f"SELECT {', '.join(f'COUNT({slot})' for slot in SLOT_COLUMNS)} FROM plan "
+                f"WHERE audience = :a AND action = :action AND ({SENDABLE})",
+                args,
+            ).fetchone()
             for bit, slot in enumerate(SLOT_COLUMNS):
+                if counts[bit] < 2:
+                    continue
                 db.execute("DELETE FROM repeated")
                 found = db.execute(
                     f"INSERT INTO repeated (hash, first) SELECT {slot}, MIN(seq) FROM plan "

@@ -71,6 +71,8 @@ class Sources(Staging):
             return
         self._unindex_staged()
         self._staging(group)
+        if any(remove for _, remove, _, _, _ in rows):
+            self._leaving.add(group)
         self._db.load(
             "staged",
             ("audience", "person", "remove", "no_consent", "split", *SLOT_COLUMNS),
@@ -154,13 +156,7 @@ class Sources(Staging):
         the people staged. Otherwise the staged rows are indexed and reduced to each
         person's last one first.
         """
-        db = self._db
-        direct = (
-            whole
-            and not db.execute(
-                "SELECT 1 FROM staged WHERE audience = ? AND remove = 1 LIMIT 1", (group,)
-            ).fetchone()
-        )
+        direct = whole and not self.stages_leavers(group)
         if not direct:
             self._index_staged(group)
         args = {"s": source.id, "g": group}
@@ -190,6 +186,8 @@ class Sources(Staging):
         """
         if whole:
             self._whole_fresh.add(source.id)
+            if not self.stages_leavers(group):
+                return
         self._db.execute(
             "INSERT INTO fresh (source, person) SELECT :s, person FROM staged "
             f"WHERE audience = :g{' AND remove = 1' if whole else ''} "

@@ -84,6 +84,11 @@ class Staged:
             count += 1
         return cls(bytes(out), count)
 
+    @property
+    def has_leavers(self) -> bool:
+        """Whether a record removes its person (its remove byte is set)."""
+        return 1 in self.packed[_KEY_WIDTH::_RECORD_WIDTH]
+
 
 def _unpack_sql(db: Backend) -> str:
     """INSERT INTO staged the records of `:packed` (`:rows` of them), in order, for `:a`."""
@@ -132,6 +137,7 @@ class Staging(Audiences):
         """Rows are about to be staged in `group`: its retired rows (`retire_staged`) go first."""
         if group in self._retired:
             self._retired.discard(group)
+            self._leaving.discard(group)
             self._db.execute("DELETE FROM staged WHERE audience = ?", (group,))
         self._in_temp["staged"].add(group)
 
@@ -154,6 +160,17 @@ class Staging(Audiences):
         # One statement: all of it or nothing, and no lock on the store (a temporary table).
         self._db.execute(
             self._unpack, {"a": audience, "packed": people.packed, "rows": people.count}
+        )
+        if people.has_leavers:
+            self._leaving.add(audience)
+
+    def stages_leavers(self, group: int) -> bool:
+        """Whether a staged row of `group` removes its person (a look only where one was staged)."""
+        return group in self._leaving and (
+            self._db.execute(
+                "SELECT 1 FROM staged WHERE audience = ? AND remove = 1 LIMIT 1", (group,)
+            ).fetchone()
+            is not None
         )
 
     def _index_staged(self, audience: int) -> None:
@@ -202,6 +219,7 @@ class Staging(Audiences):
     def clear_staged(self, audience: int) -> None:
         """Forget what was staged and planned for an audience."""
         self._retired.discard(audience)
+        self._leaving.discard(audience)
         self._planned_first.pop(audience, None)
         for table, audiences in self._in_temp.items():
             audiences.discard(audience)
@@ -228,6 +246,7 @@ class Staging(Audiences):
         self._in_temp[table].clear()
         if table == "staged":
             self._retired.clear()
+            self._leaving.clear()
 
     # The suppression list (`tiktok-audiences erase --suppress`)
 
