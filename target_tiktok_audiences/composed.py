@@ -245,8 +245,7 @@ class ComposedSync(AudienceSync):
     def apply(self, *, complete: bool) -> None:
         """Sync on its own, as any audience does, from its people staged again.
 
-        A first plan may have staged nobody (`stage_composed` planned it straight from the
-        sources), and an audience planned again must be planned from everyone it should hold.
+        A first plan may have staged nobody (`stage_composed` planned it from the sources).
         """
         self._stage(plan_now=False)
         super().apply(complete=complete)

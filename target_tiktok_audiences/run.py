@@ -49,14 +49,17 @@ def open_run(settings: RunSettings, logger: logging.Logger) -> RunContext:
     copy of the store and writes each request it would send to `dry_run_output`, with a
     client that sends nothing.
     """
+    workers = Workers()
     store = MembershipStore.open(
-        settings.membership_store, throwaway=settings.dry_run, timeout=settings.store_timeout
+        settings.membership_store,
+        throwaway=settings.dry_run,
+        timeout=settings.store_timeout,
+        workers=workers,
     )
     # A dry run confirms nothing: no history (nor the schema lock `start_run` takes, which a
     # PostgreSQL dry run, one long transaction, would hold until it ends).
     if not settings.dry_run:
         store.start_run(settings.history_days)
-    workers = Workers()
     options = settings.client_options()
     client: TikTokClient
     if settings.dry_run:

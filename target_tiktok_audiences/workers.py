@@ -2,9 +2,10 @@
 
 One process reads the input and keeps the store; on a machine with more cores, the work that
 needs neither runs beside it. Raw identifiers go to a worker in memory only and hashes come
-back; a worker never writes anywhere, and reads only a run's plan from its work file (a
-batch's hashes, `store.PlanRows`). A small run never starts a worker: its work is done
-inline, at once.
+back; a worker never writes anywhere. It reads the store only read-only, on a SQLite
+connection of its own: a run's plan from its work file (a batch's hashes, `store.PlanRows`),
+and a composed plan's long look-ups (`store.sqlite.FileReader`). A small run never starts a
+worker: its work is done inline, at once.
 """
 
 from __future__ import annotations

@@ -31,8 +31,10 @@ from target_tiktok_audiences.store import (
     PlanSummary,
     SourceRow,
     Staged,
+    connection,
 )
 from target_tiktok_audiences.tiktok.mapping import Slots
+from target_tiktok_audiences.workers import Workers
 from tests.test_store import ADVERTISER, person, sha, slots
 
 EMAIL = SLOTS.index("EMAIL_SHA256")
@@ -298,45 +300,88 @@ def test_a_first_sync_plans_each_streams_people_in_their_audience_key_order(
     assert {bytes(key[:2]) for key in second} == {b"\x00\x01"}
 
 
+def shared_and_excluded(run: Run) -> tuple[int, list[SourceRow], list[SourceRow]]:
+    """An audience of two streams sharing hashes, less one person excluded by a shared phone.
+
+    Returns (the audience, its included sources, its excluded ones), each source fed.
+    """
+    crm, shop, blocked = (run.store.source(s) for s in ("crm", "shop", "blocked"))
+    run.feed(crm, {f"c{i}": slots(email=f"p{i}@x", phone=f"+1415555{i:04d}") for i in range(30)})
+    run.feed(shop, {f"s{i}": slots(email=f"p{i}@x") for i in range(10, 50)})
+    run.feed(blocked, {"z": slots(phone="+14155550007")})
+    return run.audience("All"), [crm, shop], [blocked]
+
+
+def first_plan(
+    store: MembershipStore,
+    audience: int,
+    included: Sequence[SourceRow],
+    excluded: Sequence[SourceRow],
+    *,
+    plan_now: bool,
+) -> tuple[tuple[int, int], PlanSummary, list[tuple[object, ...]], int, bool]:
+    """Stage and plan a first sync; then forget it, as a sync that ends does.
+
+    Returns what `stage_composed` and `plan` said, the planned rows in order (with their
+    `kept` bits), the people staged, and whether worker processes sought repeated hashes.
+    """
+    counts = store.stage_composed(audience, included, excluded, plan_now=plan_now)
+    beside = audience in store._repeats
+    summary = store.plan(audience, snapshot=True, complete=True)
+    rows = store._db.execute(
+        "SELECT action, person, s0, s1, s2, s3, s4, s5, kept FROM plan WHERE audience = ? "
+        "ORDER BY seq",
+        (audience,),
+    ).fetchall()
+    staged = store.staged_count(audience)
+    store.clear_staged(audience)
+    rows = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+    return counts, summary, rows, staged, beside
+
+
 def test_a_first_sync_planned_from_the_sources_is_the_one_planned_from_staged_people(
     runs: Callable[[], Run],
 ) -> None:
     """Planned straight from the sources (`plan_now`), a first sync is the staged one, exactly.
 
-    The same rows in the same order, the same hashes kept back, the same counts: people of
-    two streams sharing hashes, one of them excluded by a phone another person shares.
+    The same rows in the same order, the same hashes kept back, the same counts.
     """
     run = runs()
-    crm, shop, blocked = (run.store.source(s) for s in ("crm", "shop", "blocked"))
-    aud = run.audience("All")
-    run.feed(crm, {f"c{i}": slots(email=f"p{i}@x", phone=f"+1415555{i:04d}") for i in range(30)})
-    run.feed(shop, {f"s{i}": slots(email=f"p{i}@x") for i in range(10, 50)})
-    run.feed(blocked, {"z": slots(phone="+14155550007")})
-    store = run.store
-
-    def planned(*, plan_now: bool) -> tuple[object, ...]:
-        counts = store.stage_composed(aud, [crm, shop], [blocked], plan_now=plan_now)
-        summary = store.plan(aud, snapshot=True, complete=True)
-        rows = store._db.execute(
-            "SELECT action, person, s0, s1, s2, s3, s4, s5, kept FROM plan WHERE audience = ? "
-            "ORDER BY seq",
-            (aud,),
-        ).fetchall()
-        staged = store.staged_count(aud)
-        store.clear_staged(aud)
-        return (
-            counts,
-            summary,
-            [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows],
-            staged,
-        )
-
-    staged = planned(plan_now=False)
-    direct = planned(plan_now=True)
+    aud, included, excluded = shared_and_excluded(run)
+    staged = first_plan(run.store, aud, included, excluded, plan_now=False)
+    direct = first_plan(run.store, aud, included, excluded, plan_now=True)
     assert direct[:3] == staged[:3]
     assert (staged[3], direct[3]) == (69, 0), "the direct plan staged nobody"
     assert staged[1].add_rows == 69  # 30 + 40 people, less the one excluded
     assert any(row[-1] for row in staged[2]), "shared hashes are kept back"
+
+
+def test_look_ups_in_worker_processes_plan_as_those_run_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run side by side in worker processes, look-ups plan a first sync as they do here.
+
+    The excluded people and the repeated hashes, found by worker processes reading the
+    store's file and the run's work file, give the very plan that the same queries run on
+    the run's own connection give: rows, order, hashes kept back, counts.
+    """
+    monkeypatch.setattr(connection, "BESIDE_ROWS", 0)  # a test's few people are worth it
+    workers = Workers(2)
+    plans = []
+    try:
+        for beside in (None, workers):
+            store = MembershipStore(str(tmp_path / f"{beside is None}.sqlite"), workers=beside)
+            try:
+                aud, included, excluded = shared_and_excluded(Run(store, {}))
+                plans.append(first_plan(store, aud, included, excluded, plan_now=True))
+            finally:
+                store.close()
+    finally:
+        workers.close()
+    here, there = plans
+    assert (here[-1], there[-1]) == (False, True), "the second sought them in workers"
+    assert there[:4] == here[:4]
+    assert any(row[-1] for row in there[2]), "shared hashes are kept back"
 
 
 def test_a_person_excluded_by_phone_loses_email_too(runs: Callable[[], Run]) -> None:

@@ -129,6 +129,13 @@ class Backend:
         """Run one statement written with `?` or `:name` parameters; return its cursor."""
         raise NotImplementedError
 
+    def reader(self) -> Callable[[str, Params], list[tuple[Any, ...]]] | None:
+        """What runs a read-only query elsewhere (a worker process), on what was committed.
+
+        Picklable. None where only this connection sees the run's tables (temporary ones).
+        """
+        return None
+
     def load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """Append many rows to a table, without a round trip per row."""
         raise NotImplementedError

@@ -8,7 +8,10 @@ included source after the first gives its people keys of their own.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 
+from target_tiktok_audiences.store.connection import Found, Query
 from target_tiktok_audiences.store.schema import ANY_SLOT, SLOT_COLUMNS, SLOT_LIST
 from target_tiktok_audiences.store.sources import SourceRow
 from target_tiktok_audiences.store.staged import Staging, suppressed
@@ -62,7 +65,23 @@ class Composition(Staging):
             self._unindex_staged()
             self._staging(audience)
         of_value = "" if split is None else " AND p.split = :v"
-        shared = self._match_excluded(included, excluded, of_value, split)
+        sizes = [
+            db.execute(
+                f"SELECT COUNT(*) FROM source_people p WHERE p.source = :s{of_value}",
+                {"s": source.id, "v": split},
+            ).fetchone()[0]
+            for source in included
+        ]
+        matching = self._match_start(included, excluded, of_value, split, rows=sum(sizes))
+        if first:
+            # Sought in worker processes while this one matches and plans (where they can).
+            found = self._start_beside(
+                [_repeated_among(included, of_value, split, slot) for slot in SLOT_COLUMNS],
+                rows=sum(sizes),
+            )
+            if found is not None:
+                self._repeats[audience] = found
+        shared = self._match_end(matching)
         # A person not matched has no excluded hash, but may share a matched person's.
         kept = ", ".join(
             f"CASE WHEN p.{column} IN (SELECT hash FROM withheld WHERE slot = {slot} "
@@ -78,16 +97,22 @@ class Composition(Staging):
         )
         came = staged = 0
         suppressing = self.suppressing()
-        for position, source in enumerate(included):
+        for position, (source, size) in enumerate(zip(included, sizes, strict=True)):
             person = self._key("p.person", position)
             args = {"a": audience, "s": source.id, "v": split}
             if source.id in self._whole_fresh:
                 is_fresh = "1"
+                came += size
             else:
                 is_fresh = (
                     "CASE WHEN EXISTS (SELECT 1 FROM fresh f WHERE f.source = :s "
                     "AND f.person = p.person) THEN 1 ELSE 0 END"
                 )
+                came += db.execute(
+                    f"SELECT COALESCE(SUM({is_fresh}), 0) FROM source_people p "
+                    f"WHERE p.source = :s{of_value}",
+                    args,
+                ).fetchone()[0]
             rows = (
                 f"SELECT {person} AS person, p.person AS own_key, {is_fresh} AS fresh, {kept} "
                 f"FROM source_people p WHERE p.source = :s{of_value}{unmatched}"
@@ -109,11 +134,6 @@ class Composition(Staging):
                 f"WHERE {ANY_SLOT} ORDER BY own_key",
                 args,
             ).rowcount
-            came += db.execute(
-                f"SELECT COALESCE(SUM({is_fresh}), 0) FROM source_people p "
-                f"WHERE p.source = :s{of_value}",
-                args,
-            ).fetchone()[0]
         if first:
             self._planned_first[audience] = staged
             fresh = staged
@@ -125,24 +145,25 @@ class Composition(Staging):
         db.execute("DELETE FROM matched")
         return fresh, came - fresh
 
-    def _match_excluded(
+    def _match_start(
         self,
         included: Sequence[SourceRow],
         excluded: Sequence[SourceRow],
         of_value: str,
         split: str | None,
-    ) -> bool:
-        """Find the included people excluded (`matched`) and the hashes withheld with them.
+        *,
+        rows: int,
+    ) -> _Matching | None:
+        """Withhold the excluded sources' hashes, and start looking the included people up.
 
-        `withheld` tier 0: every hash of an excluded source's people; `matched`: each
-        included person with one of them; tier 1: the matched people's other hashes. True
-        when there is a tier-1 hash, which other included people may also have.
+        `rows`: the included people, each looked up (in worker processes, where they can).
+        `withheld` tier 0: every hash of an excluded source's people. None: nothing to match.
         """
         db = self._db
         db.execute("DELETE FROM withheld")
         db.execute("DELETE FROM matched")
         if not excluded:
-            return False
+            return None
         for source in excluded:
             self._withhold("source_people p", f"p.source = {int(source.id)} AND ", tier=0)
         slots = [
@@ -151,20 +172,40 @@ class Composition(Staging):
             if db.execute("SELECT 1 FROM withheld WHERE slot = ? LIMIT 1", (slot,)).fetchone()
         ]
         if not slots:
-            return False
+            return None
         # Uncorrelated: each set is built once, then probed, not a subquery run per person.
         any_excluded = " OR ".join(
             f"p.{SLOT_COLUMNS[slot]} IN (SELECT hash FROM withheld WHERE slot = {slot})"
             for slot in slots
         )
-        for source in included:
-            db.execute(
-                f"INSERT INTO matched (source, person, {SLOT_LIST}) SELECT p.source, p.person, "
-                f"{', '.join(f'p.{column}' for column in SLOT_COLUMNS)} FROM source_people p "
-                f"WHERE p.source = :s{of_value} AND ({any_excluded})",
-                {"s": source.id, "v": split},
-            )
-        self._withhold("matched p", "", tier=1)
+        people = (
+            "SELECT p.source, p.person FROM source_people p "
+            f"WHERE p.source = :s{of_value} AND ({any_excluded})"
+        )
+        queries = [(people, {"s": source.id, "v": split}) for source in included]
+        return _Matching(queries, self._start_beside(queries, rows=rows))
+
+    def _match_end(self, matching: _Matching | None) -> bool:
+        """The included people excluded (`matched`), and the hashes withheld with them.
+
+        `matched`: each included person with a tier-0 hash; tier 1: the matched people's
+        other hashes. True when there is a tier-1 hash, which other included people may
+        also have.
+        """
+        if matching is None:
+            return False
+        db = self._db
+        if matching.found is None:
+            for sql, args in matching.queries:
+                db.execute(f"INSERT INTO matched (source, person) {sql}", args)
+        for task in matching.found or ():
+            db.load("matched", ("source", "person"), task.result())
+        each = db.words["probe_join"]  # each matched person's row, looked up
+        self._withhold(
+            f"matched m {each} source_people p ON p.source = m.source AND p.person = m.person",
+            "",
+            tier=1,
+        )
         return db.execute("SELECT 1 FROM withheld WHERE tier = 1 LIMIT 1").fetchone() is not None
 
     def fresh_leavers(self, audience: int, included: Sequence[SourceRow]) -> int:
@@ -206,7 +247,7 @@ class Composition(Staging):
         return self._db.words["mix_person"].format(person=column, index=position)
 
     def _withhold(self, people: str, where: str, *, tier: int) -> None:
-        """Add every hash of `people` (a table as `p`, with a `where` prefix) to `withheld`.
+        """Add every hash of `people` (rows as `p`, with a `where` prefix) to `withheld`.
 
         In hash order, so that each slot's hashes are appended to the key of `withheld`
         rather than inserted at random; a repeated hash is kept once.
@@ -217,3 +258,27 @@ class Composition(Staging):
                 f"FROM {people} WHERE {where}p.{column} IS NOT NULL ORDER BY p.{column} "
                 "ON CONFLICT (slot, hash) DO NOTHING"
             )
+
+
+@dataclass(frozen=True)
+class _Matching:
+    """The look-ups of included people among the excluded hashes: run here, or started."""
+
+    queries: Sequence[Query]
+    found: Sequence[Future[Found]] | None
+
+
+def _repeated_among(
+    included: Sequence[SourceRow], of_value: str, split: str | None, slot: str
+) -> Query:
+    """A slot's hashes that several of the included sources' people have.
+
+    The hashes repeated in a first sync's plan are among them: it plans these people, some
+    of them and some of their hashes withheld.
+    """
+    sources = ", ".join(str(int(source.id)) for source in included)
+    return (
+        f"SELECT p.{slot} FROM source_people p WHERE p.source IN ({sources}){of_value} "
+        f"AND p.{slot} IS NOT NULL GROUP BY p.{slot} HAVING COUNT(*) > 1",
+        {"v": split},
+    )

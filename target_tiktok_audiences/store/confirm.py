@@ -12,8 +12,7 @@ from collections.abc import Sequence
 
 from target_tiktok_audiences.store.backend import Backend
 from target_tiktok_audiences.store.history import History
-from target_tiktok_audiences.store.plan import SENDABLE
-from target_tiktok_audiences.store.schema import ANY_SLOT, SLOT_COLUMNS, SLOT_LIST
+from target_tiktok_audiences.store.schema import ANY_SLOT, SENDABLE, SLOT_COLUMNS, SLOT_LIST
 
 
 class Confirmation(History):

@@ -7,13 +7,25 @@ tables. Everything the store does goes through the one backend connection opened
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
-from typing import Self
+from typing import TYPE_CHECKING, Any, Self
 
 from target_tiktok_audiences.settings.schema import setting_default
-from target_tiktok_audiences.store.backend import Backend
-from target_tiktok_audiences.store.schema import TEMP_SCHEMA, in_words, stored_version, upgrade
+from target_tiktok_audiences.store.backend import Backend, Params
+from target_tiktok_audiences.store.schema import in_words, stored_version, upgrade
 from target_tiktok_audiences.store.sqlite import SQLiteBackend
+from target_tiktok_audiences.store.temporary import TEMP_SCHEMA
+
+if TYPE_CHECKING:
+    from target_tiktok_audiences.workers import Workers
+
+
+# Fewer rows than this to read, and a query runs here: worker processes would cost more.
+BESIDE_ROWS = 50_000
+Query = tuple[str, Params]  # a statement and its parameters
+Found = list[tuple[Any, ...]]  # a query's rows
 
 
 def is_postgres_url(location: str) -> bool:
@@ -31,6 +43,7 @@ class Connection:
         throwaway: bool = False,
         create: bool = True,
         timeout: float | None = None,
+        workers: Workers | None = None,
     ) -> None:
         """Open the store at `location`: a SQLite path (or ":memory:") or a PostgreSQL URL.
 
@@ -39,7 +52,8 @@ class Connection:
         rolled back). `create=False`: fail with StoreMissingError rather than create a store.
         `timeout` (`store_timeout`, whose default it takes when None): the longest any one
         store operation may take, connecting included; past it the run ends with a StoreError
-        naming the store.
+        naming the store. `workers`: the run's, where some long read-only queries may run
+        side by side (`_beside`).
         """
         if timeout is None:
             timeout = float(setting_default("store_timeout"))
@@ -52,6 +66,7 @@ class Connection:
         else:
             backend = SQLiteBackend(location, throwaway=throwaway, create=create, timeout=timeout)
         self._db: Backend = backend
+        self._workers = workers
         self.path = backend.location
         self._staged_indexed = False
         # Audiences with rows in each temporary table: clearing the only one is a truncate.
@@ -66,6 +81,9 @@ class Connection:
         self._composed: set[int] = set()
         # Composed first syncs planned by `stage_composed` itself, with the people planned.
         self._planned_first: dict[int, int] = {}
+        # Per slot, the hashes repeated among the people a first sync was planned from, as
+        # worker processes find them (`stage_composed`).
+        self._repeats: dict[int, list[Future[Found]]] = {}
         try:
             # Before any change: a newer store is not touched.
             version = stored_version(backend, self.path)
@@ -90,9 +108,29 @@ class Connection:
         throwaway: bool = False,
         create: bool = True,
         timeout: float | None = None,
+        workers: Workers | None = None,
     ) -> Self:
         """Open the store a `membership_store` setting names (see `__init__`)."""
-        return cls(location, throwaway=throwaway, create=create, timeout=timeout)
+        return cls(location, throwaway=throwaway, create=create, timeout=timeout, workers=workers)
+
+    def _beside(self, queries: Sequence[Query], *, rows: int) -> list[Found] | None:
+        """The rows of read-only queries, run side by side in worker processes, in order.
+
+        `rows`: how many rows they read in all. None where they are not worth it (fewer than
+        `BESIDE_ROWS`), or cannot be (a single core; the run's tables private to this
+        connection, as in PostgreSQL): the caller then runs them here, as statements of its
+        own.
+        """
+        tasks = self._start_beside(queries, rows=rows)
+        return None if tasks is None else [task.result() for task in tasks]
+
+    def _start_beside(self, queries: Sequence[Query], *, rows: int) -> list[Future[Found]] | None:
+        """Start `_beside`'s queries, in order, and return at once: their rows to come."""
+        reader = self._db.reader()
+        workers = self._workers
+        if rows < BESIDE_ROWS or reader is None or workers is None or workers.count < 2:
+            return None
+        return [workers.submit(reader, sql, params, parallel=True) for sql, params in queries]
 
     @property
     def errors(self) -> tuple[type[Exception], ...]:

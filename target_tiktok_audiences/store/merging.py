@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from target_tiktok_audiences.store.confirm import Confirmation
-from target_tiktok_audiences.store.plan import SENDABLE
-from target_tiktok_audiences.store.schema import SLOT_COLUMNS, SLOT_LIST, in_words
+from target_tiktok_audiences.store.schema import SENDABLE, SLOT_COLUMNS, SLOT_LIST, in_words
 from target_tiktok_audiences.tiktok.mapping import Batch, Entry, MergedRow
 
 # Each planned row of a merged send, with the merged row it goes in. In the work file on

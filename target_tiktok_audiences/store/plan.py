@@ -14,8 +14,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from target_tiktok_audiences.store.schema import ANY_SLOT, OLD_COLUMNS, SLOT_COLUMNS, SLOT_LIST
-from target_tiktok_audiences.store.staged import Staging
+from target_tiktok_audiences.store.repeats import Repeats
+from target_tiktok_audiences.store.schema import (
+    ANY_SLOT,
+    OLD_COLUMNS,
+    SENDABLE,
+    SLOT_COLUMNS,
+    SLOT_LIST,
+)
 from target_tiktok_audiences.tiktok.mapping import Batch, Slots
 
 
@@ -55,10 +61,6 @@ def _slot_changes(new: Sequence[str], old: Sequence[str], differs: str) -> str:
     )
 
 
-# A plan row with a hash to send: one not kept for another person.
-SENDABLE = " OR ".join(
-    f"({c} IS NOT NULL AND (kept & {1 << i}) = 0)" for i, c in enumerate(SLOT_COLUMNS)
-)
 # A plan row's slots as sent: a kept hash is not.
 SENT_SLOTS = ", ".join(
     f"CASE WHEN (kept & {1 << i}) = 0 THEN {c} END" for i, c in enumerate(SLOT_COLUMNS)
@@ -92,7 +94,7 @@ class PlanRows:
             db.close()
 
 
-class Planning(Staging):
+class Planning(Repeats):
     """Plans each audience's changes against its confirmed members."""
 
     @cached_property
@@ -286,47 +288,6 @@ class Planning(Staging):
                 f"AND action = 'delete' AND {slot} IS NOT NULL AND {slot} IN ({kept})",
                 {"a": audience},
             )
-
-    def _send_each_hash_once(self, audience: int, actions: Sequence[str]) -> None:
-        """In a composed audience, a hash that several planned rows of an action carry goes once.
-
-        Two streams' people often share a hash (the same person in a CRM and a warehouse):
-        each later add or delete of it is kept, not sent (`confirm_kept` applies it after
-        the sent ones are confirmed). One grouping per slot finds the repeated hashes, each
-        with its first row (`repeated`); only their other rows are then marked. `actions`:
-        those the plan may have rows of (a first sync's are adds). A slot with fewer than
-        two hashes to send is skipped after one count of them all.
-        """
-        if audience not in self._composed:
-            return
-        db = self._db
-        for action in actions:
-            args = {"a": audience, "action": action}
-            # One pass counts each slot's hashes to send: a slot with fewer than two has no
-            # repeat, and needs no grouping.
-            counts = db.execute(
-                f"SELECT {', '.join(f'COUNT({slot})' for slot in SLOT_COLUMNS)} FROM plan "
-                f"WHERE audience = :a AND action = :action AND ({SENDABLE})",
-                args,
-            ).fetchone()
-            for bit, slot in enumerate(SLOT_COLUMNS):
-                if counts[bit] < 2:
-                    continue
-                db.execute("DELETE FROM repeated")
-                found = db.execute(
-                    f"INSERT INTO repeated (hash, first) SELECT {slot}, MIN(seq) FROM plan "
-                    f"WHERE audience = :a AND action = :action AND {slot} IS NOT NULL "
-                    f"GROUP BY {slot} HAVING COUNT(*) > 1",
-                    args,
-                ).rowcount
-                if found:
-                    db.execute(
-                        f"UPDATE plan SET kept = kept | {1 << bit} WHERE audience = :a "
-                        f"AND action = :action AND {slot} IN (SELECT hash FROM repeated) "
-                        f"AND seq <> (SELECT first FROM repeated r WHERE r.hash = plan.{slot})",
-                        args,
-                    )
-            db.execute("DELETE FROM repeated")
 
     def _count_sendable(self, audience: int, action: str) -> int:
         return self._db.execute(

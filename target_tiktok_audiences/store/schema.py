@@ -79,9 +79,6 @@ CREATE TABLE IF NOT EXISTS pending (
 {erase_schema};
 """
 
-# Per connection, gone when it closes.
-# `plan` is in the run's work file where the backend has one (SQLite), for `PlanRows`.
-# A plan row's `kept`: a bit per slot whose delete is not sent, another person keeping that hash.
 # A source: one stream's latest snapshot (or, incremental, its people as changed so far), in
 # hashes; audiences are planned from sources.
 _SOURCES_SCHEMA = """
@@ -157,59 +154,6 @@ CREATE TABLE IF NOT EXISTS erasures (
     request_ids TEXT NOT NULL,
     complete INTEGER NOT NULL
 )"""
-
-TEMP_SCHEMA = """
-CREATE TEMP TABLE IF NOT EXISTS staged (
-    seq {row_order},
-    audience INTEGER NOT NULL,
-    person {blob} NOT NULL,
-    remove INTEGER NOT NULL,
-    no_consent INTEGER NOT NULL DEFAULT 0,
-    fresh INTEGER NOT NULL DEFAULT 1,
-    split TEXT,
-    {slots}
-);
-CREATE {work_table} IF NOT EXISTS {work}plan (
-    seq {id_pk},
-    audience INTEGER NOT NULL,
-    action TEXT NOT NULL,
-    person {blob} NOT NULL,
-    {slots},
-    kept INTEGER NOT NULL DEFAULT 0
-);
-CREATE TEMP TABLE IF NOT EXISTS rekey (
-    old {blob} PRIMARY KEY,
-    new {blob} NOT NULL
-);
-CREATE TEMP TABLE IF NOT EXISTS withheld (
-    slot INTEGER NOT NULL,
-    hash {blob} NOT NULL,
-    tier INTEGER NOT NULL,
-    PRIMARY KEY (slot, hash)
-);
-CREATE TEMP TABLE IF NOT EXISTS fresh (
-    source INTEGER NOT NULL,
-    person {blob} NOT NULL,
-    PRIMARY KEY (source, person)
-);
-CREATE TEMP TABLE IF NOT EXISTS matched (
-    source INTEGER NOT NULL,
-    person {blob} NOT NULL,
-    {slots},
-    PRIMARY KEY (source, person)
-);
-CREATE TEMP TABLE IF NOT EXISTS repeated (
-    hash {blob} PRIMARY KEY,
-    first INTEGER NOT NULL
-);
-CREATE TEMP TABLE IF NOT EXISTS diff (
-    person {blob} NOT NULL,
-    joined INTEGER NOT NULL,
-    fresh INTEGER NOT NULL,
-    {slots},
-    {old_slots}
-);
-"""
 
 _AUDIENCE_COLUMNS = (
     "id",
@@ -314,6 +258,10 @@ def _names(names: Iterable[str]) -> str:
 
 
 ANY_SLOT = " OR ".join(f"{c} IS NOT NULL" for c in SLOT_COLUMNS)
+# A plan row with a hash to send: one not kept for another person.
+SENDABLE = " OR ".join(
+    f"({c} IS NOT NULL AND (kept & {1 << i}) = 0)" for i, c in enumerate(SLOT_COLUMNS)
+)
 SLOT_LIST = ", ".join(SLOT_COLUMNS)
 
 

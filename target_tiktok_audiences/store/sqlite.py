@@ -15,10 +15,33 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from target_tiktok_audiences.store.backend import Backend, Params, Rows
+
+
+@dataclass(frozen=True)
+class FileReader:
+    """Runs one read-only query on a run's store file and work file, in a worker process.
+
+    Picklable, and on a connection of its own (as `PlanRows` reads batches): it sees what the
+    run's connection committed, and never creates a file.
+    """
+
+    store: str
+    work: str
+
+    def __call__(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
+        """The query's rows; `work.` tables are found by their names alone, as in the run."""
+        db = sqlite3.connect(Path(self.store).as_uri() + "?mode=ro", uri=True)
+        try:
+            db.execute("PRAGMA cache_size=-16384")  # as the run's: a grouping sorts in memory
+            db.execute("ATTACH DATABASE ? AS work", (Path(self.work).as_uri() + "?mode=ro",))
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()
 
 
 class SQLiteBackend(Backend):
@@ -133,16 +156,35 @@ class SQLiteBackend(Backend):
                 raise self.timeout_error() from None
             raise
 
+    def reader(self) -> FileReader | None:
+        """Reads the store's file (a dry run's copy) and the work file (None for ":memory:")."""
+        store = self._copy or self.location
+        if store == ":memory:" or self.work_path is None:
+            return None
+        return FileReader(store, self.work_path)
+
     def load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        """executemany: in-process, so no round trips to save."""
+        """executemany: in-process, so no round trips to save; all or nothing.
+
+        Outside a transaction it opens one of its own (deferred: a temporary table's rows take
+        no lock on the store): in autocommit mode, each row would be a transaction.
+        """
+        own = not self._db.in_transaction
         try:
+            if own:
+                self._db.execute("BEGIN")
             self._db.executemany(
                 f"INSERT INTO {table} ({', '.join(columns)}) "
                 f"VALUES ({', '.join('?' * len(columns))})",
                 rows,
             )
-        except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
+            if own:
+                self._db.execute("COMMIT")
+        except BaseException as exc:
+            if own and self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
                 raise self.timeout_error() from None
             raise
 

@@ -221,6 +221,7 @@ class Staging(Audiences):
         self._retired.discard(audience)
         self._leaving.discard(audience)
         self._planned_first.pop(audience, None)
+        self._repeats.pop(audience, None)
         for table, audiences in self._in_temp.items():
             audiences.discard(audience)
             if audiences - self._retired if table == "staged" else audiences:
