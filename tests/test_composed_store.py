@@ -366,11 +366,12 @@ def test_look_ups_in_worker_processes_plan_as_those_run_here(
     the run's own connection give: rows, order, hashes kept back, counts.
     """
     monkeypatch.setattr(connection, "BESIDE_ROWS", 0)  # a test's few people are worth it
+    monkeypatch.chdir(tmp_path)  # a relative `membership_store`, as the default is
     workers = Workers(2)
     plans = []
     try:
         for beside in (None, workers):
-            store = MembershipStore(str(tmp_path / f"{beside is None}.sqlite"), workers=beside)
+            store = MembershipStore(f"{beside is None}.sqlite", workers=beside)
             try:
                 aud, included, excluded = shared_and_excluded(Run(store, {}))
                 plans.append(first_plan(store, aud, included, excluded, plan_now=True))

@@ -157,11 +157,14 @@ class SQLiteBackend(Backend):
             raise
 
     def reader(self) -> FileReader | None:
-        """Reads the store's file (a dry run's copy) and the work file (None for ":memory:")."""
+        """Reads the store's file (a dry run's copy) and the work file (None for ":memory:").
+
+        By absolute paths: a file URI cannot be relative (`membership_store` may be).
+        """
         store = self._copy or self.location
         if store == ":memory:" or self.work_path is None:
             return None
-        return FileReader(store, self.work_path)
+        return FileReader(str(Path(store).resolve()), str(Path(self.work_path).resolve()))
 
     def load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """executemany: in-process, so no round trips to save; all or nothing.
