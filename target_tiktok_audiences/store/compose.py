@@ -58,9 +58,8 @@ class Composition(Staging):
             and not self.count_members(audience)
             and not self.count_pending(audience)
         )
-        if first:
+        if first:  # `clear_staged` removed any plan rows of the audience
             self._in_temp["plan"].add(audience)
-            db.execute("DELETE FROM plan WHERE audience = ?", (audience,))
         else:
             self._unindex_staged()
             self._staging(audience)

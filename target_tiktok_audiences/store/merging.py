@@ -15,11 +15,11 @@ import math
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from target_tiktok_audiences.store.confirm import Confirmation
 from target_tiktok_audiences.store.schema import SENDABLE, SLOT_COLUMNS, SLOT_LIST, in_words
+from target_tiktok_audiences.store.sqlite import read_only
 from target_tiktok_audiences.tiktok.mapping import Batch, Entry, MergedRow
 
 # Each planned row of a merged send, with the merged row it goes in. In the work file on
@@ -89,7 +89,7 @@ class MergedRows:
 
     def __call__(self, first: int, last: int) -> list[MergedRow]:
         """The merged rows numbered `first` to `last`, in plan order."""
-        db = sqlite3.connect(Path(self.path).as_uri() + "?mode=ro", uri=True)
+        db = sqlite3.connect(read_only(self.path), uri=True)
         try:
             return merge_rows(db.execute(_BATCH_ROWS, (first, last)), dict(self.audience_ids))
         finally:

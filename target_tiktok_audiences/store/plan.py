@@ -12,7 +12,6 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 from target_tiktok_audiences.store.repeats import Repeats
 from target_tiktok_audiences.store.schema import (
@@ -22,6 +21,7 @@ from target_tiktok_audiences.store.schema import (
     SLOT_COLUMNS,
     SLOT_LIST,
 )
+from target_tiktok_audiences.store.sqlite import read_only
 from target_tiktok_audiences.tiktok.mapping import Batch, Slots
 
 
@@ -83,7 +83,7 @@ class PlanRows:
     def __call__(self, first: int, last: int) -> list[Slots]:
         """The slots to send of the planned rows from seq `first` to `last`, in plan order."""
         # Read-only, and never creating the file: a body built after the run closed fails.
-        db = sqlite3.connect(Path(self.path).as_uri() + "?mode=ro", uri=True)
+        db = sqlite3.connect(read_only(self.path), uri=True)
         try:
             return db.execute(
                 f"SELECT {SENT_SLOTS} FROM plan WHERE audience = ? AND action = ? "

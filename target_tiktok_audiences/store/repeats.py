@@ -43,14 +43,7 @@ class Repeats(Staging):
                 args,
             ).fetchone()
             slots = [(bit, slot) for bit, slot in enumerate(SLOT_COLUMNS) if counts[bit] > 1]
-            groupings = [
-                (
-                    f"SELECT {slot}, MIN(seq) FROM plan WHERE audience = :a AND action = :action "
-                    f"AND {slot} IS NOT NULL GROUP BY {slot} HAVING COUNT(*) > 1",
-                    args,
-                )
-                for _, slot in slots
-            ]
+            groupings = [(_repeated(slot, f"{slot} IS NOT NULL"), args) for _, slot in slots]
             # A sort of each slot's hashes, a second or two at 1M: side by side where they can.
             beside = self._beside(groupings, rows=sum(counts))
             for index, (bit, slot) in enumerate(slots):
@@ -80,12 +73,9 @@ class Repeats(Staging):
             db.execute("DELETE FROM candidates")
             db.load("candidates", ("hash",), hashes)
             db.execute("DELETE FROM repeated")
+            among = f"{slot} IN (SELECT hash FROM candidates)"
             if db.execute(
-                f"INSERT INTO repeated (hash, first) SELECT {slot}, MIN(seq) FROM plan "
-                f"WHERE audience = :a AND action = :action "
-                f"AND {slot} IN (SELECT hash FROM candidates) "
-                f"GROUP BY {slot} HAVING COUNT(*) > 1",
-                args,
+                f"INSERT INTO repeated (hash, first) {_repeated(slot, among)}", args
             ).rowcount:
                 self._keep_repeated(bit, slot, args)
         db.execute("DELETE FROM candidates")
@@ -99,3 +89,14 @@ class Repeats(Staging):
             f"AND seq <> (SELECT first FROM repeated r WHERE r.hash = plan.{slot})",
             args,
         )
+
+
+def _repeated(slot: str, among: str) -> str:
+    """SQL: each hash of `slot` that several of :a's planned :action rows `among` carry.
+
+    With its first row (`repeated`'s columns).
+    """
+    return (
+        f"SELECT {slot}, MIN(seq) FROM plan WHERE audience = :a AND action = :action "
+        f"AND {among} GROUP BY {slot} HAVING COUNT(*) > 1"
+    )

@@ -22,6 +22,14 @@ from typing import Any
 from target_tiktok_audiences.store.backend import Backend, Params, Rows
 
 
+def read_only(path: str) -> str:
+    """The URI that opens a database file read-only, never creating it.
+
+    By its absolute path: a file URI cannot be relative, and `membership_store` may be.
+    """
+    return Path(path).resolve().as_uri() + "?mode=ro"
+
+
 @dataclass(frozen=True)
 class FileReader:
     """Runs one read-only query on a run's store file and work file, in a worker process.
@@ -35,10 +43,10 @@ class FileReader:
 
     def __call__(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
         """The query's rows; `work.` tables are found by their names alone, as in the run."""
-        db = sqlite3.connect(Path(self.store).as_uri() + "?mode=ro", uri=True)
+        db = sqlite3.connect(read_only(self.store), uri=True)
         try:
             db.execute("PRAGMA cache_size=-16384")  # as the run's: a grouping sorts in memory
-            db.execute("ATTACH DATABASE ? AS work", (Path(self.work).as_uri() + "?mode=ro",))
+            db.execute("ATTACH DATABASE ? AS work", (read_only(self.work),))
             return db.execute(sql, params).fetchall()
         finally:
             db.close()
@@ -103,8 +111,7 @@ class SQLiteBackend(Backend):
                 atexit.register(self.close)  # a dry run that fails leaves no copy behind
                 self._db = sqlite3.connect(self._copy, isolation_level=None)
                 if Path(path).exists():
-                    uri = Path(path).resolve().as_uri() + "?mode=ro"
-                    source = sqlite3.connect(uri, uri=True)
+                    source = sqlite3.connect(read_only(path), uri=True)
                     source.backup(self._db)
                     source.close()
             else:
@@ -157,14 +164,11 @@ class SQLiteBackend(Backend):
             raise
 
     def reader(self) -> FileReader | None:
-        """Reads the store's file (a dry run's copy) and the work file (None for ":memory:").
-
-        By absolute paths: a file URI cannot be relative (`membership_store` may be).
-        """
+        """Reads the store's file (a dry run's copy) and the work file (None for ":memory:")."""
         store = self._copy or self.location
         if store == ":memory:" or self.work_path is None:
             return None
-        return FileReader(str(Path(store).resolve()), str(Path(self.work_path).resolve()))
+        return FileReader(store, self.work_path)
 
     def load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """executemany: in-process, so no round trips to save; all or nothing.
