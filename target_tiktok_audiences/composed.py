@@ -216,7 +216,7 @@ class ComposedSync(AudienceSync):
         failure, a removal guard's refusal too, is recorded as this sync's and raised.
         """
         audience = self.row.id
-        self._stage(plan_now=not self.settings.min_audience_size)
+        self._stage(plan_now=True)
         self._complete = complete
         self._merging = True
         try:

@@ -356,6 +356,36 @@ def test_a_first_sync_planned_from_the_sources_is_the_one_planned_from_staged_pe
     assert any(row[-1] for row in staged[2]), "shared hashes are kept back"
 
 
+def test_a_first_sync_planned_from_the_sources_holds_the_people_staged_ones_would(
+    new_location: Callable[[], str],
+) -> None:
+    """Held under `min_audience_size`, a first sync planned from its sources keeps its people.
+
+    Nobody is staged for it: its planned adds are what `hold` moves into `pending`, the very
+    people and hashes that holding the staged plan keeps.
+    """
+    held = []
+    for plan_now in (False, True):
+        store = MembershipStore(new_location())
+        try:
+            aud, included, excluded = shared_and_excluded(Run(store, {}))
+            store.stage_composed(aud, included, excluded, plan_now=plan_now)
+            assert store.staged_count(aud) == (0 if plan_now else 69)
+            store.plan(aud, snapshot=True, complete=True)
+            assert store.hold(aud, snapshot=True) == 69
+            store.clear_staged(aud)
+            rows = store._db.execute(
+                "SELECT person, s0, s1, s2, s3, s4, s5 FROM pending WHERE audience = ? "
+                "ORDER BY person",
+                (aud,),
+            ).fetchall()
+        finally:
+            store.close()
+        held.append([tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows])
+    staged, direct = held
+    assert direct == staged
+
+
 def test_look_ups_in_worker_processes_plan_as_those_run_here(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,10 +32,11 @@ class Composition(Staging):
         """Stage what a composed audience should hold, from its sources as they last were.
 
         `split`: the audience of one `split_by` value holds only the people of that value.
-        `plan_now`: `plan` comes next, with nothing held back (no `min_audience_size`). A
-        first sync (nobody confirmed or held) whose included sources all came whole in this
-        run is then planned here, straight from the sources into `plan`: its people are all
-        this run's records, and staging them first would copy them once more for nothing.
+        `plan_now`: `plan` comes next. A first sync (nobody confirmed or held) whose
+        included sources all came whole in this run is then planned here, straight from the
+        sources into `plan`: its people are all this run's records, and staging them first
+        would copy them once more for nothing. Held under `min_audience_size`, they move
+        from the plan into `pending` (`hold`).
 
         The hashes TikTok should hold are the union of the included people's hashes, less
         every hash of an excluded person: an included person that has any hash of a person

@@ -81,6 +81,9 @@ class Connection:
         self._composed: set[int] = set()
         # Composed first syncs planned by `stage_composed` itself, with the people planned.
         self._planned_first: dict[int, int] = {}
+        # Those `plan` then counted: nothing is staged for them, their planned adds are
+        # what holding them moves (`hold`).
+        self._planned_from_sources: set[int] = set()
         # Per slot, the hashes repeated among the people a first sync was planned from, as
         # worker processes find them (`stage_composed`).
         self._repeats: dict[int, list[Future[Found]]] = {}

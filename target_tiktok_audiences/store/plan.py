@@ -128,7 +128,10 @@ class Planning(Repeats):
         self._in_temp["plan"].add(audience)
         planned = self._planned_first.pop(audience, None)  # by `stage_composed`
         if planned is None:
+            self._planned_from_sources.discard(audience)
             db.execute("DELETE FROM plan WHERE audience = :a", args)
+        else:
+            self._planned_from_sources.add(audience)
         summary = PlanSummary(confirmed=self.count_members(audience))
         if not summary.confirmed:
             self._plan_first_sync(audience, summary, planned)

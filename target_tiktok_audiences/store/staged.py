@@ -221,6 +221,7 @@ class Staging(Audiences):
         self._retired.discard(audience)
         self._leaving.discard(audience)
         self._planned_first.pop(audience, None)
+        self._planned_from_sources.discard(audience)
         self._repeats.pop(audience, None)
         for table, audiences in self._in_temp.items():
             audiences.discard(audience)
@@ -273,7 +274,19 @@ class Staging(Audiences):
     # Holding back a first upload
 
     def hold(self, audience: int, *, snapshot: bool) -> int:
-        """Move staged people into `pending` (replacing it for a snapshot); return its size."""
+        """Move staged people into `pending` (replacing it for a snapshot); return its size.
+
+        A composed first sync planned from its sources stages nobody: its planned adds,
+        each person once, are the people held (nobody was held before: it is a first sync).
+        """
+        if audience in self._planned_from_sources:
+            with self.transaction() as db:
+                db.execute(
+                    f"INSERT INTO pending (audience, person, {SLOT_LIST}) SELECT audience, "
+                    f"person, {SLOT_LIST} FROM plan WHERE audience = ? AND action = 'add'",
+                    (audience,),
+                )
+            return self.count_pending(audience)
         self._index_staged(audience)
         with self.transaction() as db:
             if snapshot:
