@@ -179,7 +179,7 @@ class Composition(Staging):
             for slot in slots
         )
         people = (
-            "SELECT p.source, p.person FROM source_people p "
+            f"SELECT p.source, p.person, {SLOT_LIST} FROM source_people p "
             f"WHERE p.source = :s{of_value} AND ({any_excluded})"
         )
         queries = [(people, {"s": source.id, "v": split}) for source in included]
@@ -188,24 +188,20 @@ class Composition(Staging):
     def _match_end(self, matching: _Matching | None) -> bool:
         """The included people excluded (`matched`), and the hashes withheld with them.
 
-        `matched`: each included person with a tier-0 hash; tier 1: the matched people's
-        other hashes. True when there is a tier-1 hash, which other included people may
-        also have.
+        `matched`: each included person with a tier-0 hash, with all their hashes; tier 1:
+        the matched people's other hashes. True when there is a tier-1 hash, which other
+        included people may also have.
         """
         if matching is None:
             return False
         db = self._db
+        columns = ("source", "person", *SLOT_COLUMNS)
         if matching.found is None:
             for sql, args in matching.queries:
-                db.execute(f"INSERT INTO matched (source, person) {sql}", args)
+                db.execute(f"INSERT INTO matched ({', '.join(columns)}) {sql}", args)
         for task in matching.found or ():
-            db.load("matched", ("source", "person"), task.result())
-        each = db.words["probe_join"]  # each matched person's row, looked up
-        self._withhold(
-            f"matched m {each} source_people p ON p.source = m.source AND p.person = m.person",
-            "",
-            tier=1,
-        )
+            db.load("matched", columns, task.result())
+        self._withhold("matched p", "", tier=1)
         return db.execute("SELECT 1 FROM withheld WHERE tier = 1 LIMIT 1").fetchone() is not None
 
     def fresh_leavers(self, audience: int, included: Sequence[SourceRow]) -> int:

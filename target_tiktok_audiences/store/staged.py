@@ -134,12 +134,18 @@ class Staging(Audiences):
         return _unpack_sql(self._db)
 
     def _staging(self, group: int) -> None:
-        """Rows are about to be staged in `group`: its retired rows (`retire_staged`) go first."""
-        if group in self._retired:
+        """Rows are about to be staged in `group`: retired rows (`retire_staged`) go first.
+
+        All of them at once when nobody reads what is staged; else the group's own.
+        """
+        staged = self._in_temp["staged"]
+        if staged and staged <= self._retired:
+            self._truncate("staged")
+        elif group in self._retired:
             self._retired.discard(group)
             self._leaving.discard(group)
             self._db.execute("DELETE FROM staged WHERE audience = ?", (group,))
-        self._in_temp["staged"].add(group)
+        staged.add(group)
 
     def _unindex_staged(self) -> None:
         """Appending to an unindexed table is twice as fast as keeping a key in order."""
@@ -217,13 +223,18 @@ class Staging(Audiences):
         ).fetchone()[0]
 
     def clear_staged(self, audience: int) -> None:
-        """Forget what was staged and planned for an audience."""
+        """Forget what was staged and planned for an audience.
+
+        A table it has no rows in is not touched: rows retired there wait (`retire_staged`).
+        """
         self._retired.discard(audience)
         self._leaving.discard(audience)
         self._planned_first.pop(audience, None)
         self._planned_from_sources.discard(audience)
         self._repeats.pop(audience, None)
         for table, audiences in self._in_temp.items():
+            if audience not in audiences:
+                continue
             audiences.discard(audience)
             if audiences - self._retired if table == "staged" else audiences:
                 self._db.execute(f"DELETE FROM {table} WHERE audience = ?", (audience,))
@@ -233,13 +244,12 @@ class Staging(Audiences):
     def retire_staged(self, group: int) -> None:
         """Nobody reads what is staged in `group` again: its rows may wait for a truncate.
 
-        Deleting one group's rows from a large table costs seconds at 1M people; once every
-        staged group is retired or cleared, one truncate takes them all. Until then the rows
-        stay, unseen (every query names its group); staging the group again drops them first.
+        Deleting one group's rows from a large table costs seconds at 1M people, and even a
+        truncate frees every page: the rows stay, unseen (every query names its group),
+        until rows are staged or cleared next (`_staging`, `clear_staged`), which then
+        truncates once every staged group is retired, or the connection closes with them.
         """
         self._retired.add(group)
-        if self._in_temp["staged"] <= self._retired:
-            self._truncate("staged")
 
     def _truncate(self, table: str) -> None:
         """Empty a temporary table at once (a truncate, not a scan)."""

@@ -43,6 +43,7 @@ CREATE TEMP TABLE IF NOT EXISTS fresh (
 CREATE TEMP TABLE IF NOT EXISTS matched (
     source INTEGER NOT NULL,
     person {blob} NOT NULL,
+    {slots},
     PRIMARY KEY (source, person)
 );
 CREATE TEMP TABLE IF NOT EXISTS repeated (
